@@ -1,0 +1,80 @@
+//! Audit events: one per logged transition, numbered without gaps.
+//!
+//! The sequence is per cluster, starts at 1 and is part of the replicated
+//! state, so every replica numbers the same transition the same way and a
+//! reader can tell a missed event from a quiet table. Renewals that keep
+//! their TTL never reach the log and so never appear here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lease::LeaseId;
+
+/// The actor recorded for transitions the cluster itself makes.
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuditKind {
+    /// A lease was granted (at once, or handed over from the queue).
+    LeaseAcquire,
+    /// A lease was queued behind the holder.
+    LeaseWait,
+    /// A lease's TTL was changed.
+    LeaseRenew,
+    /// A lease was released by its owner.
+    LeaseRelease,
+    /// A lease expired.
+    LeaseExpire,
+    /// A waiter left its queue (timeout or cancellation).
+    LeaseWaitCancel,
+    /// An operator force-released a lock.
+    ForceRelease,
+    /// A lock entered its lock-delay.
+    LockDelaySet,
+    /// A lock's lock-delay ended.
+    LockDelayClear,
+}
+
+impl AuditKind {
+    /// The reference's event names, extended with ours.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::LeaseAcquire => "LEASE_ACQUIRE",
+            AuditKind::LeaseWait => "LEASE_WAIT",
+            AuditKind::LeaseRenew => "LEASE_RENEW",
+            AuditKind::LeaseRelease => "LEASE_RELEASE",
+            AuditKind::LeaseExpire => "LEASE_EXPIRE",
+            AuditKind::LeaseWaitCancel => "LEASE_WAIT_CANCEL",
+            AuditKind::ForceRelease => "FORCE_RELEASE",
+            AuditKind::LockDelaySet => "LOCK_DELAY_SET",
+            AuditKind::LockDelayClear => "LOCK_DELAY_CLEAR",
+        }
+    }
+}
+
+/// One logged transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Gap-free, per cluster, from 1.
+    pub seq: u64,
+    /// The log index of the command that caused it.
+    pub index: u64,
+    /// The proposer's wall clock (Unix ms); informational.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: AuditKind,
+    /// The tenant.
+    pub tenant: String,
+    /// The lock.
+    pub key: String,
+    /// The lease concerned, if any (none for lock-delay events).
+    pub lease_id: Option<LeaseId>,
+    /// The lease's owner, if any.
+    pub owner: Option<String>,
+    /// The fencing token involved (0 when none).
+    pub token: u64,
+    /// Who caused it: the owner, an admin, or [`SYSTEM_ACTOR`].
+    pub actor: String,
+    /// Free text: a force-release reason, a lock-delay length, a new TTL.
+    pub detail: Option<String>,
+}

@@ -1,0 +1,183 @@
+//! Commands in, replies and audit events out.
+//!
+//! A command is what one Raft log entry asks of the table. Client requests
+//! (`Acquire`, `Renew` with a new TTL, `Release`) carry the caller's identity
+//! as `owner`, already authenticated by the server. The leader's own commands
+//! (`Expire`, `CancelWait`, `ClearLockDelay`) are how time enters the table:
+//! the table never reads a clock, it only hears that a deadline passed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditEvent;
+use crate::config::TableConfig;
+use crate::error::Error;
+use crate::lease::{LeaseId, LeaseView, LockView};
+
+/// Where in the log a command applies, and the proposer's wall-clock reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyCtx {
+    /// The Raft log index of the entry; strictly increasing across applies.
+    pub index: u64,
+    /// The proposer's wall clock (Unix ms), recorded in audit events only and
+    /// never used to decide anything.
+    pub at_ms: u64,
+}
+
+/// One mutation of the lease table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Take a lock, or queue for it.
+    Acquire(Acquire),
+    /// Change a lease's TTL (a renewal that keeps the TTL never needs the log).
+    Renew(Renew),
+    /// Give a lease up.
+    Release(Release),
+    /// The leader saw a lease's deadline pass.
+    Expire(Expire),
+    /// A waiter gives up: its wait timed out or its caller went away.
+    CancelWait(CancelWait),
+    /// An operator frees a lock.
+    ForceRelease(ForceRelease),
+    /// The leader saw a lock-delay pass.
+    ClearLockDelay(ClearLockDelay),
+    /// Replace the table's bounds and retention.
+    Configure(TableConfig),
+}
+
+impl Command {
+    /// The operation's name in logs and scripts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Acquire(_) => "acquire",
+            Command::Renew(_) => "renew",
+            Command::Release(_) => "release",
+            Command::Expire(_) => "expire",
+            Command::CancelWait(_) => "cancel-wait",
+            Command::ForceRelease(_) => "force-release",
+            Command::ClearLockDelay(_) => "clear-lock-delay",
+            Command::Configure(_) => "configure",
+        }
+    }
+}
+
+/// Take `key` in `tenant` for `owner`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquire {
+    /// The tenant.
+    pub tenant: String,
+    /// The lock.
+    pub key: String,
+    /// The authenticated caller.
+    pub owner: String,
+    /// Idempotency key, unique per (tenant, owner) and request.
+    pub request_id: String,
+    /// TTL of the lease, within the configured bounds.
+    pub ttl_ms: u64,
+    /// 0: answer LOCK_HELD at once; otherwise queue for up to this long.
+    pub wait_timeout_ms: u64,
+}
+
+/// Change the TTL of a lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renew {
+    /// The tenant the lease must belong to.
+    pub tenant: String,
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// The authenticated caller.
+    pub owner: String,
+    /// Idempotency key.
+    pub request_id: String,
+    /// The new TTL.
+    pub ttl_ms: u64,
+}
+
+/// Give up a lease (holding or waiting).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The tenant the lease must belong to.
+    pub tenant: String,
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// The authenticated caller.
+    pub owner: String,
+    /// Idempotency key.
+    pub request_id: String,
+}
+
+/// The leader's word that a lease's deadline passed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expire {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// The version the leader's deadline belonged to; if the lease changed
+    /// since (granted from the queue, TTL changed), the command does nothing.
+    /// `None` expires whatever incarnation is live.
+    pub expected_version: Option<u64>,
+}
+
+/// Why a waiter left its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelCause {
+    /// The acquire's wait timeout passed.
+    WaitTimeout,
+    /// The caller cancelled or disconnected.
+    Abandoned,
+}
+
+/// A waiter leaves its queue; a no-op if it was granted meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelWait {
+    /// The waiting lease.
+    pub lease_id: LeaseId,
+    /// Why.
+    pub cause: CancelCause,
+}
+
+/// An operator frees a lock, whoever holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceRelease {
+    /// The tenant.
+    pub tenant: String,
+    /// The lock.
+    pub key: String,
+    /// The authenticated admin.
+    pub actor: String,
+    /// Why, for the audit trail (required).
+    pub reason: String,
+    /// If set, release only while this lease holds the lock: a retried
+    /// force-release then cannot evict the holder that came after.
+    pub lease_id: Option<LeaseId>,
+}
+
+/// The leader's word that a lock-delay passed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearLockDelay {
+    /// The tenant.
+    pub tenant: String,
+    /// The lock.
+    pub key: String,
+}
+
+/// What a successful command answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The lease the command created or changed (or, for a retry, the lease
+    /// the original request did).
+    Lease(LeaseView),
+    /// The lock after the command (force-release, clear-lock-delay).
+    Lock(LockView),
+    /// The configuration now in force.
+    Configured(TableConfig),
+    /// The command found nothing to do (a repeated expiry, say).
+    Unchanged,
+}
+
+/// The result of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The reply or the refusal; a refusal changed nothing.
+    pub result: Result<Reply, Error>,
+    /// The audit events this command appended, in sequence order.
+    pub events: Vec<AuditEvent>,
+}

@@ -1,0 +1,200 @@
+//! Leases and locks: the records the table keeps.
+//!
+//! A [`Lock`] exists per `(tenant, key)` once anyone asked for it and never
+//! goes away, because it carries the last fencing token and tokens must never
+//! restart. A [`Lease`] is one acquire by one owner on one lock; it lives
+//! WAITING → ACTIVE → RELEASED | EXPIRED and, once terminal, is kept for a
+//! bounded while so that late renewals and releases get the precise reason.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An opaque lease id, unique forever: the Raft log index of the entry that
+/// created the lease. Clients see it as 16 hex digits and must not parse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeaseId(u64);
+
+impl LeaseId {
+    /// The id of the lease created by the entry at `index`.
+    pub fn from_index(index: u64) -> LeaseId {
+        LeaseId(index)
+    }
+
+    /// The log index that created the lease.
+    pub fn index(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for LeaseId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err(format!("lease id {s:?} is not 16 lowercase hex digits"));
+        }
+        u64::from_str_radix(s, 16)
+            .map(LeaseId)
+            .map_err(|e| format!("lease id {s:?}: {e}"))
+    }
+}
+
+/// Where a lease is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LeaseState {
+    /// Queued behind the holder; its own TTL keeps its place.
+    Waiting,
+    /// Holds the lock.
+    Active,
+    /// Given up by its owner, an operator, or a withdrawn wait. Terminal.
+    Released,
+    /// Its TTL ran out (an `Expire` command applied). Terminal.
+    Expired,
+}
+
+impl LeaseState {
+    /// The name used in the API and the scripts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Waiting => "WAITING",
+            LeaseState::Active => "ACTIVE",
+            LeaseState::Released => "RELEASED",
+            LeaseState::Expired => "EXPIRED",
+        }
+    }
+
+    /// RELEASED and EXPIRED never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, LeaseState::Released | LeaseState::Expired)
+    }
+}
+
+/// How a lease ended, for audit and for answering retries precisely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EndReason {
+    /// Its owner released it.
+    Released,
+    /// Its TTL ran out.
+    Expired,
+    /// An operator force-released the lock it held.
+    ForceReleased,
+    /// It was waiting and its wait timeout passed.
+    WaitTimedOut,
+    /// It was waiting and its caller went away.
+    WaitAbandoned,
+}
+
+/// One acquire by one owner on one lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Unique forever; see [`LeaseId`].
+    pub id: LeaseId,
+    /// Leases never cross tenants; every lookup checks this.
+    pub tenant: String,
+    /// The lock this lease holds or waits for.
+    pub key: String,
+    /// The principal that may renew and release it.
+    pub owner: String,
+    /// Time to live; the leader turns it into a deadline on its own clock.
+    pub ttl_ms: u64,
+    /// Where the lease is in its life.
+    pub state: LeaseState,
+    /// The fencing token of its grant; 0 until granted.
+    pub token: u64,
+    /// Counts logged transitions, starting at 1.
+    pub version: u64,
+    /// How long the acquire was willing to wait; 0 for a non-waiting acquire.
+    pub wait_timeout_ms: u64,
+    /// Set once terminal.
+    pub ended: Option<EndReason>,
+}
+
+impl Lease {
+    /// A read-only copy for replies.
+    pub fn view(&self) -> LeaseView {
+        LeaseView {
+            id: self.id,
+            tenant: self.tenant.clone(),
+            key: self.key.clone(),
+            owner: self.owner.clone(),
+            ttl_ms: self.ttl_ms,
+            state: self.state,
+            token: self.token,
+            version: self.version,
+            wait_timeout_ms: self.wait_timeout_ms,
+            ended: self.ended,
+        }
+    }
+}
+
+/// A lease as replies show it. Deadlines are not here: they live in the
+/// leader's memory, and the server adds `expires_in_ms` at the edge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// The opaque id.
+    pub id: LeaseId,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its lock.
+    pub key: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its TTL.
+    pub ttl_ms: u64,
+    /// Its state.
+    pub state: LeaseState,
+    /// Its fencing token, 0 while waiting.
+    pub token: u64,
+    /// Logged transitions so far.
+    pub version: u64,
+    /// The wait timeout it was acquired with.
+    pub wait_timeout_ms: u64,
+    /// How it ended, once terminal.
+    pub ended: Option<EndReason>,
+}
+
+/// The record of one `(tenant, key)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The ACTIVE lease, if any.
+    pub active: Option<LeaseId>,
+    /// WAITING leases in arrival order.
+    pub queue: VecDeque<LeaseId>,
+    /// The token of the latest grant; the next grant gets `last_token + 1`.
+    pub last_token: u64,
+    /// Set by an expiry while lock-delay is configured; cleared by a command.
+    pub delayed: bool,
+}
+
+impl Lock {
+    /// Whether the lock could be granted right now to a newcomer.
+    pub fn is_free(&self) -> bool {
+        self.active.is_none() && !self.delayed && self.queue.is_empty()
+    }
+}
+
+/// A lock as replies show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    /// Its tenant.
+    pub tenant: String,
+    /// Its key.
+    pub key: String,
+    /// The holder, if any.
+    pub active: Option<LeaseView>,
+    /// The token of the latest grant (0: never granted).
+    pub last_token: u64,
+    /// How many leases wait in its queue.
+    pub waiters: u32,
+    /// Whether it is inside a lock-delay.
+    pub delayed: bool,
+}

@@ -1,0 +1,61 @@
+//! # tenure-core: the lease table
+//!
+//! The heart of Tenure is a pure, deterministic state machine: the table of
+//! locks and leases that every replica holds, changed only by commands taken
+//! from the Raft log, one at a time, in log order.
+//!
+//! ## Why this shape
+//! Replication needs a state machine that gives the same answer on every node
+//! for the same log. So the table reads no clock, draws no random number,
+//! does no IO and iterates only ordered maps. Time enters as commands: the
+//! leader watches deadlines on its own monotonic clock and proposes `Expire`
+//! when one passes (shared/DESIGN.md, "Time"). The table stores TTLs, never
+//! timestamps. Renewals that keep their TTL do not reach the log at all; the
+//! leader checks them with [`Table::check_renew`] and extends its own
+//! deadline.
+//!
+//! ## What it keeps
+//! - A [`Lock`] per `(tenant, key)` with its holder, its FIFO queue of
+//!   WAITING leases, the last fencing token and a lock-delay mark.
+//! - [`Lease`]s: WAITING → ACTIVE → RELEASED | EXPIRED, with a fencing token
+//!   (`last_token + 1` per grant, per lock, never reset) and a version that
+//!   counts logged transitions.
+//! - The request memory: what each `(tenant, owner, request_id)` did, so a
+//!   retry gets the original answer and a reuse is refused.
+//! - An audit sequence without gaps.
+//!
+//! ## Invariants
+//! At most one ACTIVE lease per lock; tokens strictly increase per lock; a
+//! WAITING lease is in exactly its lock's queue; a queue is non-empty only
+//! behind a holder or a lock-delay; memories stay within their bounds.
+//! [`Table::verify`] checks them all; `apply` asserts them where it makes them.
+//!
+//! ## Deliberately left out
+//! Deadlines, timers, identity and transport: the server owns those. Idle
+//! lock records are never compacted (their token must survive); DESIGN.md
+//! describes how a compacted lock would restart above every old token.
+
+mod audit;
+mod command;
+mod config;
+mod error;
+mod fence;
+mod lease;
+mod requests;
+mod snapshot;
+mod table;
+pub mod validate;
+mod verify;
+
+pub use audit::{AuditEvent, AuditKind, SYSTEM_ACTOR};
+pub use command::{
+    Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Expire,
+    ForceRelease, Release, Renew, Reply,
+};
+pub use config::TableConfig;
+pub use error::{Error, Reason, SnapshotError};
+pub use fence::FencedResource;
+pub use lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, LockView};
+pub use requests::{Fingerprint, Op};
+pub use snapshot::SNAPSHOT_FORMAT;
+pub use table::{Stats, Table};
