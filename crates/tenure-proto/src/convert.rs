@@ -1,0 +1,704 @@
+//! The one place where the wire types of `tenure.v1` meet tenure-core.
+//!
+//! Everything that turns a proto message into a core command or view, or the
+//! other way round, lives here, and so does the error model: which gRPC code
+//! each [`Reason`] gets, and how the reason and the leader's address travel
+//! in a [`tonic::Status`]. The server, the client library and the tests all
+//! go through these functions, so a reason cannot map to one code in one
+//! place and another elsewhere (TN-ERR-001).
+//!
+//! ## What this module checks, and what it leaves to the core
+//! It checks only what the core cannot: that a lease id is one the service
+//! issues, that an enum number is known, and that the request's `owner_id`
+//! agrees with the identity the transport authenticated. Lengths, alphabets,
+//! TTL bounds and wait bounds are the core's (its validation runs inside the
+//! replicated apply, against the replicated configuration), so TTLs and wait
+//! timeouts pass through exactly as given.
+//!
+//! ## Identity
+//! Request conversions take the authenticated caller (`owner` or `actor`)
+//! as a separate argument and never trust the message for it: an empty
+//! `owner_id` means "the caller", a different one is OWNER_TOKEN_MISMATCH.
+//!
+//! ## Optional fields
+//! proto3 strings have no "absent": an empty string stands for `None`
+//! (`lease_id`, `owner_id` and `detail` of a watch event, the `lease_id` of a
+//! force-release). A core `Some("")` therefore comes back as `None`; the core
+//! never produces one.
+
+use std::str::FromStr;
+
+use prost::Message as _;
+use prost::bytes::Bytes;
+use tenure_core::{
+    Acquire, AuditEvent, AuditKind, EndReason, Error, ForceRelease, LeaseId, LeaseState, LeaseView,
+    LockView, Reason, Release, Renew,
+};
+use tonic::Code;
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+use crate::rpc;
+use crate::v1;
+
+/// The `ErrorInfo.domain` of every reason Tenure defines.
+pub const ERROR_DOMAIN: &str = "tenure.dev";
+
+/// The metadata entry carrying the stable reason string of a failed call.
+pub const REASON_METADATA: &str = "tenure-reason";
+
+/// The metadata entry carrying the leader's address, when the node knows it.
+pub const LEADER_METADATA: &str = "tenure-leader";
+
+/// The `ErrorInfo.metadata` key carrying the leader's address.
+pub const LEADER_INFO_KEY: &str = "leader";
+
+/// Why a proto message could not become a core value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// A lease id is not in the form the service issues (16 lowercase hex digits).
+    #[error("{field}: {detail}")]
+    InvalidLeaseId {
+        /// The field that held it.
+        field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A `page_token` is not one a previous `List` page returned.
+    #[error("page_token {0:?} is not a token a previous page returned")]
+    InvalidPageToken(String),
+    /// An enum field holds a number this build does not know.
+    #[error("{field}: unknown enum value {value}")]
+    UnknownEnum {
+        /// The field that held it.
+        field: &'static str,
+        /// The number received.
+        value: i32,
+    },
+    /// An enum field is UNSPECIFIED where a value is required.
+    #[error("{field} is unspecified")]
+    Unspecified {
+        /// The field.
+        field: &'static str,
+    },
+    /// A message contradicts itself or lacks a part it needs.
+    #[error("{field}: {detail}")]
+    Malformed {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// The call carries no caller identity.
+    #[error("the call carries no caller identity")]
+    OwnerTokenRequired,
+    /// The request's `owner_id` is not the authenticated caller.
+    #[error("owner_id {claimed:?} is not the authenticated caller {authenticated:?}")]
+    OwnerTokenMismatch {
+        /// The owner the request named.
+        claimed: String,
+        /// The identity the transport authenticated.
+        authenticated: String,
+    },
+}
+
+impl ConvertError {
+    /// The stable reason a server answers this failure with.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ConvertError::InvalidLeaseId { .. }
+            | ConvertError::InvalidPageToken(_)
+            | ConvertError::UnknownEnum { .. }
+            | ConvertError::Unspecified { .. }
+            | ConvertError::Malformed { .. } => Reason::InvalidRequest,
+            ConvertError::OwnerTokenRequired => Reason::OwnerTokenRequired,
+            ConvertError::OwnerTokenMismatch { .. } => Reason::OwnerTokenMismatch,
+        }
+    }
+
+    /// This failure as a gRPC status; see [`status`].
+    pub fn to_status(&self, leader: Option<&str>) -> tonic::Status {
+        status(self.reason(), self.to_string(), leader)
+    }
+}
+
+impl From<ConvertError> for tonic::Status {
+    fn from(e: ConvertError) -> tonic::Status {
+        e.to_status(None)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Identity and ids
+// ---------------------------------------------------------------------------
+
+/// The owner a request acts as: the authenticated caller. `claimed` is the
+/// request's `owner_id`; empty means the caller, anything else must equal it.
+pub fn owner(claimed: &str, authenticated: &str) -> Result<String, ConvertError> {
+    if authenticated.is_empty() {
+        return Err(ConvertError::OwnerTokenRequired);
+    }
+    if !claimed.is_empty() && claimed != authenticated {
+        return Err(ConvertError::OwnerTokenMismatch {
+            claimed: claimed.to_owned(),
+            authenticated: authenticated.to_owned(),
+        });
+    }
+    Ok(authenticated.to_owned())
+}
+
+/// Parses a `lease_id` field; anything the service did not issue is refused.
+pub fn lease_id(value: &str) -> Result<LeaseId, ConvertError> {
+    parse_lease_id("lease_id", value)
+}
+
+fn parse_lease_id(field: &'static str, value: &str) -> Result<LeaseId, ConvertError> {
+    if value.is_empty() {
+        return Err(ConvertError::InvalidLeaseId {
+            field,
+            detail: "is required".to_owned(),
+        });
+    }
+    LeaseId::from_str(value).map_err(|detail| ConvertError::InvalidLeaseId { field, detail })
+}
+
+/// An optional lease id: empty is `None`.
+fn optional_lease_id(field: &'static str, value: &str) -> Result<Option<LeaseId>, ConvertError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse_lease_id(field, value).map(Some)
+    }
+}
+
+fn optional_string(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Requests: proto -> core
+// ---------------------------------------------------------------------------
+
+/// An `AcquireRequest` as the core command, acting as `authenticated`.
+pub fn acquire(req: &v1::AcquireRequest, authenticated: &str) -> Result<Acquire, ConvertError> {
+    Ok(Acquire {
+        tenant: req.tenant_id.clone(),
+        key: req.lock_key.clone(),
+        owner: owner(&req.owner_id, authenticated)?,
+        request_id: req.request_id.clone(),
+        ttl_ms: req.ttl_ms,
+        wait_timeout_ms: req.wait_timeout_ms,
+    })
+}
+
+/// A `RenewRequest` as the core command, acting as `authenticated`.
+///
+/// `ttl_ms` 0 (keep the TTL) is passed through as 0: such a renewal never
+/// reaches the log; the server checks it with `Table::check_renew` instead
+/// (the core refuses a logged renewal with TTL 0 as INVALID_TTL).
+pub fn renew(req: &v1::RenewRequest, authenticated: &str) -> Result<Renew, ConvertError> {
+    Ok(Renew {
+        tenant: req.tenant_id.clone(),
+        lease_id: lease_id(&req.lease_id)?,
+        owner: owner(&req.owner_id, authenticated)?,
+        request_id: req.request_id.clone(),
+        ttl_ms: req.ttl_ms,
+    })
+}
+
+/// A `ReleaseRequest` as the core command, acting as `authenticated`.
+pub fn release(req: &v1::ReleaseRequest, authenticated: &str) -> Result<Release, ConvertError> {
+    Ok(Release {
+        tenant: req.tenant_id.clone(),
+        lease_id: lease_id(&req.lease_id)?,
+        owner: owner(&req.owner_id, authenticated)?,
+        request_id: req.request_id.clone(),
+    })
+}
+
+/// A `ForceReleaseRequest` as the core command, by the authenticated admin
+/// `actor` (the server checks the admin role before).
+pub fn force_release(
+    req: &v1::ForceReleaseRequest,
+    actor: &str,
+) -> Result<ForceRelease, ConvertError> {
+    if actor.is_empty() {
+        return Err(ConvertError::OwnerTokenRequired);
+    }
+    Ok(ForceRelease {
+        tenant: req.tenant_id.clone(),
+        key: req.lock_key.clone(),
+        actor: actor.to_owned(),
+        reason: req.reason.clone(),
+        lease_id: optional_lease_id("lease_id", &req.lease_id)?,
+    })
+}
+
+/// The lease one `KeepAliveRequest` asks to keep alive, and for whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepAliveTarget {
+    /// The tenant the lease must belong to.
+    pub tenant: String,
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// The authenticated caller, who must own the lease.
+    pub owner: String,
+}
+
+/// A `KeepAliveRequest` as the arguments of `Table::check_renew`, acting as
+/// `authenticated`.
+pub fn keep_alive(
+    req: &v1::KeepAliveRequest,
+    authenticated: &str,
+) -> Result<KeepAliveTarget, ConvertError> {
+    Ok(KeepAliveTarget {
+        tenant: req.tenant_id.clone(),
+        lease_id: lease_id(&req.lease_id)?,
+        owner: owner(&req.owner_id, authenticated)?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Requests: core -> proto (for clients, and to round-trip in tests)
+// ---------------------------------------------------------------------------
+
+/// The `AcquireRequest` that asks for `c` (naming its owner explicitly).
+pub fn acquire_request(c: &Acquire) -> v1::AcquireRequest {
+    v1::AcquireRequest {
+        tenant_id: c.tenant.clone(),
+        lock_key: c.key.clone(),
+        owner_id: c.owner.clone(),
+        request_id: c.request_id.clone(),
+        ttl_ms: c.ttl_ms,
+        wait_timeout_ms: c.wait_timeout_ms,
+    }
+}
+
+/// The `RenewRequest` that asks for `c`.
+pub fn renew_request(c: &Renew) -> v1::RenewRequest {
+    v1::RenewRequest {
+        tenant_id: c.tenant.clone(),
+        lease_id: c.lease_id.to_string(),
+        owner_id: c.owner.clone(),
+        request_id: c.request_id.clone(),
+        ttl_ms: c.ttl_ms,
+    }
+}
+
+/// The `ReleaseRequest` that asks for `c`.
+pub fn release_request(c: &Release) -> v1::ReleaseRequest {
+    v1::ReleaseRequest {
+        tenant_id: c.tenant.clone(),
+        lease_id: c.lease_id.to_string(),
+        owner_id: c.owner.clone(),
+        request_id: c.request_id.clone(),
+    }
+}
+
+/// The `ForceReleaseRequest` that asks for `c` (the actor is not a field:
+/// it is whoever sends the request).
+pub fn force_release_request(c: &ForceRelease) -> v1::ForceReleaseRequest {
+    v1::ForceReleaseRequest {
+        tenant_id: c.tenant.clone(),
+        lock_key: c.key.clone(),
+        reason: c.reason.clone(),
+        lease_id: c.lease_id.map(|id| id.to_string()).unwrap_or_default(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Replies: core -> proto and back
+// ---------------------------------------------------------------------------
+
+/// A lease as the API shows it. `expires_in_ms` is the time left until the
+/// leader's deadline, which only the server knows; pass 0 for a terminal
+/// lease.
+pub fn lease(view: &LeaseView, expires_in_ms: u64) -> v1::Lease {
+    v1::Lease {
+        lease_id: view.id.to_string(),
+        tenant_id: view.tenant.clone(),
+        lock_key: view.key.clone(),
+        owner_id: view.owner.clone(),
+        state: lease_state(view.state) as i32,
+        fencing_token: view.token,
+        ttl_ms: view.ttl_ms,
+        version: view.version,
+        expires_in_ms,
+        wait_timeout_ms: view.wait_timeout_ms,
+        end_reason: end_reason(view.ended) as i32,
+    }
+}
+
+/// A `Lease` back as the core's view (`expires_in_ms` is not part of it).
+pub fn lease_view(lease: &v1::Lease) -> Result<LeaseView, ConvertError> {
+    Ok(LeaseView {
+        id: parse_lease_id("lease.lease_id", &lease.lease_id)?,
+        tenant: lease.tenant_id.clone(),
+        key: lease.lock_key.clone(),
+        owner: lease.owner_id.clone(),
+        ttl_ms: lease.ttl_ms,
+        state: lease_state_from(lease.state)?,
+        token: lease.fencing_token,
+        version: lease.version,
+        wait_timeout_ms: lease.wait_timeout_ms,
+        ended: end_reason_from(lease.end_reason)?,
+    })
+}
+
+/// A lock as the API shows it; `active_expires_in_ms` is the holder's time
+/// left (ignored when the lock is not held).
+pub fn lock_state(view: &LockView, active_expires_in_ms: u64) -> v1::LockState {
+    v1::LockState {
+        tenant_id: view.tenant.clone(),
+        lock_key: view.key.clone(),
+        held: view.active.is_some(),
+        active_lease: view.active.as_ref().map(|l| lease(l, active_expires_in_ms)),
+        last_fencing_token: view.last_token,
+        waiters: view.waiters,
+        lock_delayed: view.delayed,
+    }
+}
+
+/// A `LockState` back as the core's view.
+pub fn lock_view(state: &v1::LockState) -> Result<LockView, ConvertError> {
+    let active = match (state.held, &state.active_lease) {
+        (true, Some(l)) => Some(lease_view(l)?),
+        (false, None) => None,
+        (true, None) => {
+            return Err(ConvertError::Malformed {
+                field: "active_lease",
+                detail: "the lock is held but names no lease",
+            });
+        }
+        (false, Some(_)) => {
+            return Err(ConvertError::Malformed {
+                field: "active_lease",
+                detail: "the lock is not held but names a lease",
+            });
+        }
+    };
+    Ok(LockView {
+        tenant: state.tenant_id.clone(),
+        key: state.lock_key.clone(),
+        active,
+        last_token: state.last_fencing_token,
+        waiters: state.waiters,
+        delayed: state.lock_delayed,
+    })
+}
+
+/// An audit event as a `WatchEvent` (`gap_before` false: the server sets it).
+pub fn watch_event(event: &AuditEvent) -> v1::WatchEvent {
+    v1::WatchEvent {
+        sequence: event.seq,
+        log_index: event.index,
+        at_unix_ms: event.at_ms,
+        kind: audit_kind(event.kind) as i32,
+        tenant_id: event.tenant.clone(),
+        lock_key: event.key.clone(),
+        lease_id: event.lease_id.map(|id| id.to_string()).unwrap_or_default(),
+        owner_id: event.owner.clone().unwrap_or_default(),
+        fencing_token: event.token,
+        actor: event.actor.clone(),
+        detail: event.detail.clone().unwrap_or_default(),
+        gap_before: false,
+    }
+}
+
+/// A `WatchEvent` back as the core's audit event.
+pub fn audit_event(event: &v1::WatchEvent) -> Result<AuditEvent, ConvertError> {
+    Ok(AuditEvent {
+        seq: event.sequence,
+        index: event.log_index,
+        at_ms: event.at_unix_ms,
+        kind: audit_kind_from(event.kind)?,
+        tenant: event.tenant_id.clone(),
+        key: event.lock_key.clone(),
+        lease_id: optional_lease_id("lease_id", &event.lease_id)?,
+        owner: optional_string(&event.owner_id),
+        token: event.fencing_token,
+        actor: event.actor.clone(),
+        detail: optional_string(&event.detail),
+    })
+}
+
+/// The answer to a keep-alive that renewed `view`; `expires_in_ms` is the
+/// time to the leader's new deadline.
+pub fn keep_alive_alive(
+    req: &v1::KeepAliveRequest,
+    view: &LeaseView,
+    expires_in_ms: u64,
+) -> v1::KeepAliveResponse {
+    v1::KeepAliveResponse {
+        lease_id: req.lease_id.clone(),
+        alive: true,
+        ttl_ms: view.ttl_ms,
+        expires_in_ms,
+        reason: String::new(),
+        client_seq: req.client_seq,
+        message: String::new(),
+    }
+}
+
+/// The answer to a keep-alive whose lease is lost to the caller.
+pub fn keep_alive_lost(
+    req: &v1::KeepAliveRequest,
+    reason: Reason,
+    message: impl Into<String>,
+) -> v1::KeepAliveResponse {
+    v1::KeepAliveResponse {
+        lease_id: req.lease_id.clone(),
+        alive: false,
+        ttl_ms: 0,
+        expires_in_ms: 0,
+        reason: reason.as_str().to_owned(),
+        client_seq: req.client_seq,
+        message: message.into(),
+    }
+}
+
+/// An opaque `next_page_token` resuming a listing after `last_key`.
+pub fn page_token(last_key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut token = String::with_capacity(last_key.len() * 2);
+    for b in last_key.bytes() {
+        token.push(char::from(HEX[usize::from(b >> 4)]));
+        token.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    token
+}
+
+/// The key a `page_token` resumes after; `None` for the first page.
+pub fn page_after(token: &str) -> Result<Option<String>, ConvertError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || ConvertError::InvalidPageToken(token.to_owned());
+    let digits = token.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err(invalid());
+    }
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
+    let mut key = Vec::with_capacity(digits.len() / 2);
+    for pair in digits.chunks_exact(2) {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => key.push(hi << 4 | lo),
+            _ => return Err(invalid()),
+        }
+    }
+    String::from_utf8(key).map(Some).map_err(|_| invalid())
+}
+
+// ---------------------------------------------------------------------------
+// Enums
+// ---------------------------------------------------------------------------
+
+/// A core lease state as the proto enum.
+pub fn lease_state(state: LeaseState) -> v1::LeaseState {
+    match state {
+        LeaseState::Waiting => v1::LeaseState::Waiting,
+        LeaseState::Active => v1::LeaseState::Active,
+        LeaseState::Released => v1::LeaseState::Released,
+        LeaseState::Expired => v1::LeaseState::Expired,
+    }
+}
+
+/// A proto `LeaseState` number as the core state; UNSPECIFIED is refused.
+pub fn lease_state_from(value: i32) -> Result<LeaseState, ConvertError> {
+    const FIELD: &str = "state";
+    match v1::LeaseState::try_from(value) {
+        Ok(v1::LeaseState::Waiting) => Ok(LeaseState::Waiting),
+        Ok(v1::LeaseState::Active) => Ok(LeaseState::Active),
+        Ok(v1::LeaseState::Released) => Ok(LeaseState::Released),
+        Ok(v1::LeaseState::Expired) => Ok(LeaseState::Expired),
+        Ok(v1::LeaseState::Unspecified) => Err(ConvertError::Unspecified { field: FIELD }),
+        Err(_) => Err(ConvertError::UnknownEnum {
+            field: FIELD,
+            value,
+        }),
+    }
+}
+
+/// How a lease ended, as the proto enum; `None` (not ended) is UNSPECIFIED.
+pub fn end_reason(ended: Option<EndReason>) -> v1::EndReason {
+    match ended {
+        None => v1::EndReason::Unspecified,
+        Some(EndReason::Released) => v1::EndReason::Released,
+        Some(EndReason::Expired) => v1::EndReason::Expired,
+        Some(EndReason::ForceReleased) => v1::EndReason::ForceReleased,
+        Some(EndReason::WaitTimedOut) => v1::EndReason::WaitTimedOut,
+        Some(EndReason::WaitAbandoned) => v1::EndReason::WaitAbandoned,
+    }
+}
+
+/// A proto `EndReason` number as the core's; UNSPECIFIED is `None`.
+pub fn end_reason_from(value: i32) -> Result<Option<EndReason>, ConvertError> {
+    match v1::EndReason::try_from(value) {
+        Ok(v1::EndReason::Unspecified) => Ok(None),
+        Ok(v1::EndReason::Released) => Ok(Some(EndReason::Released)),
+        Ok(v1::EndReason::Expired) => Ok(Some(EndReason::Expired)),
+        Ok(v1::EndReason::ForceReleased) => Ok(Some(EndReason::ForceReleased)),
+        Ok(v1::EndReason::WaitTimedOut) => Ok(Some(EndReason::WaitTimedOut)),
+        Ok(v1::EndReason::WaitAbandoned) => Ok(Some(EndReason::WaitAbandoned)),
+        Err(_) => Err(ConvertError::UnknownEnum {
+            field: "end_reason",
+            value,
+        }),
+    }
+}
+
+/// A core audit kind as the proto enum.
+pub fn audit_kind(kind: AuditKind) -> v1::AuditKind {
+    match kind {
+        AuditKind::LeaseAcquire => v1::AuditKind::LeaseAcquire,
+        AuditKind::LeaseWait => v1::AuditKind::LeaseWait,
+        AuditKind::LeaseRenew => v1::AuditKind::LeaseRenew,
+        AuditKind::LeaseRelease => v1::AuditKind::LeaseRelease,
+        AuditKind::LeaseExpire => v1::AuditKind::LeaseExpire,
+        AuditKind::LeaseWaitCancel => v1::AuditKind::LeaseWaitCancel,
+        AuditKind::ForceRelease => v1::AuditKind::ForceRelease,
+        AuditKind::LockDelaySet => v1::AuditKind::LockDelaySet,
+        AuditKind::LockDelayClear => v1::AuditKind::LockDelayClear,
+    }
+}
+
+/// A proto `AuditKind` number as the core's; UNSPECIFIED is refused.
+pub fn audit_kind_from(value: i32) -> Result<AuditKind, ConvertError> {
+    const FIELD: &str = "kind";
+    match v1::AuditKind::try_from(value) {
+        Ok(v1::AuditKind::LeaseAcquire) => Ok(AuditKind::LeaseAcquire),
+        Ok(v1::AuditKind::LeaseWait) => Ok(AuditKind::LeaseWait),
+        Ok(v1::AuditKind::LeaseRenew) => Ok(AuditKind::LeaseRenew),
+        Ok(v1::AuditKind::LeaseRelease) => Ok(AuditKind::LeaseRelease),
+        Ok(v1::AuditKind::LeaseExpire) => Ok(AuditKind::LeaseExpire),
+        Ok(v1::AuditKind::LeaseWaitCancel) => Ok(AuditKind::LeaseWaitCancel),
+        Ok(v1::AuditKind::ForceRelease) => Ok(AuditKind::ForceRelease),
+        Ok(v1::AuditKind::LockDelaySet) => Ok(AuditKind::LockDelaySet),
+        Ok(v1::AuditKind::LockDelayClear) => Ok(AuditKind::LockDelayClear),
+        Ok(v1::AuditKind::Unspecified) => Err(ConvertError::Unspecified { field: FIELD }),
+        Err(_) => Err(ConvertError::UnknownEnum {
+            field: FIELD,
+            value,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// The gRPC status code of each reason (spec/requirements.md, TN-ERR-001).
+pub fn grpc_code(reason: Reason) -> Code {
+    match reason {
+        Reason::InvalidRequest | Reason::InvalidTtl => Code::InvalidArgument,
+        Reason::OwnerTokenRequired | Reason::OwnerTokenMismatch => Code::Unauthenticated,
+        Reason::Forbidden => Code::PermissionDenied,
+        Reason::LeaseNotFound => Code::NotFound,
+        Reason::LockHeld | Reason::LockDelayed => Code::Aborted,
+        Reason::LeaseNotActive
+        | Reason::LeaseExpired
+        | Reason::OwnerMismatch
+        | Reason::StaleFencingToken => Code::FailedPrecondition,
+        Reason::RequestIdReused => Code::AlreadyExists,
+        Reason::WaitTimeout => Code::DeadlineExceeded,
+        Reason::TooManyWaiters | Reason::RateLimited => Code::ResourceExhausted,
+        Reason::NotLeader | Reason::Unavailable => Code::Unavailable,
+        Reason::Internal => Code::Internal,
+    }
+}
+
+/// A failed call: the reason's gRPC code, `message` for people, the reason
+/// in the `tenure-reason` metadata entry and in a `google.rpc.ErrorInfo`
+/// (domain `tenure.dev`) in the status details, and the leader's address in
+/// `tenure-leader` when `leader` is known. A leader address that is not
+/// valid ASCII metadata is left out of the metadata (it stays in the
+/// `ErrorInfo`).
+pub fn status(reason: Reason, message: impl Into<String>, leader: Option<&str>) -> tonic::Status {
+    let code = grpc_code(reason);
+    let message = message.into();
+
+    let mut metadata = MetadataMap::new();
+    metadata.insert(REASON_METADATA, MetadataValue::from_static(reason.as_str()));
+    let mut info = rpc::ErrorInfo {
+        reason: reason.as_str().to_owned(),
+        domain: ERROR_DOMAIN.to_owned(),
+        metadata: Default::default(),
+    };
+    if let Some(leader) = leader.filter(|l| !l.is_empty()) {
+        set_leader(&mut metadata, leader);
+        info.metadata
+            .insert(LEADER_INFO_KEY.to_owned(), leader.to_owned());
+    }
+
+    let details = rpc::Status {
+        code: i32::from(code),
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: rpc::ERROR_INFO_TYPE_URL.to_owned(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    tonic::Status::with_details_and_metadata(
+        code,
+        message,
+        Bytes::from(details.encode_to_vec()),
+        metadata,
+    )
+}
+
+/// Puts the leader's address in the `tenure-leader` entry of `metadata`
+/// (of an error, or of a successful response for smart clients). Returns
+/// false, and changes nothing, if the address is not valid ASCII metadata.
+pub fn set_leader(metadata: &mut MetadataMap, leader: &str) -> bool {
+    match MetadataValue::try_from(leader) {
+        Ok(value) => {
+            metadata.insert(LEADER_METADATA, value);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A refusal of the lease table as a gRPC status; see [`status`].
+pub fn error_status(err: &Error, leader: Option<&str>) -> tonic::Status {
+    status(err.reason(), err.to_string(), leader)
+}
+
+/// The Tenure `ErrorInfo` in a status's details, if there is one.
+pub fn error_info(status: &tonic::Status) -> Option<rpc::ErrorInfo> {
+    let details = rpc::Status::decode(status.details()).ok()?;
+    details
+        .details
+        .iter()
+        .filter(|any| any.type_url == rpc::ERROR_INFO_TYPE_URL)
+        .filter_map(|any| rpc::ErrorInfo::decode(any.value.as_slice()).ok())
+        .find(|info| info.domain == ERROR_DOMAIN)
+}
+
+/// The stable reason of a failed call: from the `tenure-reason` metadata
+/// entry, else from the `ErrorInfo` in the details. `None` when the status
+/// did not come from Tenure (a transport error, a proxy, a deadline the
+/// client set itself).
+pub fn reason_of(status: &tonic::Status) -> Option<Reason> {
+    let from_metadata = status
+        .metadata()
+        .get(REASON_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Reason::parse);
+    from_metadata.or_else(|| error_info(status).and_then(|info| Reason::parse(&info.reason)))
+}
+
+/// The leader's address a failed call names, if any: from the
+/// `tenure-leader` metadata entry, else from the `ErrorInfo`.
+pub fn leader_of(status: &tonic::Status) -> Option<String> {
+    let from_metadata = status
+        .metadata()
+        .get(LEADER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    from_metadata
+        .or_else(|| error_info(status).and_then(|mut info| info.metadata.remove(LEADER_INFO_KEY)))
+}
