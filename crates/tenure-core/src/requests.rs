@@ -9,9 +9,13 @@
 //! own namespace. They are forgotten by age in log entries and by count
 //! (the reference's bug 5 grew without bound).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::de::Error as _;
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::lease::LeaseId;
 
@@ -50,11 +54,41 @@ pub struct Remembered {
     pub index: u64,
 }
 
-/// Remembered requests, in a map for lookup and a queue for forgetting.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Remembered requests: a hash map for lookup and a queue, oldest first, for
+/// forgetting. The hasher is seeded per process (request ids come from
+/// clients, so a fixed seed would invite collisions); the map's order is
+/// never observed: snapshots and digests list
+/// the records in queue order, so every replica encodes the same bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RequestMemory {
-    records: BTreeMap<String, Remembered>,
-    order: VecDeque<(u64, String)>,
+    records: HashMap<Arc<str>, Remembered, foldhash::fast::RandomState>,
+    order: VecDeque<Arc<str>>,
+}
+
+impl Serialize for RequestMemory {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.order.len()))?;
+        for key in &self.order {
+            seq.serialize_element(&(&**key, self.records.get(key)))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestMemory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entries = Vec::<(String, Option<Remembered>)>::deserialize(d)?;
+        let mut memory = RequestMemory::default();
+        for (key, record) in entries {
+            let record = record.ok_or_else(|| D::Error::custom("request record missing"))?;
+            let key: Arc<str> = key.into();
+            if memory.records.insert(key.clone(), record).is_some() {
+                return Err(D::Error::custom("request remembered twice"));
+            }
+            memory.order.push_back(key);
+        }
+        Ok(memory)
+    }
 }
 
 /// The memory's key. NUL is outside every field's alphabet, so joining with
@@ -77,7 +111,8 @@ impl RequestMemory {
 
     /// Remembers a request; the key must not be remembered already.
     pub(crate) fn insert(&mut self, key: String, record: Remembered) {
-        self.order.push_back((record.index, key.clone()));
+        let key: Arc<str> = key.into();
+        self.order.push_back(key.clone());
         let previous = self.records.insert(key, record);
         assert!(previous.is_none(), "a request_id is remembered at most once");
     }
@@ -85,13 +120,14 @@ impl RequestMemory {
     /// Forgets records older than `max_age` entries at `now`, and the oldest
     /// beyond `max_count`.
     pub(crate) fn evict(&mut self, now: u64, max_age: u64, max_count: u64) {
-        while let Some((index, _)) = self.order.front() {
+        while let Some(key) = self.order.front() {
+            let index = self.records.get(key).map_or(0, |r| r.index);
             let too_old = index.saturating_add(max_age) <= now;
             let too_many = self.order.len() as u64 > max_count;
             if !(too_old || too_many) {
                 break;
             }
-            if let Some((_, key)) = self.order.pop_front() {
+            if let Some(key) = self.order.pop_front() {
                 self.records.remove(&key);
             }
         }
@@ -112,15 +148,14 @@ impl RequestMemory {
             ));
         }
         let mut last = 0;
-        for (index, key) in &self.order {
-            if *index < last {
+        for key in &self.order {
+            let Some(r) = self.records.get(key) else {
+                return Err(format!("request memory order names a missing record {key:?}"));
+            };
+            if r.index < last {
                 return Err("request memory order is not by index".into());
             }
-            last = *index;
-            match self.records.get(key) {
-                Some(r) if r.index == *index => {}
-                _ => return Err(format!("request memory order names a missing record {key:?}")),
-            }
+            last = r.index;
         }
         Ok(())
     }
