@@ -5,12 +5,17 @@
 //! reader can tell a missed event from a quiet table. Renewals that keep
 //! their TTL never reach the log and so never appear here.
 
+use std::sync::{Arc, LazyLock};
+
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseId;
 
 /// The actor recorded for transitions the cluster itself makes.
 pub const SYSTEM_ACTOR: &str = "system";
+
+/// [`SYSTEM_ACTOR`], shared rather than allocated per event.
+pub(crate) static SYSTEM: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(SYSTEM_ACTOR));
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,17 +69,17 @@ pub struct AuditEvent {
     /// What happened.
     pub kind: AuditKind,
     /// The tenant.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// The lock.
-    pub key: String,
+    pub key: Arc<str>,
     /// The lease concerned, if any (none for lock-delay events).
     pub lease_id: Option<LeaseId>,
     /// The lease's owner, if any.
-    pub owner: Option<String>,
+    pub owner: Option<Arc<str>>,
     /// The fencing token involved (0 when none).
     pub token: u64,
     /// Who caused it: the owner, an admin, or [`SYSTEM_ACTOR`].
-    pub actor: String,
+    pub actor: Arc<str>,
     /// Free text: a force-release reason, a lock-delay length, a new TTL.
     pub detail: Option<String>,
 }

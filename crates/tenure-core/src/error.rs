@@ -8,6 +8,7 @@
 //! table's own refusal: a reason plus the words a person reads.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::lease::LeaseId;
 
@@ -165,7 +166,7 @@ pub enum Error {
     #[error("lock {key:?} is held by lease {holder}")]
     LockHeld {
         /// The contended key.
-        key: String,
+        key: Arc<str>,
         /// The lease holding it.
         holder: LeaseId,
     },
@@ -173,13 +174,13 @@ pub enum Error {
     #[error("lock {key:?} is in its lock-delay after an expiry")]
     LockDelayed {
         /// The delayed key.
-        key: String,
+        key: Arc<str>,
     },
     /// The queue of waiters on this lock is full.
     #[error("lock {key:?} already has {limit} waiters")]
     TooManyWaiters {
         /// The contended key.
-        key: String,
+        key: Arc<str>,
         /// The configured bound.
         limit: u32,
     },

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,11 +100,11 @@ pub struct Lease {
     /// Unique forever; see [`LeaseId`].
     pub id: LeaseId,
     /// Leases never cross tenants; every lookup checks this.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// The lock this lease holds or waits for.
-    pub key: String,
+    pub key: Arc<str>,
     /// The principal that may renew and release it.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// Time to live; the leader turns it into a deadline on its own clock.
     pub ttl_ms: u64,
     /// Where the lease is in its life.
@@ -143,11 +144,11 @@ pub struct LeaseView {
     /// The opaque id.
     pub id: LeaseId,
     /// Its tenant.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Its lock.
-    pub key: String,
+    pub key: Arc<str>,
     /// Its owner.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// Its TTL.
     pub ttl_ms: u64,
     /// Its state.
@@ -163,8 +164,10 @@ pub struct LeaseView {
 }
 
 /// The record of one `(tenant, key)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
+    /// The lock's key, shared by its map entry, its leases and their events.
+    pub key: Arc<str>,
     /// The ACTIVE lease, if any.
     pub active: Option<LeaseId>,
     /// WAITING leases in arrival order.
@@ -176,6 +179,17 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// A lock nobody has held yet.
+    pub fn new(key: Arc<str>) -> Lock {
+        Lock {
+            key,
+            active: None,
+            queue: VecDeque::new(),
+            last_token: 0,
+            delayed: false,
+        }
+    }
+
     /// Whether the lock could be granted right now to a newcomer.
     pub fn is_free(&self) -> bool {
         self.active.is_none() && !self.delayed && self.queue.is_empty()
@@ -186,9 +200,9 @@ impl Lock {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockView {
     /// Its tenant.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Its key.
-    pub key: String,
+    pub key: Arc<str>,
     /// The holder, if any.
     pub active: Option<LeaseView>,
     /// The token of the latest grant (0: never granted).

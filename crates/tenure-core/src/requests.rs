@@ -35,12 +35,19 @@ pub enum Op {
 pub struct Fingerprint {
     /// The operation.
     pub op: Op,
-    /// The lock key for an acquire, empty otherwise.
-    pub key: String,
+    /// The lock key for an acquire.
+    pub key: Option<Arc<str>>,
     /// The lease for a renew or release; for an acquire, unset.
     pub lease: Option<LeaseId>,
     /// The TTL asked for (0 for a release).
     pub ttl_ms: u64,
+}
+
+impl Fingerprint {
+    /// Whether a request with these fields is the request remembered.
+    pub fn matches(&self, op: Op, key: Option<&str>, lease: Option<LeaseId>, ttl_ms: u64) -> bool {
+        self.op == op && self.key.as_deref() == key && self.lease == lease && self.ttl_ms == ttl_ms
+    }
 }
 
 /// One remembered request.

@@ -11,10 +11,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AuditKind, SYSTEM_ACTOR};
+use crate::audit::{AuditEvent, AuditKind, SYSTEM};
 use crate::command::{
     Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Expire,
     ForceRelease, Release, Renew, Reply,
@@ -26,16 +27,18 @@ use crate::requests::{Fingerprint, Op, Remembered, RequestMemory, request_key};
 use crate::validate;
 
 /// The locks of one tenant, by key.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tenant {
-    pub(crate) locks: BTreeMap<String, Lock>,
+    /// The tenant's id, shared by its map key, its leases and their events.
+    pub(crate) name: Arc<str>,
+    pub(crate) locks: BTreeMap<Arc<str>, Lock>,
 }
 
 /// Everything replicated: the snapshot is exactly this.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct State {
     pub(crate) config: TableConfig,
-    pub(crate) tenants: BTreeMap<String, Tenant>,
+    pub(crate) tenants: BTreeMap<Arc<str>, Tenant>,
     pub(crate) leases: BTreeMap<LeaseId, Lease>,
     pub(crate) requests: RequestMemory,
     /// Terminal leases in the order they ended, for forgetting them.
@@ -75,17 +78,17 @@ struct Audit<'a> {
 }
 
 impl Audit<'_> {
-    fn emit(&mut self, kind: AuditKind, lease: &Lease, actor: &str, detail: Option<String>) {
+    fn emit(&mut self, kind: AuditKind, lease: &Lease, actor: &Arc<str>, detail: Option<String>) {
         self.push(kind, &lease.tenant, &lease.key, Some(lease), actor, detail);
     }
 
     fn push(
         &mut self,
         kind: AuditKind,
-        tenant: &str,
-        key: &str,
+        tenant: &Arc<str>,
+        key: &Arc<str>,
         lease: Option<&Lease>,
-        actor: &str,
+        actor: &Arc<str>,
         detail: Option<String>,
     ) {
         *self.seq += 1;
@@ -94,12 +97,12 @@ impl Audit<'_> {
             index: self.ctx.index,
             at_ms: self.ctx.at_ms,
             kind,
-            tenant: tenant.to_owned(),
-            key: key.to_owned(),
+            tenant: tenant.clone(),
+            key: key.clone(),
             lease_id: lease.map(|l| l.id),
             owner: lease.map(|l| l.owner.clone()),
             token: lease.map_or(0, |l| l.token),
-            actor: actor.to_owned(),
+            actor: actor.clone(),
             detail,
         });
     }
@@ -165,31 +168,35 @@ impl Table {
             )));
         }
         let max_waiters = config.max_waiters_per_lock;
-        let fingerprint = Fingerprint {
-            op: Op::Acquire,
-            key: c.key.clone(),
-            lease: None,
-            ttl_ms: c.ttl_ms,
-        };
         let rkey = request_key(&c.tenant, &c.owner, &c.request_id);
         if let Some(r) = self.state.requests.get(&rkey) {
-            return self.answer_retry(r, &fingerprint, &c.request_id);
+            return self.answer_retry(r, Op::Acquire, Some(&c.key), None, c.ttl_ms, &c.request_id);
         }
 
         let id = LeaseId::from_index(ctx.index);
-        let tenant = match self.state.tenants.get_mut(&c.tenant) {
+        let tenants = &mut self.state.tenants;
+        let tenant = match tenants.get_mut(c.tenant.as_str()) {
             Some(t) => t,
-            None => self.state.tenants.entry(c.tenant.clone()).or_default(),
+            None => {
+                let name: Arc<str> = c.tenant.as_str().into();
+                let locks = BTreeMap::new();
+                tenants.entry(name.clone()).or_insert(Tenant { name, locks })
+            }
         };
-        let lock = match tenant.locks.get_mut(&c.key) {
+        let tenant_name = tenant.name.clone();
+        let lock = match tenant.locks.get_mut(c.key.as_str()) {
             Some(l) => l,
-            None => tenant.locks.entry(c.key.clone()).or_default(),
+            None => {
+                let key: Arc<str> = c.key.as_str().into();
+                tenant.locks.entry(key.clone()).or_insert_with(|| Lock::new(key))
+            }
         };
+        let key = lock.key.clone();
         let mut lease = Lease {
             id,
-            tenant: c.tenant,
-            key: c.key,
-            owner: c.owner,
+            tenant: tenant_name,
+            key: key.clone(),
+            owner: c.owner.into(),
             ttl_ms: c.ttl_ms,
             state: LeaseState::Waiting,
             token: 0,
@@ -221,14 +228,13 @@ impl Table {
         } else {
             return Err(Error::LockDelayed { key: lease.key });
         }
-        self.state.requests.insert(
-            rkey,
-            Remembered {
-                fingerprint,
-                lease: id,
-                index: ctx.index,
-            },
-        );
+        let fingerprint = Fingerprint {
+            op: Op::Acquire,
+            key: Some(key),
+            lease: None,
+            ttl_ms: c.ttl_ms,
+        };
+        self.remember(rkey, fingerprint, id, ctx.index);
         let view = lease.view();
         self.state.leases.insert(id, lease);
         Ok(Reply::Lease(view))
@@ -239,10 +245,13 @@ impl Table {
     fn answer_retry(
         &self,
         r: &Remembered,
-        fingerprint: &Fingerprint,
+        op: Op,
+        key: Option<&str>,
+        lease: Option<LeaseId>,
+        ttl_ms: u64,
         request_id: &str,
     ) -> Result<Reply, Error> {
-        if &r.fingerprint != fingerprint {
+        if !r.fingerprint.matches(op, key, lease, ttl_ms) {
             return Err(Error::RequestIdReused(request_id.to_owned()));
         }
         let lease = self
@@ -263,9 +272,9 @@ impl Table {
             .state
             .leases
             .get(&id)
-            .filter(|l| l.tenant == tenant)
+            .filter(|l| &*l.tenant == tenant)
             .ok_or_else(|| Error::LeaseNotFound(id.to_string()))?;
-        if lease.owner != owner {
+        if &*lease.owner != owner {
             return Err(Error::OwnerMismatch(id));
         }
         match lease.state {
@@ -290,23 +299,24 @@ impl Table {
         self.state.config.check_ttl(c.ttl_ms)?;
         let fingerprint = Fingerprint {
             op: Op::Renew,
-            key: String::new(),
+            key: None,
             lease: Some(c.lease_id),
             ttl_ms: c.ttl_ms,
         };
         let rkey = request_key(&c.tenant, &c.owner, &c.request_id);
         if let Some(r) = self.state.requests.get(&rkey) {
-            return self.answer_retry(r, &fingerprint, &c.request_id);
+            return self.answer_retry(r, Op::Renew, None, Some(c.lease_id), c.ttl_ms, &c.request_id);
         }
         self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?;
         let lease = self.lease_mut(c.lease_id);
         lease.ttl_ms = c.ttl_ms;
         lease.version += 1;
         let view = lease.view();
+        let owner = lease.owner.clone();
         audit.emit(
             AuditKind::LeaseRenew,
             lease,
-            &c.owner,
+            &owner,
             Some(format!("ttl_ms={}", c.ttl_ms)),
         );
         self.remember(rkey, fingerprint, c.lease_id, ctx.index);
@@ -319,15 +329,15 @@ impl Table {
         validate::request_id(&c.request_id)?;
         let fingerprint = Fingerprint {
             op: Op::Release,
-            key: String::new(),
+            key: None,
             lease: Some(c.lease_id),
             ttl_ms: 0,
         };
         let rkey = request_key(&c.tenant, &c.owner, &c.request_id);
         if let Some(r) = self.state.requests.get(&rkey) {
-            return self.answer_retry(r, &fingerprint, &c.request_id);
+            return self.answer_retry(r, Op::Release, None, Some(c.lease_id), 0, &c.request_id);
         }
-        self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?;
+        let owner = self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?.owner.clone();
         let view = self.end(
             ctx,
             c.lease_id,
@@ -335,7 +345,7 @@ impl Table {
             EndReason::Released,
             audit,
             AuditKind::LeaseRelease,
-            &c.owner,
+            &owner,
             None,
         );
         self.remember(rkey, fingerprint, c.lease_id, ctx.index);
@@ -357,7 +367,7 @@ impl Table {
             EndReason::Expired,
             audit,
             AuditKind::LeaseExpire,
-            SYSTEM_ACTOR,
+            &SYSTEM,
             None,
         );
         Reply::Lease(view)
@@ -383,7 +393,7 @@ impl Table {
             reason,
             audit,
             AuditKind::LeaseWaitCancel,
-            SYSTEM_ACTOR,
+            &SYSTEM,
             Some(detail.to_owned()),
         );
         Reply::Lease(view)
@@ -399,18 +409,19 @@ impl Table {
         validate::key(&c.key)?;
         validate::actor(&c.actor)?;
         validate::reason(&c.reason)?;
-        let Some(lock) = self.lock_mut(&c.tenant, &c.key) else {
+        let Some((tenant, key, lock)) = self.lock_entry(&c.tenant, &c.key) else {
             return Ok(Reply::Lock(self.lock(&c.tenant, &c.key)));
         };
         let holder = lock.active;
         if c.lease_id.is_some() && c.lease_id != holder {
             return Ok(Reply::Lock(self.lock(&c.tenant, &c.key)));
         }
+        let actor: Arc<str> = c.actor.into();
         if lock.delayed && holder.is_none() {
             lock.delayed = false;
             let detail = Some(format!("cleared by force-release: {}", c.reason));
-            audit.push(AuditKind::LockDelayClear, &c.tenant, &c.key, None, &c.actor, detail);
-            self.hand_off(&c.tenant, &c.key, audit);
+            audit.push(AuditKind::LockDelayClear, &tenant, &key, None, &actor, detail);
+            self.hand_off(&tenant, &key, audit);
         }
         if let Some(holder) = holder {
             self.end(
@@ -420,7 +431,7 @@ impl Table {
                 EndReason::ForceReleased,
                 audit,
                 AuditKind::ForceRelease,
-                &c.actor,
+                &actor,
                 Some(c.reason),
             );
         }
@@ -433,12 +444,15 @@ impl Table {
         c: ClearLockDelay,
         audit: &mut Audit,
     ) -> Result<Reply, Error> {
-        let Some(lock) = self.lock_mut(&c.tenant, &c.key).filter(|l| l.delayed) else {
+        let Some((tenant, key, lock)) = self.lock_entry(&c.tenant, &c.key) else {
             return Ok(Reply::Unchanged);
         };
+        if !lock.delayed {
+            return Ok(Reply::Unchanged);
+        }
         lock.delayed = false;
-        audit.push(AuditKind::LockDelayClear, &c.tenant, &c.key, None, SYSTEM_ACTOR, None);
-        self.hand_off(&c.tenant, &c.key, audit);
+        audit.push(AuditKind::LockDelayClear, &tenant, &key, None, &SYSTEM, None);
+        self.hand_off(&tenant, &key, audit);
         Ok(Reply::Lock(self.lock(&c.tenant, &c.key)))
     }
 
@@ -454,7 +468,7 @@ impl Table {
         reason: EndReason,
         audit: &mut Audit,
         kind: AuditKind,
-        actor: &str,
+        actor: &Arc<str>,
         detail: Option<String>,
     ) -> LeaseView {
         let lock_delay_ms = self.state.config.lock_delay_ms;
@@ -482,8 +496,8 @@ impl Table {
         if reason == EndReason::Expired && lock_delay_ms > 0 {
             lock.delayed = true;
             let detail = Some(format!("lock_delay_ms={lock_delay_ms}"));
-            audit.push(AuditKind::LockDelaySet, &view.tenant, &view.key, None, SYSTEM_ACTOR, detail);
-        } else {
+            audit.push(AuditKind::LockDelaySet, &view.tenant, &view.key, None, &SYSTEM, detail);
+        } else if !lock.queue.is_empty() {
             self.hand_off(&view.tenant, &view.key, audit);
         }
         view
@@ -512,7 +526,7 @@ impl Table {
         audit.emit(
             AuditKind::LeaseAcquire,
             lease,
-            SYSTEM_ACTOR,
+            &SYSTEM,
             Some("granted from the queue".to_owned()),
         );
     }
@@ -553,10 +567,17 @@ impl Table {
         self.state.tenants.get_mut(tenant)?.locks.get_mut(key)
     }
 
-    fn lock_view(&self, tenant: &str, key: &str, lock: &Lock) -> LockView {
+    /// The lock record with its interned tenant and key.
+    fn lock_entry(&mut self, tenant: &str, key: &str) -> Option<(Arc<str>, Arc<str>, &mut Lock)> {
+        let t = self.state.tenants.get_mut(tenant)?;
+        let lock = t.locks.get_mut(key)?;
+        Some((t.name.clone(), lock.key.clone(), lock))
+    }
+
+    fn lock_view(&self, tenant: &Arc<str>, key: &Arc<str>, lock: &Lock) -> LockView {
         LockView {
-            tenant: tenant.to_owned(),
-            key: key.to_owned(),
+            tenant: tenant.clone(),
+            key: key.clone(),
             active: lock
                 .active
                 .and_then(|id| self.state.leases.get(&id))
@@ -569,9 +590,10 @@ impl Table {
 
     /// The state of one lock; a lock never asked for is free with token 0.
     pub fn lock(&self, tenant: &str, key: &str) -> LockView {
-        match self.state.tenants.get(tenant).and_then(|t| t.locks.get(key)) {
-            Some(lock) => self.lock_view(tenant, key, lock),
-            None => self.lock_view(tenant, key, &Lock::default()),
+        let found = self.state.tenants.get(tenant).and_then(|t| Some((t, t.locks.get(key)?)));
+        match found {
+            Some((t, lock)) => self.lock_view(&t.name, &lock.key, lock),
+            None => self.lock_view(&tenant.into(), &key.into(), &Lock::new(key.into())),
         }
     }
 
@@ -580,7 +602,7 @@ impl Table {
         self.state
             .leases
             .get(&id)
-            .filter(|l| l.tenant == tenant)
+            .filter(|l| &*l.tenant == tenant)
             .map(Lease::view)
             .ok_or_else(|| Error::LeaseNotFound(id.to_string()))
     }
@@ -607,7 +629,7 @@ impl Table {
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, l)| self.lock_view(tenant, k, l))
+            .map(|(k, l)| self.lock_view(&t.name, k, l))
             .collect())
     }
 
@@ -622,7 +644,7 @@ impl Table {
             ten.locks
                 .iter()
                 .filter(|(_, l)| l.delayed)
-                .map(move |(k, _)| (t.as_str(), k.as_str()))
+                .map(move |(k, _)| (&**t, &**k))
         })
     }
 
@@ -662,3 +684,4 @@ impl Table {
         s
     }
 }
+

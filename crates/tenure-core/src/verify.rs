@@ -16,8 +16,14 @@ impl Table {
         s.config.validate().map_err(|e| e.to_string())?;
         let mut queued = BTreeSet::new();
         for (tenant, t) in &s.tenants {
+            if t.name != *tenant {
+                return Err(format!("tenant {tenant} stored under another name"));
+            }
             for (key, lock) in &t.locks {
                 let at = format!("lock {tenant}/{key}");
+                if lock.key != *key {
+                    return Err(format!("{at}: stored under another key"));
+                }
                 if let Some(id) = lock.active {
                     let l = s.leases.get(&id).ok_or(format!("{at}: holder {id} missing"))?;
                     if l.state != LeaseState::Active || &l.tenant != tenant || &l.key != key {

@@ -87,14 +87,14 @@ impl Model {
     fn holder(&self, t: &str, k: &str) -> Option<usize> {
         self.leases
             .iter()
-            .position(|l| l.view.tenant == t && l.view.key == k && l.view.state == LeaseState::Active)
+            .position(|l| &*l.view.tenant == t && &*l.view.key == k && l.view.state == LeaseState::Active)
     }
 
     fn waiters(&self, t: &str, k: &str) -> Vec<usize> {
         (0..self.leases.len())
             .filter(|&i| {
                 let v = &self.leases[i].view;
-                v.tenant == t && v.key == k && v.state == LeaseState::Waiting
+                &*v.tenant == t && &*v.key == k && v.state == LeaseState::Waiting
             })
             .collect()
     }
@@ -140,7 +140,7 @@ impl Model {
         ev.push((kind, Some(view.id), view.token));
         if was == LeaseState::Active {
             if why == EndReason::Expired && self.cfg.lock_delay_ms > 0 {
-                self.delayed.push((view.tenant.clone(), view.key.clone()));
+                self.delayed.push((view.tenant.to_string(), view.key.to_string()));
                 ev.push((AuditKind::LockDelaySet, None, 0));
             } else {
                 self.grant_next(&view.tenant, &view.key, ev);
@@ -162,9 +162,9 @@ impl Model {
     }
 
     fn live_check(&self, t: &str, id: LeaseId, owner: &str) -> Result<usize, Reason> {
-        let i = self.find(id).filter(|&i| self.leases[i].view.tenant == t).ok_or(Reason::LeaseNotFound)?;
+        let i = self.find(id).filter(|&i| &*self.leases[i].view.tenant == t).ok_or(Reason::LeaseNotFound)?;
         let v = &self.leases[i].view;
-        if v.owner != owner {
+        if &*v.owner != owner {
             return Err(Reason::OwnerMismatch);
         }
         match v.state {
@@ -228,9 +228,9 @@ impl Model {
                     && self.waiters(&a.tenant, &a.key).is_empty();
                 let mut view = LeaseView {
                     id: LeaseId::from_index(idx),
-                    tenant: a.tenant.clone(),
-                    key: a.key.clone(),
-                    owner: a.owner.clone(),
+                    tenant: a.tenant.as_str().into(),
+                    key: a.key.as_str().into(),
+                    owner: a.owner.as_str().into(),
                     ttl_ms: a.ttl_ms,
                     state: LeaseState::Waiting,
                     token: 0,
@@ -495,7 +495,7 @@ impl LeaseAny for Table {
     fn lease_any(&self, id: LeaseId) -> (String, String) {
         for t in TENANTS {
             if let Ok(l) = self.lease(t, id) {
-                return (l.tenant, l.key);
+                return (l.tenant.to_string(), l.key.to_string());
             }
         }
         panic!("granted lease {id} is not in the table");

@@ -197,7 +197,7 @@ fn ls_auth_001_owner_is_what_the_server_authenticated() {
     // force-release.
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "svc-a", "r1").unwrap();
-    assert_eq!(a.owner, "svc-a");
+    assert_eq!(&*a.owner, "svc-a");
     assert_eq!(reason(d.release("t", a.id, "svc-b", "r1")), Reason::OwnerMismatch);
     let applied = d.apply(Command::ForceRelease(tenure_core::ForceRelease {
         tenant: "t".into(),
@@ -207,7 +207,7 @@ fn ls_auth_001_owner_is_what_the_server_authenticated() {
         lease_id: None,
     }));
     let ev = applied.events.last().unwrap();
-    assert_eq!((ev.kind, ev.actor.as_str()), (AuditKind::ForceRelease, "ops@example"));
+    assert_eq!((ev.kind, &*ev.actor), (AuditKind::ForceRelease, "ops@example"));
 }
 
 #[test]
@@ -680,8 +680,8 @@ fn reference_bug_1_lease_ids_do_not_collide_across_tenants() {
     let x = d.acquire("a-b", "c", "o", "r").unwrap();
     let y = d.acquire("a", "b-c", "o", "r").unwrap();
     assert_ne!(x.id, y.id);
-    assert_eq!(d.table.lease("a-b", x.id).unwrap().key, "c");
-    assert_eq!(d.table.lease("a", y.id).unwrap().key, "b-c");
+    assert_eq!(&*d.table.lease("a-b", x.id).unwrap().key, "c");
+    assert_eq!(&*d.table.lease("a", y.id).unwrap().key, "b-c");
 }
 
 #[test]
