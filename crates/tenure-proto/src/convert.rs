@@ -315,9 +315,9 @@ pub fn force_release_request(c: &ForceRelease) -> v1::ForceReleaseRequest {
 pub fn lease(view: &LeaseView, expires_in_ms: u64) -> v1::Lease {
     v1::Lease {
         lease_id: view.id.to_string(),
-        tenant_id: view.tenant.clone(),
-        lock_key: view.key.clone(),
-        owner_id: view.owner.clone(),
+        tenant_id: view.tenant.to_string(),
+        lock_key: view.key.to_string(),
+        owner_id: view.owner.to_string(),
         state: lease_state(view.state) as i32,
         fencing_token: view.token,
         ttl_ms: view.ttl_ms,
@@ -332,9 +332,9 @@ pub fn lease(view: &LeaseView, expires_in_ms: u64) -> v1::Lease {
 pub fn lease_view(lease: &v1::Lease) -> Result<LeaseView, ConvertError> {
     Ok(LeaseView {
         id: parse_lease_id("lease.lease_id", &lease.lease_id)?,
-        tenant: lease.tenant_id.clone(),
-        key: lease.lock_key.clone(),
-        owner: lease.owner_id.clone(),
+        tenant: lease.tenant_id.as_str().into(),
+        key: lease.lock_key.as_str().into(),
+        owner: lease.owner_id.as_str().into(),
         ttl_ms: lease.ttl_ms,
         state: lease_state_from(lease.state)?,
         token: lease.fencing_token,
@@ -348,8 +348,8 @@ pub fn lease_view(lease: &v1::Lease) -> Result<LeaseView, ConvertError> {
 /// left (ignored when the lock is not held).
 pub fn lock_state(view: &LockView, active_expires_in_ms: u64) -> v1::LockState {
     v1::LockState {
-        tenant_id: view.tenant.clone(),
-        lock_key: view.key.clone(),
+        tenant_id: view.tenant.to_string(),
+        lock_key: view.key.to_string(),
         held: view.active.is_some(),
         active_lease: view.active.as_ref().map(|l| lease(l, active_expires_in_ms)),
         last_fencing_token: view.last_token,
@@ -377,8 +377,8 @@ pub fn lock_view(state: &v1::LockState) -> Result<LockView, ConvertError> {
         }
     };
     Ok(LockView {
-        tenant: state.tenant_id.clone(),
-        key: state.lock_key.clone(),
+        tenant: state.tenant_id.as_str().into(),
+        key: state.lock_key.as_str().into(),
         active,
         last_token: state.last_fencing_token,
         waiters: state.waiters,
@@ -393,12 +393,12 @@ pub fn watch_event(event: &AuditEvent) -> v1::WatchEvent {
         log_index: event.index,
         at_unix_ms: event.at_ms,
         kind: audit_kind(event.kind) as i32,
-        tenant_id: event.tenant.clone(),
-        lock_key: event.key.clone(),
+        tenant_id: event.tenant.to_string(),
+        lock_key: event.key.to_string(),
         lease_id: event.lease_id.map(|id| id.to_string()).unwrap_or_default(),
-        owner_id: event.owner.clone().unwrap_or_default(),
+        owner_id: event.owner.as_deref().unwrap_or_default().to_owned(),
         fencing_token: event.token,
-        actor: event.actor.clone(),
+        actor: event.actor.to_string(),
         detail: event.detail.clone().unwrap_or_default(),
         gap_before: false,
     }
@@ -411,12 +411,12 @@ pub fn audit_event(event: &v1::WatchEvent) -> Result<AuditEvent, ConvertError> {
         index: event.log_index,
         at_ms: event.at_unix_ms,
         kind: audit_kind_from(event.kind)?,
-        tenant: event.tenant_id.clone(),
-        key: event.lock_key.clone(),
+        tenant: event.tenant_id.as_str().into(),
+        key: event.lock_key.as_str().into(),
         lease_id: optional_lease_id("lease_id", &event.lease_id)?,
-        owner: optional_string(&event.owner_id),
+        owner: optional_string(&event.owner_id).map(Into::into),
         token: event.fencing_token,
-        actor: event.actor.clone(),
+        actor: event.actor.as_str().into(),
         detail: optional_string(&event.detail),
     })
 }
