@@ -17,9 +17,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tenure_core::{
-    Acquire, ApplyCtx, Command, LeaseId, Release, Reply, Table, TableConfig,
-};
+use tenure_core::{Acquire, ApplyCtx, Command, LeaseId, Release, Reply, Table, TableConfig};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -169,10 +167,16 @@ fn main() {
     );
     let _ = writeln!(md, "| measure | value |\n| --- | --- |");
     let _ = writeln!(md, "| lease table: applied commands/s | {table_cps:.0} |");
-    let _ = writeln!(md, "| peer (bare BTreeMap token bookkeeping): ops/s | {peer_cps:.0} |");
+    let _ = writeln!(
+        md,
+        "| peer (bare BTreeMap token bookkeeping): ops/s | {peer_cps:.0} |"
+    );
     let _ = writeln!(md, "| ratio table / peer | {:.3} |", table_cps / peer_cps);
     let _ = writeln!(md, "| heap bytes per idle lock record | {idle:.0} |");
-    let _ = writeln!(md, "| heap bytes per active lease (lock + lease) | {held:.0} |");
+    let _ = writeln!(
+        md,
+        "| heap bytes per active lease (lock + lease) | {held:.0} |"
+    );
     let _ = writeln!(
         md,
         "| heap bytes per active lease with its request_id remembered | {held_remembered:.0} |"

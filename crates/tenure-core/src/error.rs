@@ -203,7 +203,7 @@ pub enum Error {
     #[error("lease {0} gave up waiting: wait timeout")]
     WaitTimeout(LeaseId),
     /// A fenced resource refused a token.
-    #[error("fencing token {token} is not above {last} already seen for {key:?}")]
+    #[error("fencing token {token} is stale: {last} already seen for {key:?}")]
     StaleFencingToken {
         /// The resource's key.
         key: String,

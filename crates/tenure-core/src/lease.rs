@@ -40,7 +40,11 @@ impl FromStr for LeaseId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if s.len() != 16
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(format!("lease id {s:?} is not 16 lowercase hex digits"));
         }
         u64::from_str_radix(s, 16)

@@ -121,7 +121,10 @@ impl RequestMemory {
         let key: Arc<str> = key.into();
         self.order.push_back(key.clone());
         let previous = self.records.insert(key, record);
-        assert!(previous.is_none(), "a request_id is remembered at most once");
+        assert!(
+            previous.is_none(),
+            "a request_id is remembered at most once"
+        );
     }
 
     /// Forgets records older than `max_age` entries at `now`, and the oldest
@@ -157,7 +160,9 @@ impl RequestMemory {
         let mut last = 0;
         for key in &self.order {
             let Some(r) = self.records.get(key) else {
-                return Err(format!("request memory order names a missing record {key:?}"));
+                return Err(format!(
+                    "request memory order names a missing record {key:?}"
+                ));
             };
             if r.index < last {
                 return Err("request memory order is not by index".into());

@@ -16,8 +16,8 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 impl Table {
     /// The whole table as bytes: the format number, then the state.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = postcard::to_stdvec(&SNAPSHOT_FORMAT)
-            .expect("encoding a u32 into a Vec cannot fail");
+        let mut out =
+            postcard::to_stdvec(&SNAPSHOT_FORMAT).expect("encoding a u32 into a Vec cannot fail");
         let state = postcard::to_stdvec(&self.state)
             .expect("the table state holds only types postcard encodes");
         out.extend_from_slice(&state);

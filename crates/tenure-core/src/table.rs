@@ -180,7 +180,9 @@ impl Table {
             None => {
                 let name: Arc<str> = c.tenant.as_str().into();
                 let locks = BTreeMap::new();
-                tenants.entry(name.clone()).or_insert(Tenant { name, locks })
+                tenants
+                    .entry(name.clone())
+                    .or_insert(Tenant { name, locks })
             }
         };
         let tenant_name = tenant.name.clone();
@@ -188,7 +190,10 @@ impl Table {
             Some(l) => l,
             None => {
                 let key: Arc<str> = c.key.as_str().into();
-                tenant.locks.entry(key.clone()).or_insert_with(|| Lock::new(key))
+                tenant
+                    .locks
+                    .entry(key.clone())
+                    .or_insert_with(|| Lock::new(key))
             }
         };
         let key = lock.key.clone();
@@ -305,7 +310,14 @@ impl Table {
         };
         let rkey = request_key(&c.tenant, &c.owner, &c.request_id);
         if let Some(r) = self.state.requests.get(&rkey) {
-            return self.answer_retry(r, Op::Renew, None, Some(c.lease_id), c.ttl_ms, &c.request_id);
+            return self.answer_retry(
+                r,
+                Op::Renew,
+                None,
+                Some(c.lease_id),
+                c.ttl_ms,
+                &c.request_id,
+            );
         }
         self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?;
         let lease = self.lease_mut(c.lease_id);
@@ -337,7 +349,10 @@ impl Table {
         if let Some(r) = self.state.requests.get(&rkey) {
             return self.answer_retry(r, Op::Release, None, Some(c.lease_id), 0, &c.request_id);
         }
-        let owner = self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?.owner.clone();
+        let owner = self
+            .live_lease_of(&c.tenant, c.lease_id, &c.owner)?
+            .owner
+            .clone();
         let view = self.end(
             ctx,
             c.lease_id,
@@ -420,7 +435,14 @@ impl Table {
         if lock.delayed && holder.is_none() {
             lock.delayed = false;
             let detail = Some(format!("cleared by force-release: {}", c.reason));
-            audit.push(AuditKind::LockDelayClear, &tenant, &key, None, &actor, detail);
+            audit.push(
+                AuditKind::LockDelayClear,
+                &tenant,
+                &key,
+                None,
+                &actor,
+                detail,
+            );
             self.hand_off(&tenant, &key, audit);
         }
         if let Some(holder) = holder {
@@ -451,7 +473,14 @@ impl Table {
             return Ok(Reply::Unchanged);
         }
         lock.delayed = false;
-        audit.push(AuditKind::LockDelayClear, &tenant, &key, None, &SYSTEM, None);
+        audit.push(
+            AuditKind::LockDelayClear,
+            &tenant,
+            &key,
+            None,
+            &SYSTEM,
+            None,
+        );
         self.hand_off(&tenant, &key, audit);
         Ok(Reply::Lock(self.lock(&c.tenant, &c.key)))
     }
@@ -488,15 +517,30 @@ impl Table {
         if was == LeaseState::Waiting {
             let before = lock.queue.len();
             lock.queue.retain(|w| *w != id);
-            assert_eq!(lock.queue.len() + 1, before, "waiting lease {id} was not queued once");
+            assert_eq!(
+                lock.queue.len() + 1,
+                before,
+                "waiting lease {id} was not queued once"
+            );
             return view;
         }
-        assert_eq!(lock.active, Some(id), "active lease {id} is not its lock's holder");
+        assert_eq!(
+            lock.active,
+            Some(id),
+            "active lease {id} is not its lock's holder"
+        );
         lock.active = None;
         if reason == EndReason::Expired && lock_delay_ms > 0 {
             lock.delayed = true;
             let detail = Some(format!("lock_delay_ms={lock_delay_ms}"));
-            audit.push(AuditKind::LockDelaySet, &view.tenant, &view.key, None, &SYSTEM, detail);
+            audit.push(
+                AuditKind::LockDelaySet,
+                &view.tenant,
+                &view.key,
+                None,
+                &SYSTEM,
+                detail,
+            );
         } else if !lock.queue.is_empty() {
             self.hand_off(&view.tenant, &view.key, audit);
         }
@@ -518,7 +562,11 @@ impl Table {
         lock.last_token = token;
         lock.active = Some(next);
         let lease = self.lease_mut(next);
-        assert_eq!(lease.state, LeaseState::Waiting, "queued lease {next} must be waiting");
+        assert_eq!(
+            lease.state,
+            LeaseState::Waiting,
+            "queued lease {next} must be waiting"
+        );
         assert!(token > lease.token, "fencing token must increase for {key}");
         lease.state = LeaseState::Active;
         lease.token = token;
@@ -590,7 +638,11 @@ impl Table {
 
     /// The state of one lock; a lock never asked for is free with token 0.
     pub fn lock(&self, tenant: &str, key: &str) -> LockView {
-        let found = self.state.tenants.get(tenant).and_then(|t| Some((t, t.locks.get(key)?)));
+        let found = self
+            .state
+            .tenants
+            .get(tenant)
+            .and_then(|t| Some((t, t.locks.get(key)?)));
         match found {
             Some((t, lock)) => self.lock_view(&t.name, &lock.key, lock),
             None => self.lock_view(&tenant.into(), &key.into(), &Lock::new(key.into())),
@@ -635,7 +687,10 @@ impl Table {
 
     /// WAITING and ACTIVE leases, by id: what a new leader arms timers for.
     pub fn live_leases(&self) -> impl Iterator<Item = &Lease> {
-        self.state.leases.values().filter(|l| !l.state.is_terminal())
+        self.state
+            .leases
+            .values()
+            .filter(|l| !l.state.is_terminal())
     }
 
     /// `(tenant, key)` of every lock inside a lock-delay.
@@ -684,4 +739,3 @@ impl Table {
         s
     }
 }
-

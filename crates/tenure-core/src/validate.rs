@@ -56,28 +56,58 @@ fn graphic(b: u8) -> bool {
 
 /// Tenant ids: 1..=64 bytes of `[A-Za-z0-9._-]`.
 pub fn tenant(value: &str) -> Result<(), Error> {
-    check("tenant_id", value, MAX_TENANT_LEN, tenant_char, "[A-Za-z0-9._-]")
+    check(
+        "tenant_id",
+        value,
+        MAX_TENANT_LEN,
+        tenant_char,
+        "[A-Za-z0-9._-]",
+    )
 }
 
 /// Lock keys: 1..=256 bytes of printable ASCII without spaces; `/` and `:` are
 /// ordinary characters (bug 2: separators inside keys are harmless here).
 pub fn key(value: &str) -> Result<(), Error> {
-    check("lock_key", value, MAX_KEY_LEN, graphic, "printable ASCII without spaces")
+    check(
+        "lock_key",
+        value,
+        MAX_KEY_LEN,
+        graphic,
+        "printable ASCII without spaces",
+    )
 }
 
 /// Owner ids and admin actors: 1..=128 bytes of `[A-Za-z0-9._@:/-]`.
 pub fn owner(value: &str) -> Result<(), Error> {
-    check("owner_id", value, MAX_OWNER_LEN, owner_char, "[A-Za-z0-9._@:/-]")
+    check(
+        "owner_id",
+        value,
+        MAX_OWNER_LEN,
+        owner_char,
+        "[A-Za-z0-9._@:/-]",
+    )
 }
 
 /// Admin actors follow the owner alphabet.
 pub fn actor(value: &str) -> Result<(), Error> {
-    check("actor", value, MAX_OWNER_LEN, owner_char, "[A-Za-z0-9._@:/-]")
+    check(
+        "actor",
+        value,
+        MAX_OWNER_LEN,
+        owner_char,
+        "[A-Za-z0-9._@:/-]",
+    )
 }
 
 /// Request ids: 1..=128 bytes of printable ASCII without spaces.
 pub fn request_id(value: &str) -> Result<(), Error> {
-    check("request_id", value, MAX_REQUEST_ID_LEN, graphic, "printable ASCII without spaces")
+    check(
+        "request_id",
+        value,
+        MAX_REQUEST_ID_LEN,
+        graphic,
+        "printable ASCII without spaces",
+    )
 }
 
 /// Force-release reasons: 1..=512 bytes of text without control characters.
@@ -92,7 +122,9 @@ pub fn reason(value: &str) -> Result<(), Error> {
         )));
     }
     if value.chars().any(char::is_control) {
-        return Err(Error::InvalidRequest("reason has a control character".into()));
+        return Err(Error::InvalidRequest(
+            "reason has a control character".into(),
+        ));
     }
     Ok(())
 }
@@ -102,5 +134,11 @@ pub fn prefix(value: &str) -> Result<(), Error> {
     if value.is_empty() {
         return Ok(());
     }
-    check("prefix", value, MAX_KEY_LEN, graphic, "printable ASCII without spaces")
+    check(
+        "prefix",
+        value,
+        MAX_KEY_LEN,
+        graphic,
+        "printable ASCII without spaces",
+    )
 }

@@ -25,12 +25,18 @@ impl Table {
                     return Err(format!("{at}: stored under another key"));
                 }
                 if let Some(id) = lock.active {
-                    let l = s.leases.get(&id).ok_or(format!("{at}: holder {id} missing"))?;
+                    let l = s
+                        .leases
+                        .get(&id)
+                        .ok_or(format!("{at}: holder {id} missing"))?;
                     if l.state != LeaseState::Active || &l.tenant != tenant || &l.key != key {
                         return Err(format!("{at}: holder {id} is not an ACTIVE lease of it"));
                     }
                     if l.token != lock.last_token || l.token == 0 {
-                        return Err(format!("{at}: holder token {} != last {}", l.token, lock.last_token));
+                        return Err(format!(
+                            "{at}: holder token {} != last {}",
+                            l.token, lock.last_token
+                        ));
                     }
                     if lock.delayed {
                         return Err(format!("{at}: held and delayed at once"));
@@ -40,7 +46,10 @@ impl Table {
                     return Err(format!("{at}: waiters behind a free lock"));
                 }
                 for id in &lock.queue {
-                    let l = s.leases.get(id).ok_or(format!("{at}: waiter {id} missing"))?;
+                    let l = s
+                        .leases
+                        .get(id)
+                        .ok_or(format!("{at}: waiter {id} missing"))?;
                     if l.state != LeaseState::Waiting || &l.tenant != tenant || &l.key != key {
                         return Err(format!("{at}: waiter {id} is not a WAITING lease of it"));
                     }
@@ -76,10 +85,15 @@ impl Table {
                 _ => {}
             }
             if l.token > lock.last_token {
-                return Err(format!("lease {id}: token {} above its lock's {}", l.token, lock.last_token));
+                return Err(format!(
+                    "lease {id}: token {} above its lock's {}",
+                    l.token, lock.last_token
+                ));
             }
             if l.version == 0 || l.id.index() > s.last_index {
-                return Err(format!("lease {id}: version 0 or created after the last index"));
+                return Err(format!(
+                    "lease {id}: version 0 or created after the last index"
+                ));
             }
         }
         if terminal != s.ended.len() {
@@ -91,7 +105,9 @@ impl Table {
         let mut last = 0;
         for (index, id) in &s.ended {
             if *index < last || !s.leases.get(id).is_some_and(|l| l.state.is_terminal()) {
-                return Err(format!("forgetting queue out of order or names live lease {id}"));
+                return Err(format!(
+                    "forgetting queue out of order or names live lease {id}"
+                ));
             }
             last = *index;
         }

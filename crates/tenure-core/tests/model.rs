@@ -51,7 +51,8 @@ type Events = Vec<(AuditKind, Option<LeaseId>, u64)>;
 fn ok_ident(s: &str, max: usize, extra: &[u8]) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
 }
 
 impl Model {
@@ -85,9 +86,9 @@ impl Model {
     }
 
     fn holder(&self, t: &str, k: &str) -> Option<usize> {
-        self.leases
-            .iter()
-            .position(|l| &*l.view.tenant == t && &*l.view.key == k && l.view.state == LeaseState::Active)
+        self.leases.iter().position(|l| {
+            &*l.view.tenant == t && &*l.view.key == k && l.view.state == LeaseState::Active
+        })
     }
 
     fn waiters(&self, t: &str, k: &str) -> Vec<usize> {
@@ -129,7 +130,14 @@ impl Model {
         }
     }
 
-    fn finish(&mut self, i: usize, state: LeaseState, why: EndReason, kind: AuditKind, ev: &mut Events) -> LeaseView {
+    fn finish(
+        &mut self,
+        i: usize,
+        state: LeaseState,
+        why: EndReason,
+        kind: AuditKind,
+        ev: &mut Events,
+    ) -> LeaseView {
         let was = self.leases[i].view.state;
         let l = &mut self.leases[i];
         l.view.state = state;
@@ -140,7 +148,8 @@ impl Model {
         ev.push((kind, Some(view.id), view.token));
         if was == LeaseState::Active {
             if why == EndReason::Expired && self.cfg.lock_delay_ms > 0 {
-                self.delayed.push((view.tenant.to_string(), view.key.to_string()));
+                self.delayed
+                    .push((view.tenant.to_string(), view.key.to_string()));
                 ev.push((AuditKind::LockDelaySet, None, 0));
             } else {
                 self.grant_next(&view.tenant, &view.key, ev);
@@ -149,7 +158,11 @@ impl Model {
         view
     }
 
-    fn retry(&self, r: &MRequest, what: &(u8, String, Option<LeaseId>, u64)) -> Result<Reply, Reason> {
+    fn retry(
+        &self,
+        r: &MRequest,
+        what: &(u8, String, Option<LeaseId>, u64),
+    ) -> Result<Reply, Reason> {
         if &r.what != what {
             return Err(Reason::RequestIdReused);
         }
@@ -162,7 +175,10 @@ impl Model {
     }
 
     fn live_check(&self, t: &str, id: LeaseId, owner: &str) -> Result<usize, Reason> {
-        let i = self.find(id).filter(|&i| &*self.leases[i].view.tenant == t).ok_or(Reason::LeaseNotFound)?;
+        let i = self
+            .find(id)
+            .filter(|&i| &*self.leases[i].view.tenant == t)
+            .ok_or(Reason::LeaseNotFound)?;
         let v = &self.leases[i].view;
         if &*v.owner != owner {
             return Err(Reason::OwnerMismatch);
@@ -180,7 +196,10 @@ impl Model {
         let r = self.exec(cmd, &mut ev);
         // Forget old requests and leases, oldest first.
         let now = self.index;
-        let (age, count) = (self.cfg.request_retention_entries, self.cfg.request_retention_count);
+        let (age, count) = (
+            self.cfg.request_retention_entries,
+            self.cfg.request_retention_count,
+        );
         while let Some(f) = self.requests.first() {
             if f.index + age <= now || self.requests.len() as u64 > count {
                 self.requests.remove(0);
@@ -188,10 +207,17 @@ impl Model {
                 break;
             }
         }
-        let (age, count) = (self.cfg.lease_retention_entries, self.cfg.lease_retention_count);
+        let (age, count) = (
+            self.cfg.lease_retention_entries,
+            self.cfg.lease_retention_count,
+        );
         loop {
-            let ended: Vec<usize> = (0..self.leases.len()).filter(|&i| self.leases[i].view.state.is_terminal()).collect();
-            let Some(&oldest) = ended.iter().min_by_key(|&&i| self.leases[i].ended_at) else { break };
+            let ended: Vec<usize> = (0..self.leases.len())
+                .filter(|&i| self.leases[i].view.state.is_terminal())
+                .collect();
+            let Some(&oldest) = ended.iter().min_by_key(|&&i| self.leases[i].ended_at) else {
+                break;
+            };
             if self.leases[oldest].ended_at + age <= now || ended.len() as u64 > count {
                 self.leases.remove(oldest);
             } else {
@@ -205,10 +231,13 @@ impl Model {
         let idx = self.index;
         match cmd {
             Command::Acquire(a) => {
-                if !ok_ident(&a.tenant, 64, b"") || a.key.is_empty() || a.key.len() > 256
+                if !ok_ident(&a.tenant, 64, b"")
+                    || a.key.is_empty()
+                    || a.key.len() > 256
                     || !a.key.bytes().all(|b| b.is_ascii_graphic())
                     || !ok_ident(&a.owner, 128, b"@:/")
-                    || a.request_id.is_empty() || a.request_id.len() > 128
+                    || a.request_id.is_empty()
+                    || a.request_id.len() > 128
                     || !a.request_id.bytes().all(|b| b.is_ascii_graphic())
                 {
                     return Err(Reason::InvalidRequest);
@@ -220,7 +249,11 @@ impl Model {
                     return Err(Reason::InvalidRequest);
                 }
                 let what = (0, a.key.clone(), None, a.ttl_ms);
-                if let Some(r) = self.requests.iter().find(|r| r.tenant == a.tenant && r.owner == a.owner && r.rid == a.request_id) {
+                if let Some(r) = self
+                    .requests
+                    .iter()
+                    .find(|r| r.tenant == a.tenant && r.owner == a.owner && r.rid == a.request_id)
+                {
                     return self.retry(r, &what);
                 }
                 let free = self.holder(&a.tenant, &a.key).is_none()
@@ -245,7 +278,9 @@ impl Model {
                     view.token = token;
                     ev.push((AuditKind::LeaseAcquire, Some(view.id), token));
                 } else if a.wait_timeout_ms > 0 {
-                    if self.waiters(&a.tenant, &a.key).len() >= self.cfg.max_waiters_per_lock as usize {
+                    if self.waiters(&a.tenant, &a.key).len()
+                        >= self.cfg.max_waiters_per_lock as usize
+                    {
                         return Err(Reason::TooManyWaiters);
                     }
                     ev.push((AuditKind::LeaseWait, Some(view.id), 0));
@@ -257,19 +292,36 @@ impl Model {
                 if self.token(&a.tenant, &a.key) == 0 {
                     self.set_token(&a.tenant, &a.key, 0);
                 }
-                self.requests.push(MRequest { tenant: a.tenant.clone(), owner: a.owner.clone(), rid: a.request_id.clone(), what, lease: view.id, index: idx });
-                self.leases.push(MLease { view: view.clone(), ended_at: 0 });
+                self.requests.push(MRequest {
+                    tenant: a.tenant.clone(),
+                    owner: a.owner.clone(),
+                    rid: a.request_id.clone(),
+                    what,
+                    lease: view.id,
+                    index: idx,
+                });
+                self.leases.push(MLease {
+                    view: view.clone(),
+                    ended_at: 0,
+                });
                 Ok(Reply::Lease(view))
             }
             Command::Renew(c) => {
-                if !ok_ident(&c.tenant, 64, b"") || !ok_ident(&c.owner, 128, b"@:/") || c.request_id.is_empty() {
+                if !ok_ident(&c.tenant, 64, b"")
+                    || !ok_ident(&c.owner, 128, b"@:/")
+                    || c.request_id.is_empty()
+                {
                     return Err(Reason::InvalidRequest);
                 }
                 if c.ttl_ms < self.cfg.min_ttl_ms || c.ttl_ms > self.cfg.max_ttl_ms {
                     return Err(Reason::InvalidTtl);
                 }
                 let what = (1, String::new(), Some(c.lease_id), c.ttl_ms);
-                if let Some(r) = self.requests.iter().find(|r| r.tenant == c.tenant && r.owner == c.owner && r.rid == c.request_id) {
+                if let Some(r) = self
+                    .requests
+                    .iter()
+                    .find(|r| r.tenant == c.tenant && r.owner == c.owner && r.rid == c.request_id)
+                {
                     return self.retry(r, &what);
                 }
                 let i = self.live_check(&c.tenant, c.lease_id, &c.owner)?;
@@ -278,27 +330,62 @@ impl Model {
                 v.version += 1;
                 let v = v.clone();
                 ev.push((AuditKind::LeaseRenew, Some(v.id), v.token));
-                self.requests.push(MRequest { tenant: c.tenant.clone(), owner: c.owner.clone(), rid: c.request_id.clone(), what, lease: v.id, index: idx });
+                self.requests.push(MRequest {
+                    tenant: c.tenant.clone(),
+                    owner: c.owner.clone(),
+                    rid: c.request_id.clone(),
+                    what,
+                    lease: v.id,
+                    index: idx,
+                });
                 Ok(Reply::Lease(v))
             }
             Command::Release(c) => {
-                if !ok_ident(&c.tenant, 64, b"") || !ok_ident(&c.owner, 128, b"@:/") || c.request_id.is_empty() {
+                if !ok_ident(&c.tenant, 64, b"")
+                    || !ok_ident(&c.owner, 128, b"@:/")
+                    || c.request_id.is_empty()
+                {
                     return Err(Reason::InvalidRequest);
                 }
                 let what = (2, String::new(), Some(c.lease_id), 0);
-                if let Some(r) = self.requests.iter().find(|r| r.tenant == c.tenant && r.owner == c.owner && r.rid == c.request_id) {
+                if let Some(r) = self
+                    .requests
+                    .iter()
+                    .find(|r| r.tenant == c.tenant && r.owner == c.owner && r.rid == c.request_id)
+                {
                     return self.retry(r, &what);
                 }
                 let i = self.live_check(&c.tenant, c.lease_id, &c.owner)?;
-                let v = self.finish(i, LeaseState::Released, EndReason::Released, AuditKind::LeaseRelease, ev);
-                self.requests.push(MRequest { tenant: c.tenant.clone(), owner: c.owner.clone(), rid: c.request_id.clone(), what, lease: v.id, index: idx });
+                let v = self.finish(
+                    i,
+                    LeaseState::Released,
+                    EndReason::Released,
+                    AuditKind::LeaseRelease,
+                    ev,
+                );
+                self.requests.push(MRequest {
+                    tenant: c.tenant.clone(),
+                    owner: c.owner.clone(),
+                    rid: c.request_id.clone(),
+                    what,
+                    lease: v.id,
+                    index: idx,
+                });
                 Ok(Reply::Lease(v))
             }
             Command::Expire(c) => match self.find(c.lease_id) {
-                Some(i) if !self.leases[i].view.state.is_terminal()
-                    && c.expected_version.is_none_or(|v| v == self.leases[i].view.version) =>
+                Some(i)
+                    if !self.leases[i].view.state.is_terminal()
+                        && c.expected_version
+                            .is_none_or(|v| v == self.leases[i].view.version) =>
                 {
-                    Ok(Reply::Lease(self.finish(i, LeaseState::Expired, EndReason::Expired, AuditKind::LeaseExpire, ev)))
+                    Ok(Reply::Lease(self.finish(
+                        i,
+                        LeaseState::Expired,
+                        EndReason::Expired,
+                        AuditKind::LeaseExpire,
+                        ev,
+                    )))
                 }
                 _ => Ok(Reply::Unchanged),
             },
@@ -308,7 +395,13 @@ impl Model {
                         CancelCause::WaitTimeout => EndReason::WaitTimedOut,
                         CancelCause::Abandoned => EndReason::WaitAbandoned,
                     };
-                    Ok(Reply::Lease(self.finish(i, LeaseState::Released, why, AuditKind::LeaseWaitCancel, ev)))
+                    Ok(Reply::Lease(self.finish(
+                        i,
+                        LeaseState::Released,
+                        why,
+                        AuditKind::LeaseWaitCancel,
+                        ev,
+                    )))
                 }
                 _ => Ok(Reply::Unchanged),
             },
@@ -322,12 +415,19 @@ impl Model {
                     return Ok(Reply::Lock(self.lock_view(&c.tenant, &c.key)));
                 }
                 if holder.is_none() && self.is_delayed(&c.tenant, &c.key) {
-                    self.delayed.retain(|(a, b)| !(a == &c.tenant && b == &c.key));
+                    self.delayed
+                        .retain(|(a, b)| !(a == &c.tenant && b == &c.key));
                     ev.push((AuditKind::LockDelayClear, None, 0));
                     self.grant_next(&c.tenant, &c.key, ev);
                 }
                 if let Some(i) = holder {
-                    self.finish(i, LeaseState::Released, EndReason::ForceReleased, AuditKind::ForceRelease, ev);
+                    self.finish(
+                        i,
+                        LeaseState::Released,
+                        EndReason::ForceReleased,
+                        AuditKind::ForceRelease,
+                        ev,
+                    );
                 }
                 Ok(Reply::Lock(self.lock_view(&c.tenant, &c.key)))
             }
@@ -335,7 +435,8 @@ impl Model {
                 if !self.is_delayed(&c.tenant, &c.key) {
                     return Ok(Reply::Unchanged);
                 }
-                self.delayed.retain(|(a, b)| !(a == &c.tenant && b == &c.key));
+                self.delayed
+                    .retain(|(a, b)| !(a == &c.tenant && b == &c.key));
                 ev.push((AuditKind::LockDelayClear, None, 0));
                 self.grant_next(&c.tenant, &c.key, ev);
                 Ok(Reply::Lock(self.lock_view(&c.tenant, &c.key)))
@@ -403,26 +504,47 @@ fn command(max_id: u64) -> impl Strategy<Value = Command> {
 }
 
 fn config() -> impl Strategy<Value = TableConfig> {
-    (prop_oneof![Just(0u64), Just(5_000u64)], 1u32..4, 3u64..40, 1u64..12, 3u64..40, 1u64..12).prop_map(
-        |(lock_delay_ms, max_waiters_per_lock, ra, rc, la, lc)| TableConfig {
-            lock_delay_ms,
-            max_waiters_per_lock,
-            request_retention_entries: ra,
-            request_retention_count: rc,
-            lease_retention_entries: la,
-            lease_retention_count: lc,
-            ..TableConfig::default()
-        },
+    (
+        prop_oneof![Just(0u64), Just(5_000u64)],
+        1u32..4,
+        3u64..40,
+        1u64..12,
+        3u64..40,
+        1u64..12,
     )
+        .prop_map(
+            |(lock_delay_ms, max_waiters_per_lock, ra, rc, la, lc)| TableConfig {
+                lock_delay_ms,
+                max_waiters_per_lock,
+                request_retention_entries: ra,
+                request_retention_count: rc,
+                lease_retention_entries: la,
+                lease_retention_count: lc,
+                ..TableConfig::default()
+            },
+        )
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128)
 }
 
 fn run(table: &mut Table, index: u64, cmd: Command) -> (Result<Reply, Reason>, Events, Vec<u64>) {
-    let applied = table.apply(ApplyCtx { index, at_ms: index }, cmd);
-    let ev = applied.events.iter().map(|e| (e.kind, e.lease_id, e.token)).collect();
+    let applied = table.apply(
+        ApplyCtx {
+            index,
+            at_ms: index,
+        },
+        cmd,
+    );
+    let ev = applied
+        .events
+        .iter()
+        .map(|e| (e.kind, e.lease_id, e.token))
+        .collect();
     let seqs = applied.events.iter().map(|e| e.seq).collect();
     (applied.result.map_err(|e: Error| e.reason()), ev, seqs)
 }

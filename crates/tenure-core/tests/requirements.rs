@@ -44,11 +44,20 @@ fn ls_inv_002_tokens_strictly_increase_and_survive_restore() {
 fn ls_inv_003_only_the_owner_renews_or_releases_a_live_lease() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "alice", "r1").unwrap();
-    assert_eq!(reason(d.renew("t", a.id, "bob", "x", TTL)), Reason::OwnerMismatch);
-    assert_eq!(reason(d.release("t", a.id, "bob", "y")), Reason::OwnerMismatch);
+    assert_eq!(
+        reason(d.renew("t", a.id, "bob", "x", TTL)),
+        Reason::OwnerMismatch
+    );
+    assert_eq!(
+        reason(d.release("t", a.id, "bob", "y")),
+        Reason::OwnerMismatch
+    );
     d.renew("t", a.id, "alice", "r2", TTL).unwrap();
     d.release("t", a.id, "alice", "r3").unwrap();
-    assert_eq!(reason(d.renew("t", a.id, "alice", "r4", TTL)), Reason::LeaseNotActive);
+    assert_eq!(
+        reason(d.renew("t", a.id, "alice", "r4", TTL)),
+        Reason::LeaseNotActive
+    );
 }
 
 #[test]
@@ -56,10 +65,19 @@ fn ls_inv_004_renew_and_release_of_an_expired_lease_are_refused() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "alice", "r1").unwrap();
     d.expire(a.id);
-    assert_eq!(reason(d.renew("t", a.id, "alice", "r2", TTL)), Reason::LeaseExpired);
-    assert_eq!(reason(d.release("t", a.id, "alice", "r3")), Reason::LeaseExpired);
+    assert_eq!(
+        reason(d.renew("t", a.id, "alice", "r2", TTL)),
+        Reason::LeaseExpired
+    );
+    assert_eq!(
+        reason(d.release("t", a.id, "alice", "r3")),
+        Reason::LeaseExpired
+    );
     assert_eq!(Reason::LeaseExpired.http_status(), 409);
-    assert_eq!(reason(d.table.check_renew("t", a.id, "alice")), Reason::LeaseExpired);
+    assert_eq!(
+        reason(d.table.check_renew("t", a.id, "alice")),
+        Reason::LeaseExpired
+    );
 }
 
 #[test]
@@ -106,9 +124,15 @@ fn ls_rnw_001_renew_only_live_owned_unexpired() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "alice", "r1").unwrap();
     assert!(d.renew("t", a.id, "alice", "n1", 20_000).is_ok());
-    assert_eq!(reason(d.renew("t", a.id, "bob", "n2", 20_000)), Reason::OwnerMismatch);
+    assert_eq!(
+        reason(d.renew("t", a.id, "bob", "n2", 20_000)),
+        Reason::OwnerMismatch
+    );
     d.expire(a.id);
-    assert_eq!(reason(d.renew("t", a.id, "alice", "n3", 20_000)), Reason::LeaseExpired);
+    assert_eq!(
+        reason(d.renew("t", a.id, "alice", "n3", 20_000)),
+        Reason::LeaseExpired
+    );
 }
 
 #[test]
@@ -118,7 +142,10 @@ fn ls_rnw_002_renew_sets_the_ttl_the_leader_counts_from() {
     let r = d.renew("t", a.id, "alice", "n1", 25_000).unwrap();
     assert_eq!((r.ttl_ms, r.version), (25_000, 2));
     assert_eq!(d.table.lease("t", a.id).unwrap().ttl_ms, 25_000);
-    assert_eq!(reason(d.renew("t", a.id, "alice", "n2", 5)), Reason::InvalidTtl);
+    assert_eq!(
+        reason(d.renew("t", a.id, "alice", "n2", 5)),
+        Reason::InvalidTtl
+    );
 }
 
 #[test]
@@ -135,9 +162,15 @@ fn ls_rnw_003_a_resent_renew_is_idempotent() {
 fn ls_rel_001_release_only_by_owner_before_expiry() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "alice", "r1").unwrap();
-    assert_eq!(reason(d.release("t", a.id, "mallory", "x")), Reason::OwnerMismatch);
+    assert_eq!(
+        reason(d.release("t", a.id, "mallory", "x")),
+        Reason::OwnerMismatch
+    );
     d.expire(a.id);
-    assert_eq!(reason(d.release("t", a.id, "alice", "r2")), Reason::LeaseExpired);
+    assert_eq!(
+        reason(d.release("t", a.id, "alice", "r2")),
+        Reason::LeaseExpired
+    );
 }
 
 #[test]
@@ -187,7 +220,10 @@ fn ls_exp_001_expiry_is_idempotent() {
     assert_eq!(d.table.lease("t", a.id).unwrap().version, 2);
     // Only the index moved.
     assert_ne!(d.table.digest(), digest);
-    assert_eq!(d.expire(LeaseId::from_index(999)).result, Ok(Reply::Unchanged));
+    assert_eq!(
+        d.expire(LeaseId::from_index(999)).result,
+        Ok(Reply::Unchanged)
+    );
 }
 
 #[test]
@@ -198,7 +234,10 @@ fn ls_auth_001_owner_is_what_the_server_authenticated() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "svc-a", "r1").unwrap();
     assert_eq!(&*a.owner, "svc-a");
-    assert_eq!(reason(d.release("t", a.id, "svc-b", "r1")), Reason::OwnerMismatch);
+    assert_eq!(
+        reason(d.release("t", a.id, "svc-b", "r1")),
+        Reason::OwnerMismatch
+    );
     let applied = d.apply(Command::ForceRelease(tenure_core::ForceRelease {
         tenant: "t".into(),
         key: "k".into(),
@@ -207,7 +246,10 @@ fn ls_auth_001_owner_is_what_the_server_authenticated() {
         lease_id: None,
     }));
     let ev = applied.events.last().unwrap();
-    assert_eq!((ev.kind, &*ev.actor), (AuditKind::ForceRelease, "ops@example"));
+    assert_eq!(
+        (ev.kind, &*ev.actor),
+        (AuditKind::ForceRelease, "ops@example")
+    );
 }
 
 #[test]
@@ -242,7 +284,10 @@ fn ls_acc_01_ten_concurrent_acquires_one_winner() {
 fn ls_acc_02_owner_mismatch_then_expired() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "A", "a1").unwrap();
-    assert_eq!(reason(d.renew("t", a.id, "B", "b1", TTL)), Reason::OwnerMismatch);
+    assert_eq!(
+        reason(d.renew("t", a.id, "B", "b1", TTL)),
+        Reason::OwnerMismatch
+    );
     d.expire(a.id); // the TTL passed: the leader proposes Expire
     let r = reason(d.release("t", a.id, "A", "a2"));
     assert!(matches!(r, Reason::LeaseExpired | Reason::LeaseNotActive));
@@ -277,9 +322,15 @@ fn tn_wait_001_waiting_acquires_queue_in_fifo_order() {
     let mut d = Driver::default();
     let h = d.acquire("t", "k", "h", "r").unwrap();
     let w: Vec<_> = (0..3)
-        .map(|i| d.acquire_wait("t", "k", &format!("w{i}"), "r", TTL, 5_000).unwrap())
+        .map(|i| {
+            d.acquire_wait("t", "k", &format!("w{i}"), "r", TTL, 5_000)
+                .unwrap()
+        })
         .collect();
-    assert!(w.iter().all(|l| l.state == LeaseState::Waiting && l.token == 0));
+    assert!(
+        w.iter()
+            .all(|l| l.state == LeaseState::Waiting && l.token == 0)
+    );
     assert_eq!(d.table.lock("t", "k").waiters, 3);
     let mut prev = h;
     for (i, waiter) in w.iter().enumerate() {
@@ -314,7 +365,11 @@ fn tn_wait_002_hand_off_in_the_same_apply_with_the_next_token() {
         };
         let grant = applied.events.last().unwrap();
         assert_eq!(grant.kind, AuditKind::LeaseAcquire, "{how}");
-        assert_eq!((grant.lease_id, grant.token), (Some(w.id), h.token + 1), "{how}");
+        assert_eq!(
+            (grant.lease_id, grant.token),
+            (Some(w.id), h.token + 1),
+            "{how}"
+        );
         let lease = d.table.lease("t", w.id).unwrap();
         assert_eq!((lease.state, lease.version), (LeaseState::Active, 2));
     }
@@ -337,13 +392,19 @@ fn tn_wait_003_cancelled_or_expired_waiters_are_never_granted() {
         assert!(d.table.lease("t", id).unwrap().state.is_terminal());
     }
     // A retry of the timed-out acquire says so.
-    assert_eq!(reason(d.acquire_wait("t", "k", "a", "ra", TTL, 5_000)), Reason::WaitTimeout);
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "a", "ra", TTL, 5_000)),
+        Reason::WaitTimeout
+    );
     assert_eq!(
         d.table.lease("t", gone.id).unwrap().ended,
         Some(EndReason::WaitAbandoned)
     );
     // Cancelling a granted lease is a no-op.
-    assert_eq!(d.cancel_wait(live.id, CancelCause::WaitTimeout).result, Ok(Reply::Unchanged));
+    assert_eq!(
+        d.cancel_wait(live.id, CancelCause::WaitTimeout).result,
+        Ok(Reply::Unchanged)
+    );
 }
 
 #[test]
@@ -355,7 +416,10 @@ fn tn_wait_004_queues_are_bounded() {
     d.acquire("t", "k", "h", "r").unwrap();
     d.acquire_wait("t", "k", "a", "r", TTL, 1_000).unwrap();
     d.acquire_wait("t", "k", "b", "r", TTL, 1_000).unwrap();
-    assert_eq!(reason(d.acquire_wait("t", "k", "c", "r", TTL, 1_000)), Reason::TooManyWaiters);
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "c", "r", TTL, 1_000)),
+        Reason::TooManyWaiters
+    );
     assert_eq!(d.table.lock("t", "k").waiters, 2);
 }
 
@@ -366,12 +430,24 @@ fn tn_ka_001_keep_alive_checks_without_the_log() {
     let w = d.acquire_wait("t", "k", "bob", "r1", TTL, 5_000).unwrap();
     let before = d.table.digest();
     assert_eq!(d.table.check_renew("t", a.id, "alice").unwrap().id, a.id);
-    assert_eq!(d.table.check_renew("t", w.id, "bob").unwrap().state, LeaseState::Waiting);
-    assert_eq!(reason(d.table.check_renew("t", a.id, "bob")), Reason::OwnerMismatch);
-    assert_eq!(reason(d.table.check_renew("u", a.id, "alice")), Reason::LeaseNotFound);
+    assert_eq!(
+        d.table.check_renew("t", w.id, "bob").unwrap().state,
+        LeaseState::Waiting
+    );
+    assert_eq!(
+        reason(d.table.check_renew("t", a.id, "bob")),
+        Reason::OwnerMismatch
+    );
+    assert_eq!(
+        reason(d.table.check_renew("u", a.id, "alice")),
+        Reason::LeaseNotFound
+    );
     assert_eq!(d.table.digest(), before, "a keep-alive changes nothing");
     d.release("t", a.id, "alice", "r2").unwrap();
-    assert_eq!(reason(d.table.check_renew("t", a.id, "alice")), Reason::LeaseNotActive);
+    assert_eq!(
+        reason(d.table.check_renew("t", a.id, "alice")),
+        Reason::LeaseNotActive
+    );
 }
 
 #[test]
@@ -383,11 +459,17 @@ fn tn_delay_001_expiry_starts_a_lock_delay_release_does_not() {
     let a = d.acquire("t", "k", "A", "a").unwrap();
     let applied = d.expire(a.id);
     let set = applied.events.last().unwrap();
-    assert_eq!((set.kind, set.detail.as_deref()), (AuditKind::LockDelaySet, Some("lock_delay_ms=15000")));
+    assert_eq!(
+        (set.kind, set.detail.as_deref()),
+        (AuditKind::LockDelaySet, Some("lock_delay_ms=15000"))
+    );
     assert_eq!(reason(d.acquire("t", "k", "B", "b")), Reason::LockDelayed);
     let w = d.acquire_wait("t", "k", "B", "b2", TTL, 60_000).unwrap();
     assert_eq!(w.state, LeaseState::Waiting);
-    assert_eq!(d.table.delayed_locks().collect::<Vec<_>>(), vec![("t", "k")]);
+    assert_eq!(
+        d.table.delayed_locks().collect::<Vec<_>>(),
+        vec![("t", "k")]
+    );
     d.clear_delay("t", "k");
     let now = d.table.lease("t", w.id).unwrap();
     assert_eq!((now.state, now.token), (LeaseState::Active, 2));
@@ -404,7 +486,9 @@ fn tn_delay_002_force_release_ends_a_lock_delay() {
     });
     let a = d.acquire("t", "k", "A", "a").unwrap();
     d.expire(a.id);
-    let lock = d.force_release("t", "k", "operator knows A is dead").unwrap();
+    let lock = d
+        .force_release("t", "k", "operator knows A is dead")
+        .unwrap();
     assert!(!lock.delayed);
     assert!(d.acquire("t", "k", "B", "b").is_ok());
 }
@@ -414,9 +498,18 @@ fn tn_req_001_a_reused_request_id_is_refused_and_changes_nothing() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k1", "alice", "r1").unwrap();
     let digest_seq = d.table.audit_seq();
-    assert_eq!(reason(d.acquire("t", "k2", "alice", "r1")), Reason::RequestIdReused);
-    assert_eq!(reason(d.acquire_wait("t", "k1", "alice", "r1", 20_000, 0)), Reason::RequestIdReused);
-    assert_eq!(reason(d.release("t", a.id, "alice", "r1")), Reason::RequestIdReused);
+    assert_eq!(
+        reason(d.acquire("t", "k2", "alice", "r1")),
+        Reason::RequestIdReused
+    );
+    assert_eq!(
+        reason(d.acquire_wait("t", "k1", "alice", "r1", 20_000, 0)),
+        Reason::RequestIdReused
+    );
+    assert_eq!(
+        reason(d.release("t", a.id, "alice", "r1")),
+        Reason::RequestIdReused
+    );
     assert_eq!(d.table.audit_seq(), digest_seq);
     assert!(d.table.lock("t", "k2").active.is_none());
     // Another owner's namespace is separate.
@@ -431,13 +524,16 @@ fn tn_req_002_request_memory_is_bounded_by_age_and_count() {
         ..TableConfig::default()
     });
     for i in 0..6 {
-        d.acquire("t", &format!("k{i}"), "alice", &format!("r{i}")).unwrap();
+        d.acquire("t", &format!("k{i}"), "alice", &format!("r{i}"))
+            .unwrap();
     }
     assert_eq!(d.table.stats().requests, 3);
     // r0 is forgotten: the same id is a new request now (and the lock is held).
-    assert_eq!(reason(d.acquire("t", "k0", "alice", "r0")), Reason::LockHeld);
+    assert_eq!(
+        reason(d.acquire("t", "k0", "alice", "r0")),
+        Reason::LockHeld
+    );
     for i in 0..12 {
-        let _ = d.table.lock("t", "k0");
         d.expire(LeaseId::from_index(1_000 + i)); // entries that do nothing
     }
     assert_eq!(d.table.stats().requests, 0, "aged out");
@@ -452,11 +548,17 @@ fn tn_ret_001_terminal_leases_are_forgotten_after_retention() {
     });
     let a = d.acquire("t", "k", "A", "a").unwrap();
     d.release("t", a.id, "A", "a2").unwrap();
-    assert_eq!(reason(d.release("t", a.id, "A", "a3")), Reason::LeaseNotActive);
+    assert_eq!(
+        reason(d.release("t", a.id, "A", "a3")),
+        Reason::LeaseNotActive
+    );
     for i in 0..6 {
         d.expire(LeaseId::from_index(1_000 + i));
     }
-    assert_eq!(reason(d.release("t", a.id, "A", "a4")), Reason::LeaseNotFound);
+    assert_eq!(
+        reason(d.release("t", a.id, "A", "a4")),
+        Reason::LeaseNotFound
+    );
     assert_eq!(d.table.stats().ended, 0);
     // The lock record keeps its token.
     assert_eq!(d.acquire("t", "k", "B", "b").unwrap().token, 2);
@@ -510,8 +612,14 @@ fn tn_id_001_lease_ids_are_unique_and_from_the_log_index() {
 fn tn_ten_001_other_tenants_leases_do_not_exist() {
     let mut d = Driver::default();
     let a = d.acquire("acme", "k", "alice", "r").unwrap();
-    assert_eq!(reason(d.renew("evil", a.id, "alice", "r", TTL)), Reason::LeaseNotFound);
-    assert_eq!(reason(d.release("evil", a.id, "alice", "r")), Reason::LeaseNotFound);
+    assert_eq!(
+        reason(d.renew("evil", a.id, "alice", "r", TTL)),
+        Reason::LeaseNotFound
+    );
+    assert_eq!(
+        reason(d.release("evil", a.id, "alice", "r")),
+        Reason::LeaseNotFound
+    );
     assert_eq!(reason(d.table.lease("evil", a.id)), Reason::LeaseNotFound);
     assert!(d.table.lock("evil", "k").active.is_none());
 }
@@ -533,9 +641,16 @@ fn tn_val_001_identifiers_are_validated_before_anything_changes() {
         ("t", "k", "o", "r\0"),
     ];
     for (t, k, o, r) in cases {
-        assert_eq!(reason(d.acquire(t, k, o, r)), Reason::InvalidRequest, "{t:?} {k:?} {o:?} {r:?}");
+        assert_eq!(
+            reason(d.acquire(t, k, o, r)),
+            Reason::InvalidRequest,
+            "{t:?} {k:?} {o:?} {r:?}"
+        );
     }
-    assert_eq!(reason(d.force_release("t", "k", "  ")), Reason::InvalidRequest);
+    assert_eq!(
+        reason(d.force_release("t", "k", "  ")),
+        Reason::InvalidRequest
+    );
     assert_eq!(d.table.stats(), Default::default());
     assert_eq!(d.table.audit_seq(), 0);
     // Separators are ordinary key characters.
@@ -545,20 +660,35 @@ fn tn_val_001_identifiers_are_validated_before_anything_changes() {
 #[test]
 fn tn_val_002_ttl_bounds_come_from_replicated_config() {
     let mut d = Driver::default();
-    assert_eq!(reason(d.acquire_wait("t", "k", "o", "r", 9_999, 0)), Reason::InvalidTtl);
-    assert_eq!(reason(d.acquire_wait("t", "k", "o", "r", 300_001, 0)), Reason::InvalidTtl);
-    assert_eq!(reason(d.acquire_wait("t", "k", "o", "r", TTL, 300_001)), Reason::InvalidRequest);
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "o", "r", 9_999, 0)),
+        Reason::InvalidTtl
+    );
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "o", "r", 300_001, 0)),
+        Reason::InvalidTtl
+    );
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "o", "r", TTL, 300_001)),
+        Reason::InvalidRequest
+    );
     let cfg = TableConfig {
         min_ttl_ms: 100,
         ..TableConfig::default()
     };
-    assert_eq!(d.apply(Command::Configure(cfg.clone())).result, Ok(Reply::Configured(cfg)));
+    assert_eq!(
+        d.apply(Command::Configure(cfg.clone())).result,
+        Ok(Reply::Configured(cfg))
+    );
     assert!(d.acquire_wait("t", "k", "o", "r", 100, 0).is_ok());
     let bad = TableConfig {
         min_ttl_ms: 500_000,
         ..TableConfig::default()
     };
-    assert_eq!(reason(d.apply(Command::Configure(bad)).result), Reason::InvalidRequest);
+    assert_eq!(
+        reason(d.apply(Command::Configure(bad)).result),
+        Reason::InvalidRequest
+    );
     assert_eq!(d.table.config().min_ttl_ms, 100);
 }
 
@@ -599,7 +729,10 @@ fn tn_fr_001_force_release_needs_a_reason_and_is_idempotent() {
     let mut d = Driver::default();
     let h = d.acquire("t", "k", "h", "r").unwrap();
     let w = d.acquire_wait("t", "k", "w", "r", TTL, 5_000).unwrap();
-    assert_eq!(reason(d.force_release("t", "k", "")), Reason::InvalidRequest);
+    assert_eq!(
+        reason(d.force_release("t", "k", "")),
+        Reason::InvalidRequest
+    );
     let fr = |lease_id| {
         Command::ForceRelease(tenure_core::ForceRelease {
             tenant: "t".into(),
@@ -612,7 +745,10 @@ fn tn_fr_001_force_release_needs_a_reason_and_is_idempotent() {
     let first = d.apply(fr(Some(h.id)));
     assert_eq!(first.events[0].kind, AuditKind::ForceRelease);
     assert_eq!(first.events[0].detail.as_deref(), Some("holder wedged"));
-    assert_eq!(d.table.lease("t", h.id).unwrap().ended, Some(EndReason::ForceReleased));
+    assert_eq!(
+        d.table.lease("t", h.id).unwrap().ended,
+        Some(EndReason::ForceReleased)
+    );
     // The retry names the old holder: the new one (w) keeps the lock.
     let again = d.apply(fr(Some(h.id)));
     assert!(again.events.is_empty());
@@ -659,10 +795,9 @@ fn tn_det_001_same_commands_same_digest() {
         let mut d = Driver::default();
         for i in 0..50 {
             let key = format!("k{}", i % 7);
-            if let Ok(l) = d.acquire_wait("t", &key, &format!("o{i}"), "r", TTL, (i % 2) * 1_000) {
-                if i % 3 == 0 {
-                    d.expire(l.id);
-                }
+            let acquired = d.acquire_wait("t", &key, &format!("o{i}"), "r", TTL, (i % 2) * 1_000);
+            if let (Ok(l), 0) = (acquired, i % 3) {
+                d.expire(l.id);
             }
         }
         d.table.digest_hex()
@@ -689,9 +824,17 @@ fn reference_bug_2_separators_in_keys_survive_restore() {
     let mut d = Driver::default();
     let a = d.acquire("t", "svc:db/primary-lock", "o", "r").unwrap();
     d.table = Table::restore(&d.table.snapshot()).unwrap();
-    assert_eq!(reason(d.acquire("t", "svc:db/primary-lock", "p", "r")), Reason::LockHeld);
+    assert_eq!(
+        reason(d.acquire("t", "svc:db/primary-lock", "p", "r")),
+        Reason::LockHeld
+    );
     d.release("t", a.id, "o", "r2").unwrap();
-    assert_eq!(d.acquire("t", "svc:db/primary-lock", "p", "r").unwrap().token, 2);
+    assert_eq!(
+        d.acquire("t", "svc:db/primary-lock", "p", "r")
+            .unwrap()
+            .token,
+        2
+    );
 }
 
 #[test]
@@ -707,7 +850,10 @@ fn reference_bug_4_lease_expired_is_reachable() {
     let mut d = Driver::default();
     let a = d.acquire("t", "k", "o", "r").unwrap();
     d.expire(a.id);
-    assert_eq!(reason(d.renew("t", a.id, "o", "r2", TTL)), Reason::LeaseExpired);
+    assert_eq!(
+        reason(d.renew("t", a.id, "o", "r2", TTL)),
+        Reason::LeaseExpired
+    );
 }
 
 #[test]
@@ -728,9 +874,18 @@ fn reference_bug_5_idempotency_memory_is_bounded() {
 #[test]
 fn reference_bug_6_bad_input_is_refused_not_crashed_on() {
     let mut d = Driver::default();
-    assert_eq!(reason(d.acquire_wait("t", "k", "o", "r", 0, 0)), Reason::InvalidTtl);
-    assert_eq!(reason(d.acquire_wait("t", "k", "o", "r", u64::MAX, 0)), Reason::InvalidTtl);
-    assert_eq!(reason(d.acquire("t", &"k".repeat(10_000), "o", "r")), Reason::InvalidRequest);
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "o", "r", 0, 0)),
+        Reason::InvalidTtl
+    );
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "o", "r", u64::MAX, 0)),
+        Reason::InvalidTtl
+    );
+    assert_eq!(
+        reason(d.acquire("t", &"k".repeat(10_000), "o", "r")),
+        Reason::InvalidRequest
+    );
     assert!(Table::restore(b"null").is_err());
 }
 
@@ -750,6 +905,12 @@ fn reference_bug_8_renew_and_release_check_the_tenant() {
     let mut d = Driver::default();
     let a = d.acquire("victim", "k", "o", "r").unwrap();
     // Guessing the id is not enough, even with the right owner name.
-    assert_eq!(reason(d.release("attacker", a.id, "o", "r")), Reason::LeaseNotFound);
-    assert_eq!(d.table.lease("victim", a.id).unwrap().state, LeaseState::Active);
+    assert_eq!(
+        reason(d.release("attacker", a.id, "o", "r")),
+        Reason::LeaseNotFound
+    );
+    assert_eq!(
+        d.table.lease("victim", a.id).unwrap().state,
+        LeaseState::Active
+    );
 }

@@ -32,7 +32,8 @@ struct Runner {
 }
 
 fn num(v: &str) -> Res<u64> {
-    v.parse().map_err(|e| format!("bad number {v:?}: {e}").into())
+    v.parse()
+        .map_err(|e| format!("bad number {v:?}: {e}").into())
 }
 
 fn lease_line(l: &LeaseView) -> String {
@@ -54,7 +55,10 @@ fn lease_line(l: &LeaseView) -> String {
 }
 
 fn lock_line(l: &LockView) -> String {
-    let holder = l.active.as_ref().map_or("-".to_owned(), |a| a.id.index().to_string());
+    let holder = l
+        .active
+        .as_ref()
+        .map_or("-".to_owned(), |a| a.id.index().to_string());
     format!(
         "lock {}/{} holder={} last_token={} waiters={}{}",
         l.tenant,
@@ -75,7 +79,9 @@ fn render(applied: Applied) -> String {
         Err(e) => format!("error {}: {e}\n", e.reason()),
     };
     for e in applied.events {
-        let lease = e.lease_id.map_or(String::new(), |l| format!(" lease={}", l.index()));
+        let lease = e
+            .lease_id
+            .map_or(String::new(), |l| format!(" lease={}", l.index()));
         let detail = e.detail.map_or(String::new(), |d| format!(" ({d})"));
         let _ = writeln!(
             out,
@@ -149,7 +155,11 @@ impl goldenscript::Runner for Runner {
                     key,
                     actor: args.take_key("actor").unwrap_or("admin").to_owned(),
                     reason: args.take_key("reason").unwrap_or("").to_owned(),
-                    lease_id: args.take_key("lease").map(num).transpose()?.map(LeaseId::from_index),
+                    lease_id: args
+                        .take_key("lease")
+                        .map(num)
+                        .transpose()?
+                        .map(LeaseId::from_index),
                 })
             }
             "clear-delay" => {
@@ -176,7 +186,10 @@ impl goldenscript::Runner for Runner {
             }
             "lock" => {
                 let (tenant, key) = (pos()?, pos()?);
-                return Ok(format!("{}\n", lock_line(&self.d.table.lock(&tenant, &key))));
+                return Ok(format!(
+                    "{}\n",
+                    lock_line(&self.d.table.lock(&tenant, &key))
+                ));
             }
             "dump" => return Ok(self.dump()),
             other => return Err(format!("unknown command {other}").into()),
@@ -207,8 +220,11 @@ impl Runner {
 
 fn script(name: &str) {
     let path = format!("{}/tests/scenarios/{name}", env!("CARGO_MANIFEST_DIR"));
-    let mut runner = Runner { d: Driver::default() };
-    goldenscript::run(&mut runner, &path).expect("scenario output differs (UPDATE_GOLDENFILES=1 to regenerate)");
+    let mut runner = Runner {
+        d: Driver::default(),
+    };
+    goldenscript::run(&mut runner, &path)
+        .expect("scenario output differs (UPDATE_GOLDENFILES=1 to regenerate)");
 }
 
 #[test]

@@ -1,1 +1,27 @@
-fn main() {}
+//! `tenure`: the one binary. `main` parses the command line, runs the
+//! command and prints the error; everything else lives in the modules.
+
+mod cli;
+mod demo;
+mod error;
+mod reasons;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(cli.log_format);
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`tenure demo | head`) is the reader's choice, not a failure.
+        Err(error::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tenure: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

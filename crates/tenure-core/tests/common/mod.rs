@@ -67,11 +67,24 @@ impl Driver {
         })))
     }
 
-    pub fn acquire(&mut self, tenant: &str, key: &str, owner: &str, rid: &str) -> Result<LeaseView, Error> {
+    pub fn acquire(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        owner: &str,
+        rid: &str,
+    ) -> Result<LeaseView, Error> {
         self.acquire_wait(tenant, key, owner, rid, TTL, 0)
     }
 
-    pub fn renew(&mut self, tenant: &str, id: LeaseId, owner: &str, rid: &str, ttl_ms: u64) -> Result<LeaseView, Error> {
+    pub fn renew(
+        &mut self,
+        tenant: &str,
+        id: LeaseId,
+        owner: &str,
+        rid: &str,
+        ttl_ms: u64,
+    ) -> Result<LeaseView, Error> {
         Self::lease(self.apply(Command::Renew(Renew {
             tenant: tenant.into(),
             lease_id: id,
@@ -81,7 +94,13 @@ impl Driver {
         })))
     }
 
-    pub fn release(&mut self, tenant: &str, id: LeaseId, owner: &str, rid: &str) -> Result<LeaseView, Error> {
+    pub fn release(
+        &mut self,
+        tenant: &str,
+        id: LeaseId,
+        owner: &str,
+        rid: &str,
+    ) -> Result<LeaseView, Error> {
         Self::lease(self.apply(Command::Release(Release {
             tenant: tenant.into(),
             lease_id: id,
@@ -98,10 +117,18 @@ impl Driver {
     }
 
     pub fn cancel_wait(&mut self, id: LeaseId, cause: CancelCause) -> Applied {
-        self.apply(Command::CancelWait(CancelWait { lease_id: id, cause }))
+        self.apply(Command::CancelWait(CancelWait {
+            lease_id: id,
+            cause,
+        }))
     }
 
-    pub fn force_release(&mut self, tenant: &str, key: &str, reason: &str) -> Result<LockView, Error> {
+    pub fn force_release(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        reason: &str,
+    ) -> Result<LockView, Error> {
         match self
             .apply(Command::ForceRelease(ForceRelease {
                 tenant: tenant.into(),

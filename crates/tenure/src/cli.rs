@@ -1,0 +1,77 @@
+//! The command line: clap derive, one variant per working subcommand.
+//!
+//! Only commands that work are listed. The cluster (`serve`, `cluster`),
+//! the lock client (`lock`), the checker (`check`), simulations (`sim`) and
+//! the benchmark (`bench`) join as their issues land.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::Error;
+
+/// Tenure: a Raft-replicated lock and lease service with fencing tokens.
+#[derive(Debug, Parser)]
+#[command(name = "tenure", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr (logs are off unless RUST_LOG asks for them).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the lease table in this process through a short story: contention,
+    /// a waiting acquire, an expiry, a fenced write refused, a hand-off.
+    /// Single process, no network, no disk: the replicated cluster is not
+    /// built yet.
+    Demo {
+        /// Print the audit events as JSON lines instead of the story.
+        #[arg(long)]
+        json: bool,
+        /// The TTL the demo's leases ask for, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        ttl_ms: u64,
+    },
+    /// List every reason string Tenure answers with, its gRPC code, HTTP
+    /// class and whether a retry of the same request may succeed.
+    Reasons {
+        /// One JSON object per reason instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub fn run(self) -> Result<(), Error> {
+        let mut out = std::io::stdout().lock();
+        match self.command {
+            Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
+            Command::Reasons { json } => crate::reasons::print(&mut out, json),
+        }
+    }
+}
+
+/// Structured logs to stderr, filtered by `RUST_LOG` (default: warnings).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,23 @@
+//! The binary's errors: what a command can fail with, in words for people.
+
+/// Why a `tenure` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lease table refused something the demo expected it to accept.
+    #[error("the lease table refused {what}: {source}")]
+    Refused {
+        /// The step that was refused.
+        what: &'static str,
+        /// The table's refusal.
+        source: tenure_core::Error,
+    },
+    /// The table answered with something the demo did not expect.
+    #[error("unexpected answer to {0}")]
+    Unexpected(&'static str),
+    /// Writing output failed (a closed pipe, say).
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+    /// Encoding JSON output failed.
+    #[error("encoding JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}

@@ -1,0 +1,63 @@
+//! The `tenure` binary, run as a user runs it.
+
+use std::process::Command;
+
+fn tenure(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(args)
+        .output()
+        .expect("the tenure binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_only_commands_that_work() {
+    let (ok, text) = tenure(&["--help"]);
+    assert!(ok);
+    let commands: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["demo", "reasons", "help"]);
+}
+
+#[test]
+fn demo_runs_the_story_end_to_end() {
+    let (ok, text) = tenure(&["demo"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("no cluster, no disk yet"),
+        "the demo says what it is not"
+    );
+    assert!(text.contains("STALE_FENCING_TOKEN"));
+}
+
+#[test]
+fn tn_err_001_reasons_lists_every_reason_with_code_and_class() {
+    let (ok, text) = tenure(&["reasons", "--json"]);
+    assert!(ok);
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), tenure_core::Reason::ALL.len());
+    let held = rows
+        .iter()
+        .find(|r| r["reason"] == "LOCK_HELD")
+        .expect("LOCK_HELD listed");
+    assert_eq!(
+        (held["grpc_code"].as_str(), held["http_status"].as_u64()),
+        (Some("Aborted"), Some(409))
+    );
+    let not_leader = rows
+        .iter()
+        .find(|r| r["reason"] == "NOT_LEADER")
+        .expect("NOT_LEADER listed");
+    assert_eq!(not_leader["retryable"], true);
+}
