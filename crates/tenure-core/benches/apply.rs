@@ -24,6 +24,8 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const KEYS: usize = 100_000;
 const ROUNDS: usize = 5;
+/// Keys of the smoke run that `cargo test --all-targets` makes of this bench.
+const SMOKE_KEYS: usize = 1_000;
 
 fn key(i: usize) -> String {
     format!("svc/orders/shard-{i:06}")
@@ -62,15 +64,15 @@ impl Rate {
 
 /// Acquire+release of every key, ROUNDS times. Commands are built before the
 /// clock starts; only `apply` is timed.
-fn table_rate() -> Rate {
+fn table_rate(keys: usize) -> Rate {
     let mut table = Table::new(TableConfig::default()).expect("default config");
     let mut index = 0u64;
     let mut seconds = 0.0;
     let mut commands = 0;
     for round in 0..ROUNDS {
-        let acquires: Vec<Command> = (0..KEYS).map(|i| acquire(i, round)).collect();
+        let acquires: Vec<Command> = (0..keys).map(|i| acquire(i, round)).collect();
         let first = index + 1;
-        let releases: Vec<Command> = (0..KEYS)
+        let releases: Vec<Command> = (0..keys)
             .map(|i| release(LeaseId::from_index(first + i as u64), i, round))
             .collect();
         let start = Instant::now();
@@ -84,42 +86,42 @@ fn table_rate() -> Rate {
             );
         }
         seconds += start.elapsed().as_secs_f64();
-        commands += 2 * KEYS;
+        commands += 2 * keys;
     }
     Rate { commands, seconds }
 }
 
 /// The floor: per cycle, look up the key's token, bump it, record the
 /// holder, then clear it: what any lock table must do at the least.
-fn peer_rate() -> Rate {
+fn peer_rate(keys: usize) -> Rate {
     let mut map: BTreeMap<(String, String), (u64, Option<u64>)> = BTreeMap::new();
     let mut seconds = 0.0;
     let mut commands = 0;
     for round in 0..ROUNDS {
-        let keys: Vec<(String, String)> = (0..KEYS).map(|i| ("bench".into(), key(i))).collect();
+        let names: Vec<(String, String)> = (0..keys).map(|i| ("bench".into(), key(i))).collect();
         let start = Instant::now();
-        for (n, k) in keys.iter().enumerate() {
+        for (n, k) in names.iter().enumerate() {
             let e = map.entry(k.clone()).or_insert((0, None));
             e.0 += 1;
-            e.1 = Some((round * KEYS + n) as u64);
+            e.1 = Some((round * keys + n) as u64);
         }
-        for k in &keys {
+        for k in &names {
             if let Some(e) = map.get_mut(k) {
                 e.1 = None;
             }
         }
         seconds += start.elapsed().as_secs_f64();
-        commands += 2 * KEYS;
+        commands += 2 * keys;
     }
     Rate { commands, seconds }
 }
 
 /// Heap bytes held by `table` after `fill`, per key.
-fn bytes_per_key(config: TableConfig, release_all: bool) -> f64 {
+fn bytes_per_key(keys: usize, config: TableConfig, release_all: bool) -> f64 {
     let region = Region::new(GLOBAL);
     let mut table = Table::new(config).expect("config");
     let mut index = 0;
-    for i in 0..KEYS {
+    for i in 0..keys {
         index += 1;
         table.apply(ApplyCtx { index, at_ms: 0 }, acquire(i, 0));
         if release_all {
@@ -130,18 +132,29 @@ fn bytes_per_key(config: TableConfig, release_all: bool) -> f64 {
     }
     let stats = region.change();
     let held = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64;
-    assert_eq!(table.stats().locks, KEYS);
+    assert_eq!(table.stats().locks, keys);
     drop(table);
-    held / KEYS as f64
+    held / keys as f64
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // binary without it: then only a small smoke run, and no files written.
+    if !std::env::args().any(|a| a == "--bench") {
+        let (ours, peer) = (table_rate(SMOKE_KEYS), peer_rate(SMOKE_KEYS));
+        let idle = bytes_per_key(SMOKE_KEYS, TableConfig::default(), true);
+        println!(
+            "smoke run ({SMOKE_KEYS} keys): {} commands, {} peer ops, {idle:.0} bytes per key",
+            ours.commands, peer.commands
+        );
+        return;
+    }
     // Alternate the two, twice, so machine noise hits both.
     let mut ours = Vec::new();
     let mut peers = Vec::new();
     for _ in 0..2 {
-        ours.push(table_rate());
-        peers.push(peer_rate());
+        ours.push(table_rate(KEYS));
+        peers.push(peer_rate(KEYS));
     }
     let best = |v: &[Rate]| v.iter().map(Rate::per_sec).fold(0.0, f64::max);
     let (table_cps, peer_cps) = (best(&ours), best(&peers));
@@ -152,10 +165,10 @@ fn main() {
         lease_retention_count: 1,
         ..TableConfig::default()
     };
-    let idle = bytes_per_key(forgetful.clone(), true);
-    let held = bytes_per_key(forgetful, false);
+    let idle = bytes_per_key(KEYS, forgetful.clone(), true);
+    let held = bytes_per_key(KEYS, forgetful, false);
     // An active lease as clients use it: with its request_id remembered.
-    let held_remembered = bytes_per_key(TableConfig::default(), false);
+    let held_remembered = bytes_per_key(KEYS, TableConfig::default(), false);
 
     let date = std::env::var("BENCH_DATE").unwrap_or_else(|_| "unknown date".into());
     let mut md = String::new();

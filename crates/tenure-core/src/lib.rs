@@ -30,6 +30,31 @@
 //! behind a holder or a lock-delay; memories stay within their bounds.
 //! [`Table::verify`] checks them all; `apply` asserts them where it makes them.
 //!
+//! ## Example
+//! ```
+//! use tenure_core::{Acquire, ApplyCtx, Command, Reason, Reply, Table, TableConfig};
+//!
+//! let mut table = Table::new(TableConfig::default())?;
+//! let acquire = |owner: &str, request_id: &str| {
+//!     Command::Acquire(Acquire {
+//!         tenant: "acme".into(),
+//!         key: "jobs/nightly".into(),
+//!         owner: owner.into(),
+//!         request_id: request_id.into(),
+//!         ttl_ms: 15_000,
+//!         wait_timeout_ms: 0,
+//!     })
+//! };
+//! // Each command applies at a log index; the lease id derives from it.
+//! let first = table.apply(ApplyCtx { index: 1, at_ms: 0 }, acquire("worker-1", "req-1"));
+//! let Ok(Reply::Lease(lease)) = first.result else { panic!("granted") };
+//! assert_eq!(lease.token, 1);
+//!
+//! let second = table.apply(ApplyCtx { index: 2, at_ms: 0 }, acquire("worker-2", "req-1"));
+//! assert_eq!(second.result.unwrap_err().reason(), Reason::LockHeld);
+//! # Ok::<(), tenure_core::Error>(())
+//! ```
+//!
 //! ## Deliberately left out
 //! Deadlines, timers, identity and transport: the server owns those. Idle
 //! lock records are never compacted (their token must survive); DESIGN.md

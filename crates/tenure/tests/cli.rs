@@ -61,3 +61,38 @@ fn tn_err_001_reasons_lists_every_reason_with_code_and_class() {
         .expect("NOT_LEADER listed");
     assert_eq!(not_leader["retryable"], true);
 }
+
+#[test]
+fn tn_err_001_spec_reasons_table_matches_the_code() {
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../spec/reasons.md"
+    ))
+    .expect("spec/reasons.md exists");
+    let rows: Vec<Vec<String>> = spec
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            l.split('|')
+                .map(|c| c.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect();
+    let listed: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    let all: Vec<&str> = tenure_core::Reason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(listed, all, "spec/reasons.md lists every reason, in order");
+    for (row, reason) in rows.iter().zip(tenure_core::Reason::ALL) {
+        let code = format!("{:?}", tenure_proto::convert::grpc_code(reason));
+        assert_eq!(row[2], code, "gRPC code of {reason}");
+        assert_eq!(
+            row[3],
+            reason.http_status().to_string(),
+            "HTTP class of {reason}"
+        );
+        let retry = if reason.is_retryable() { "yes" } else { "no" };
+        assert_eq!(row[4], retry, "retryability of {reason}");
+    }
+}
