@@ -149,12 +149,17 @@ fn main() {
         );
         return;
     }
+    // TENURE_BENCH_KEYS scales the run down, e.g. for callgrind.
+    let keys = std::env::var("TENURE_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KEYS);
     // Alternate the two, twice, so machine noise hits both.
     let mut ours = Vec::new();
     let mut peers = Vec::new();
     for _ in 0..2 {
-        ours.push(table_rate(KEYS));
-        peers.push(peer_rate(KEYS));
+        ours.push(table_rate(keys));
+        peers.push(peer_rate(keys));
     }
     let best = |v: &[Rate]| v.iter().map(Rate::per_sec).fold(0.0, f64::max);
     let (table_cps, peer_cps) = (best(&ours), best(&peers));
@@ -165,17 +170,17 @@ fn main() {
         lease_retention_count: 1,
         ..TableConfig::default()
     };
-    let idle = bytes_per_key(KEYS, forgetful.clone(), true);
-    let held = bytes_per_key(KEYS, forgetful, false);
+    let idle = bytes_per_key(keys, forgetful.clone(), true);
+    let held = bytes_per_key(keys, forgetful, false);
     // An active lease as clients use it: with its request_id remembered.
-    let held_remembered = bytes_per_key(KEYS, TableConfig::default(), false);
+    let held_remembered = bytes_per_key(keys, TableConfig::default(), false);
 
     let date = std::env::var("BENCH_DATE").unwrap_or_else(|_| "unknown date".into());
     let mut md = String::new();
     let _ = writeln!(md, "# tenure-core apply benchmark ({date})\n");
     let _ = writeln!(
         md,
-        "Acquire+release cycles over {KEYS} keys, {ROUNDS} rounds, one thread, release build \
+        "Acquire+release cycles over {keys} keys, {ROUNDS} rounds, one thread, release build \
          (`cargo bench -p tenure-core --bench apply`). Best of 2 alternating runs each.\n"
     );
     let _ = writeln!(md, "| measure | value |\n| --- | --- |");
@@ -203,7 +208,7 @@ fn main() {
     print!("{md}");
     let json = serde_json::json!({
         "date": date,
-        "keys": KEYS,
+        "keys": keys,
         "rounds": ROUNDS,
         "table_commands_per_sec": table_cps,
         "peer_ops_per_sec": peer_cps,

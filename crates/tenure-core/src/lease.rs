@@ -107,6 +107,8 @@ pub struct Lease {
     pub tenant: Arc<str>,
     /// The lock this lease holds or waits for.
     pub key: Arc<str>,
+    /// The slot of that lock's record in the table.
+    pub lock: u32,
     /// The principal that may renew and release it.
     pub owner: Arc<str>,
     /// Time to live; the leader turns it into a deadline on its own clock.
@@ -168,10 +170,8 @@ pub struct LeaseView {
 }
 
 /// The record of one `(tenant, key)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
-    /// The lock's key, shared by its map entry, its leases and their events.
-    pub key: Arc<str>,
     /// The ACTIVE lease, if any.
     pub active: Option<LeaseId>,
     /// WAITING leases in arrival order.
@@ -183,17 +183,6 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// A lock nobody has held yet.
-    pub fn new(key: Arc<str>) -> Lock {
-        Lock {
-            key,
-            active: None,
-            queue: VecDeque::new(),
-            last_token: 0,
-            delayed: false,
-        }
-    }
-
     /// Whether the lock could be granted right now to a newcomer.
     pub fn is_free(&self) -> bool {
         self.active.is_none() && !self.delayed && self.queue.is_empty()

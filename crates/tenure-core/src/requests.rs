@@ -100,14 +100,13 @@ impl<'de> Deserialize<'de> for RequestMemory {
 
 /// The memory's key. NUL is outside every field's alphabet, so joining with
 /// it is unambiguous: no (tenant, owner, id) triple can spell another.
-pub(crate) fn request_key(tenant: &str, owner: &str, request_id: &str) -> String {
-    let mut k = String::with_capacity(tenant.len() + owner.len() + request_id.len() + 2);
-    k.push_str(tenant);
-    k.push('\0');
-    k.push_str(owner);
-    k.push('\0');
-    k.push_str(request_id);
-    k
+pub(crate) fn request_key(buf: &mut String, tenant: &str, owner: &str, request_id: &str) {
+    buf.clear();
+    buf.push_str(tenant);
+    buf.push('\0');
+    buf.push_str(owner);
+    buf.push('\0');
+    buf.push_str(request_id);
 }
 
 impl RequestMemory {
@@ -117,7 +116,7 @@ impl RequestMemory {
     }
 
     /// Remembers a request; the key must not be remembered already.
-    pub(crate) fn insert(&mut self, key: String, record: Remembered) {
+    pub(crate) fn insert(&mut self, key: &str, record: Remembered) {
         let key: Arc<str> = key.into();
         self.order.push_back(key.clone());
         let previous = self.records.insert(key, record);

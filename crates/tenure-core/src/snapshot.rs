@@ -43,7 +43,10 @@ impl Table {
                 trailing.len()
             )));
         }
-        let table = Table { state };
+        let table = Table {
+            state,
+            ..Table::default()
+        };
         table.verify().map_err(SnapshotError::Inconsistent)?;
         Ok(table)
     }

@@ -26,12 +26,12 @@ use crate::lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, LockV
 use crate::requests::{Fingerprint, Op, Remembered, RequestMemory, request_key};
 use crate::validate;
 
-/// The locks of one tenant, by key.
+/// The locks of one tenant: key → slot in [`State::locks`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tenant {
     /// The tenant's id, shared by its map key, its leases and their events.
     pub(crate) name: Arc<str>,
-    pub(crate) locks: BTreeMap<Arc<str>, Lock>,
+    pub(crate) locks: BTreeMap<Arc<str>, u32>,
 }
 
 /// Everything replicated: the snapshot is exactly this.
@@ -39,6 +39,10 @@ pub(crate) struct Tenant {
 pub(crate) struct State {
     pub(crate) config: TableConfig,
     pub(crate) tenants: BTreeMap<Arc<str>, Tenant>,
+    /// Lock records by slot, in creation (log) order. Records are never
+    /// removed, so a slot names its lock forever and a lease reaches its lock
+    /// without a search by name.
+    pub(crate) locks: Vec<Lock>,
     pub(crate) leases: BTreeMap<LeaseId, Lease>,
     pub(crate) requests: RequestMemory,
     /// Terminal leases in the order they ended, for forgetting them.
@@ -65,10 +69,21 @@ pub struct Stats {
 }
 
 /// The replicated lease table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Table {
     pub(crate) state: State,
+    /// Scratch space for request-memory keys, reused across applies so a
+    /// lookup costs no allocation. Not state: equality ignores it.
+    pub(crate) key_buf: String,
 }
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.state == other.state
+    }
+}
+
+impl Eq for Table {}
 
 /// Collects the audit events of one apply and numbers them.
 struct Audit<'a> {
@@ -117,6 +132,7 @@ impl Table {
                 config,
                 ..State::default()
             },
+            key_buf: String::new(),
         })
     }
 
@@ -168,13 +184,13 @@ impl Table {
             )));
         }
         let max_waiters = config.max_waiters_per_lock;
-        let rkey = request_key(&c.tenant, &c.owner, &c.request_id);
-        if let Some(r) = self.state.requests.get(&rkey) {
+        request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
+        if let Some(r) = self.state.requests.get(&self.key_buf) {
             return self.answer_retry(r, Op::Acquire, Some(&c.key), None, c.ttl_ms, &c.request_id);
         }
 
         let id = LeaseId::from_index(ctx.index);
-        let tenants = &mut self.state.tenants;
+        let State { tenants, locks, .. } = &mut self.state;
         let tenant = match tenants.get_mut(c.tenant.as_str()) {
             Some(t) => t,
             None => {
@@ -186,21 +202,22 @@ impl Table {
             }
         };
         let tenant_name = tenant.name.clone();
-        let lock = match tenant.locks.get_mut(c.key.as_str()) {
-            Some(l) => l,
+        let (key, slot) = match tenant.locks.get_key_value(c.key.as_str()) {
+            Some((key, slot)) => (key.clone(), *slot),
             None => {
+                let slot = u32::try_from(locks.len()).expect("fewer than 2^32 lock records");
                 let key: Arc<str> = c.key.as_str().into();
-                tenant
-                    .locks
-                    .entry(key.clone())
-                    .or_insert_with(|| Lock::new(key))
+                locks.push(Lock::default());
+                tenant.locks.insert(key.clone(), slot);
+                (key, slot)
             }
         };
-        let key = lock.key.clone();
+        let lock = &mut locks[slot as usize];
         let mut lease = Lease {
             id,
             tenant: tenant_name,
             key: key.clone(),
+            lock: slot,
             owner: c.owner.into(),
             ttl_ms: c.ttl_ms,
             state: LeaseState::Waiting,
@@ -239,7 +256,7 @@ impl Table {
             lease: None,
             ttl_ms: c.ttl_ms,
         };
-        self.remember(rkey, fingerprint, id, ctx.index);
+        self.remember(fingerprint, id, ctx.index);
         let view = lease.view();
         self.state.leases.insert(id, lease);
         Ok(Reply::Lease(view))
@@ -308,8 +325,8 @@ impl Table {
             lease: Some(c.lease_id),
             ttl_ms: c.ttl_ms,
         };
-        let rkey = request_key(&c.tenant, &c.owner, &c.request_id);
-        if let Some(r) = self.state.requests.get(&rkey) {
+        request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
+        if let Some(r) = self.state.requests.get(&self.key_buf) {
             return self.answer_retry(
                 r,
                 Op::Renew,
@@ -331,7 +348,7 @@ impl Table {
             &owner,
             Some(format!("ttl_ms={}", c.ttl_ms)),
         );
-        self.remember(rkey, fingerprint, c.lease_id, ctx.index);
+        self.remember(fingerprint, c.lease_id, ctx.index);
         Ok(Reply::Lease(view))
     }
 
@@ -345,8 +362,8 @@ impl Table {
             lease: Some(c.lease_id),
             ttl_ms: 0,
         };
-        let rkey = request_key(&c.tenant, &c.owner, &c.request_id);
-        if let Some(r) = self.state.requests.get(&rkey) {
+        request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
+        if let Some(r) = self.state.requests.get(&self.key_buf) {
             return self.answer_retry(r, Op::Release, None, Some(c.lease_id), 0, &c.request_id);
         }
         let owner = self
@@ -363,7 +380,7 @@ impl Table {
             &owner,
             None,
         );
-        self.remember(rkey, fingerprint, c.lease_id, ctx.index);
+        self.remember(fingerprint, c.lease_id, ctx.index);
         Ok(Reply::Lease(view))
     }
 
@@ -424,9 +441,10 @@ impl Table {
         validate::key(&c.key)?;
         validate::actor(&c.actor)?;
         validate::reason(&c.reason)?;
-        let Some((tenant, key, lock)) = self.lock_entry(&c.tenant, &c.key) else {
+        let Some((tenant, key, slot)) = self.lock_entry(&c.tenant, &c.key) else {
             return Ok(Reply::Lock(self.lock(&c.tenant, &c.key)));
         };
+        let lock = &mut self.state.locks[slot as usize];
         let holder = lock.active;
         if c.lease_id.is_some() && c.lease_id != holder {
             return Ok(Reply::Lock(self.lock(&c.tenant, &c.key)));
@@ -443,7 +461,7 @@ impl Table {
                 &actor,
                 detail,
             );
-            self.hand_off(&tenant, &key, audit);
+            self.hand_off(slot, audit);
         }
         if let Some(holder) = holder {
             self.end(
@@ -466,9 +484,10 @@ impl Table {
         c: ClearLockDelay,
         audit: &mut Audit,
     ) -> Result<Reply, Error> {
-        let Some((tenant, key, lock)) = self.lock_entry(&c.tenant, &c.key) else {
+        let Some((tenant, key, slot)) = self.lock_entry(&c.tenant, &c.key) else {
             return Ok(Reply::Unchanged);
         };
+        let lock = &mut self.state.locks[slot as usize];
         if !lock.delayed {
             return Ok(Reply::Unchanged);
         }
@@ -481,7 +500,7 @@ impl Table {
             &SYSTEM,
             None,
         );
-        self.hand_off(&tenant, &key, audit);
+        self.hand_off(slot, audit);
         Ok(Reply::Lock(self.lock(&c.tenant, &c.key)))
     }
 
@@ -508,12 +527,11 @@ impl Table {
         lease.ended = Some(reason);
         lease.version += 1;
         let view = lease.view();
+        let slot = lease.lock;
         audit.emit(kind, lease, actor, detail);
         self.state.ended.push_back((ctx.index, id));
 
-        let lock = self
-            .lock_mut(&view.tenant, &view.key)
-            .unwrap_or_else(|| panic!("lease {id} has no lock record"));
+        let lock = &mut self.state.locks[slot as usize];
         if was == LeaseState::Waiting {
             let before = lock.queue.len();
             lock.queue.retain(|w| *w != id);
@@ -542,16 +560,14 @@ impl Table {
                 detail,
             );
         } else if !lock.queue.is_empty() {
-            self.hand_off(&view.tenant, &view.key, audit);
+            self.hand_off(slot, audit);
         }
         view
     }
 
     /// Grants a free lock to the first waiter, with the next fencing token.
-    fn hand_off(&mut self, tenant: &str, key: &str, audit: &mut Audit) {
-        let Some(lock) = self.lock_mut(tenant, key) else {
-            return;
-        };
+    fn hand_off(&mut self, slot: u32, audit: &mut Audit) {
+        let lock = &mut self.state.locks[slot as usize];
         if lock.active.is_some() || lock.delayed {
             return;
         }
@@ -567,7 +583,7 @@ impl Table {
             LeaseState::Waiting,
             "queued lease {next} must be waiting"
         );
-        assert!(token > lease.token, "fencing token must increase for {key}");
+        assert!(token > lease.token, "fencing token must increase for {}", lease.key);
         lease.state = LeaseState::Active;
         lease.token = token;
         lease.version += 1;
@@ -579,13 +595,14 @@ impl Table {
         );
     }
 
-    fn remember(&mut self, key: String, fingerprint: Fingerprint, lease: LeaseId, index: u64) {
+    /// Remembers the request whose key is in `key_buf`.
+    fn remember(&mut self, fingerprint: Fingerprint, lease: LeaseId, index: u64) {
         let record = Remembered {
             fingerprint,
             lease,
             index,
         };
-        self.state.requests.insert(key, record);
+        self.state.requests.insert(&self.key_buf, record);
     }
 
     /// Forgets old request ids and old terminal leases.
@@ -611,15 +628,11 @@ impl Table {
             .unwrap_or_else(|| panic!("lease {id} must exist"))
     }
 
-    fn lock_mut(&mut self, tenant: &str, key: &str) -> Option<&mut Lock> {
-        self.state.tenants.get_mut(tenant)?.locks.get_mut(key)
-    }
-
-    /// The lock record with its interned tenant and key.
-    fn lock_entry(&mut self, tenant: &str, key: &str) -> Option<(Arc<str>, Arc<str>, &mut Lock)> {
-        let t = self.state.tenants.get_mut(tenant)?;
-        let lock = t.locks.get_mut(key)?;
-        Some((t.name.clone(), lock.key.clone(), lock))
+    /// The slot of a lock record, with its interned tenant and key.
+    fn lock_entry(&self, tenant: &str, key: &str) -> Option<(Arc<str>, Arc<str>, u32)> {
+        let t = self.state.tenants.get(tenant)?;
+        let (key, slot) = t.locks.get_key_value(key)?;
+        Some((t.name.clone(), key.clone(), *slot))
     }
 
     fn lock_view(&self, tenant: &Arc<str>, key: &Arc<str>, lock: &Lock) -> LockView {
@@ -638,14 +651,9 @@ impl Table {
 
     /// The state of one lock; a lock never asked for is free with token 0.
     pub fn lock(&self, tenant: &str, key: &str) -> LockView {
-        let found = self
-            .state
-            .tenants
-            .get(tenant)
-            .and_then(|t| Some((t, t.locks.get(key)?)));
-        match found {
-            Some((t, lock)) => self.lock_view(&t.name, &lock.key, lock),
-            None => self.lock_view(&tenant.into(), &key.into(), &Lock::new(key.into())),
+        match self.lock_entry(tenant, key) {
+            Some((t, k, slot)) => self.lock_view(&t, &k, &self.state.locks[slot as usize]),
+            None => self.lock_view(&tenant.into(), &key.into(), &Lock::default()),
         }
     }
 
@@ -681,7 +689,7 @@ impl Table {
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, l)| self.lock_view(&t.name, k, l))
+            .map(|(k, slot)| self.lock_view(&t.name, k, &self.state.locks[*slot as usize]))
             .collect())
     }
 
@@ -698,7 +706,7 @@ impl Table {
         self.state.tenants.iter().flat_map(|(t, ten)| {
             ten.locks
                 .iter()
-                .filter(|(_, l)| l.delayed)
+                .filter(|(_, slot)| self.state.locks[**slot as usize].delayed)
                 .map(move |(k, _)| (&**t, &**k))
         })
     }
@@ -726,9 +734,7 @@ impl Table {
             requests: self.state.requests.len(),
             ..Stats::default()
         };
-        for t in self.state.tenants.values() {
-            s.locks += t.locks.len();
-        }
+        s.locks = self.state.locks.len();
         for l in self.state.leases.values() {
             match l.state {
                 LeaseState::Active => s.active += 1,

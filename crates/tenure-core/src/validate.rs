@@ -22,7 +22,7 @@ fn check(
     field: &str,
     value: &str,
     max: usize,
-    allowed: fn(u8) -> bool,
+    allowed: impl Fn(u8) -> bool,
     alphabet: &str,
 ) -> Result<(), Error> {
     if value.is_empty() {

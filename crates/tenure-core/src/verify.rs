@@ -15,14 +15,19 @@ impl Table {
         let s = &self.state;
         s.config.validate().map_err(|e| e.to_string())?;
         let mut queued = BTreeSet::new();
+        let mut named = vec![false; s.locks.len()];
         for (tenant, t) in &s.tenants {
             if t.name != *tenant {
                 return Err(format!("tenant {tenant} stored under another name"));
             }
-            for (key, lock) in &t.locks {
+            for (key, slot) in &t.locks {
                 let at = format!("lock {tenant}/{key}");
-                if lock.key != *key {
-                    return Err(format!("{at}: stored under another key"));
+                let lock = s
+                    .locks
+                    .get(*slot as usize)
+                    .ok_or(format!("{at}: slot {slot} out of range"))?;
+                if std::mem::replace(&mut named[*slot as usize], true) {
+                    return Err(format!("{at}: slot {slot} named twice"));
                 }
                 if let Some(id) = lock.active {
                     let l = s
@@ -59,16 +64,23 @@ impl Table {
                 }
             }
         }
+        if named.iter().any(|n| !n) {
+            return Err("a lock record no tenant names".into());
+        }
         let mut terminal = 0usize;
         for (id, l) in &s.leases {
             if *id != l.id {
                 return Err(format!("lease {id} stored under the wrong id {}", l.id));
             }
-            let lock = s
+            let slot = s
                 .tenants
                 .get(&l.tenant)
                 .and_then(|t| t.locks.get(&l.key))
                 .ok_or(format!("lease {id}: no lock record {}/{}", l.tenant, l.key))?;
+            if *slot != l.lock {
+                return Err(format!("lease {id}: slot {} but its lock is in {slot}", l.lock));
+            }
+            let lock = &s.locks[*slot as usize];
             match l.state {
                 LeaseState::Active if lock.active != Some(*id) => {
                     return Err(format!("lease {id}: ACTIVE but not its lock's holder"));
