@@ -64,8 +64,8 @@ impl Rate {
 
 /// Acquire+release of every key, ROUNDS times. Commands are built before the
 /// clock starts; only `apply` is timed.
-fn table_rate(keys: usize) -> Rate {
-    let mut table = Table::new(TableConfig::default()).expect("default config");
+fn table_rate(keys: usize, config: TableConfig) -> Rate {
+    let mut table = Table::new(config).expect("valid config");
     let mut index = 0u64;
     let mut seconds = 0.0;
     let mut commands = 0;
@@ -141,7 +141,10 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
     // binary without it: then only a small smoke run, and no files written.
     if !std::env::args().any(|a| a == "--bench") {
-        let (ours, peer) = (table_rate(SMOKE_KEYS), peer_rate(SMOKE_KEYS));
+        let (ours, peer) = (
+            table_rate(SMOKE_KEYS, TableConfig::default()),
+            peer_rate(SMOKE_KEYS),
+        );
         let idle = bytes_per_key(SMOKE_KEYS, TableConfig::default(), true);
         println!(
             "smoke run ({SMOKE_KEYS} keys): {} commands, {} peer ops, {idle:.0} bytes per key",
@@ -154,15 +157,22 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(KEYS);
-    // Alternate the two, twice, so machine noise hits both.
-    let mut ours = Vec::new();
-    let mut peers = Vec::new();
+    // The default keeps up to 1M request ids and 1M ended leases; a short
+    // memory (10k each) shows what that retention costs.
+    let short = TableConfig {
+        request_retention_count: 10_000,
+        lease_retention_count: 10_000,
+        ..TableConfig::default()
+    };
+    // Alternate the three, twice, so machine noise hits all.
+    let (mut ours, mut ours_short, mut peers) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..2 {
-        ours.push(table_rate(keys));
+        ours.push(table_rate(keys, TableConfig::default()));
+        ours_short.push(table_rate(keys, short.clone()));
         peers.push(peer_rate(keys));
     }
     let best = |v: &[Rate]| v.iter().map(Rate::per_sec).fold(0.0, f64::max);
-    let (table_cps, peer_cps) = (best(&ours), best(&peers));
+    let (table_cps, short_cps, peer_cps) = (best(&ours), best(&ours_short), best(&peers));
 
     // Memories forget at once, so only lock records (and leases) stay.
     let forgetful = TableConfig {
@@ -185,6 +195,10 @@ fn main() {
     );
     let _ = writeln!(md, "| measure | value |\n| --- | --- |");
     let _ = writeln!(md, "| lease table: applied commands/s | {table_cps:.0} |");
+    let _ = writeln!(
+        md,
+        "| lease table, retention 10k requests / 10k ended leases: commands/s | {short_cps:.0} |"
+    );
     let _ = writeln!(
         md,
         "| peer (bare BTreeMap token bookkeeping): ops/s | {peer_cps:.0} |"
@@ -211,6 +225,7 @@ fn main() {
         "keys": keys,
         "rounds": ROUNDS,
         "table_commands_per_sec": table_cps,
+        "table_short_retention_commands_per_sec": short_cps,
         "peer_ops_per_sec": peer_cps,
         "ratio": table_cps / peer_cps,
         "bytes_per_idle_lock": idle,

@@ -583,7 +583,11 @@ impl Table {
             LeaseState::Waiting,
             "queued lease {next} must be waiting"
         );
-        assert!(token > lease.token, "fencing token must increase for {}", lease.key);
+        assert!(
+            token > lease.token,
+            "fencing token must increase for {}",
+            lease.key
+        );
         lease.state = LeaseState::Active;
         lease.token = token;
         lease.version += 1;

@@ -78,7 +78,10 @@ impl Table {
                 .and_then(|t| t.locks.get(&l.key))
                 .ok_or(format!("lease {id}: no lock record {}/{}", l.tenant, l.key))?;
             if *slot != l.lock {
-                return Err(format!("lease {id}: slot {} but its lock is in {slot}", l.lock));
+                return Err(format!(
+                    "lease {id}: slot {} but its lock is in {slot}",
+                    l.lock
+                ));
             }
             let lock = &s.locks[*slot as usize];
             match l.state {
