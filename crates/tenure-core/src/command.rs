@@ -174,10 +174,21 @@ pub enum Reply {
 }
 
 /// The result of applying one command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// The reply or the refusal; a refusal changed nothing.
     pub result: Result<Reply, Error>,
     /// The audit events this command appended, in sequence order.
     pub events: Vec<AuditEvent>,
+}
+
+impl Applied {
+    /// The answer to a log entry that carries no command (a blank entry or a
+    /// membership change): nothing changed, no events.
+    pub fn nothing() -> Applied {
+        Applied {
+            result: Ok(Reply::Unchanged),
+            events: Vec::new(),
+        }
+    }
 }

@@ -10,6 +10,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::lease::LeaseId;
 
 /// Every stable reason string Tenure answers with. The strings never change.
@@ -147,7 +149,7 @@ impl fmt::Display for Reason {
 }
 
 /// A refusal by the lease table. Refusals change nothing in the table.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Error {
     /// A field failed validation; the message names the field and the rule.
     #[error("invalid request: {0}")]

@@ -1,0 +1,212 @@
+//! The state machine: the lease table, applied from the log through
+//! tenure-core only, with snapshots persisted on the [`Disk`].
+//!
+//! The table lives in memory; what survives a restart is the latest
+//! snapshot, and openraft re-applies the committed log after it. Applying
+//! is `Table::apply` and nothing else: no lock logic lives here. Readers (the
+//! lock service, status pages) share the table through a [`TableReader`].
+
+use std::io::Cursor;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tenure_core::{Applied, ApplyCtx, Table, TableConfig};
+
+use crate::disk::{Disk, DiskError, Space};
+use crate::log_store::{decode, encode};
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const CURRENT: &[u8] = b"current";
+
+/// The table and how far the log has been applied to it.
+#[derive(Debug, Default)]
+pub struct Applier {
+    /// The lease table.
+    pub table: Table,
+    /// The last log id applied.
+    pub last_applied: Option<LogId>,
+    /// The membership in force as of `last_applied`.
+    pub membership: StoredMembership,
+}
+
+/// Shared read access to the applied table.
+#[derive(Clone, Debug)]
+pub struct TableReader {
+    inner: Arc<RwLock<Applier>>,
+}
+
+impl TableReader {
+    /// Reads the table; writers (the apply loop) wait meanwhile, so keep it short.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applier> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Applier> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A persisted snapshot: openraft's metadata and the table's bytes.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The state machine of one node.
+#[derive(Clone, Debug)]
+pub struct StateMachineStore<D: Disk> {
+    disk: D,
+    shared: TableReader,
+    /// Counts snapshots built by this process, for unique snapshot ids.
+    built: u64,
+}
+
+fn sm_read(e: DiskError) -> StorageError {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+impl<D: Disk> StateMachineStore<D> {
+    /// Opens the state machine on `disk`: the persisted snapshot, if any, is
+    /// restored (and refused if corrupt); otherwise an empty table with
+    /// `config`.
+    pub fn open(disk: D, config: TableConfig) -> Result<StateMachineStore<D>, StorageError> {
+        let mut applier = Applier {
+            table: Table::new(config).map_err(|e| StorageIOError::read_state_machine(&e))?,
+            ..Applier::default()
+        };
+        if let Some(bytes) = disk.get(Space::Snapshot, CURRENT).map_err(sm_read)? {
+            let stored: StoredSnapshot = decode("snapshot", &bytes).map_err(sm_read)?;
+            applier.table = Table::restore(&stored.data)
+                .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), &e))?;
+            applier.last_applied = stored.meta.last_log_id;
+            applier.membership = stored.meta.last_membership;
+        }
+        Ok(StateMachineStore {
+            disk,
+            shared: TableReader {
+                inner: Arc::new(RwLock::new(applier)),
+            },
+            built: 0,
+        })
+    }
+
+    /// Read access to the applied table, for the services.
+    pub fn reader(&self) -> TableReader {
+        self.shared.clone()
+    }
+
+    async fn persist(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        let sig = Some(stored.meta.signature());
+        let io = |e: DiskError| StorageError::from(StorageIOError::write_snapshot(sig.clone(), &e));
+        let bytes = encode("snapshot", stored).map_err(io)?;
+        self.disk
+            .put(Space::Snapshot, vec![(CURRENT.to_vec(), bytes)])
+            .map_err(io)?;
+        self.disk.flush().await.map_err(io)
+    }
+}
+
+impl<D: Disk> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<D> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.built += 1;
+        let (meta, data) = {
+            let a = self.shared.read();
+            let last = a.last_applied;
+            let snapshot_id = match last {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.built),
+                None => format!("none-{}", self.built),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: a.membership.clone(),
+                snapshot_id,
+            };
+            (meta, a.table.snapshot())
+        };
+        let stored = StoredSnapshot { meta, data };
+        self.persist(&stored).await?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let a = self.shared.read();
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut a = self.shared.write();
+        let mut replies = Vec::new();
+        for entry in entries {
+            a.last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Blank => Applied::nothing(),
+                EntryPayload::Normal(p) => {
+                    let ctx = ApplyCtx {
+                        index: entry.log_id.index,
+                        at_ms: p.at_ms,
+                    };
+                    a.table.apply(ctx, p.command)
+                }
+                EntryPayload::Membership(m) => {
+                    a.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Applied::nothing()
+                }
+            };
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let table = Table::restore(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.persist(&stored).await?;
+        let mut a = self.shared.write();
+        a.table = table;
+        a.last_applied = meta.last_log_id;
+        a.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(bytes) = self.disk.get(Space::Snapshot, CURRENT).map_err(sm_read)? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot = decode("snapshot", &bytes).map_err(sm_read)?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}

@@ -1,0 +1,52 @@
+//! openraft's own storage suite, against both media: sled and the simulated
+//! disk run the same log store and state machine code.
+#![allow(clippy::result_large_err)] // openraft fixes the error type
+
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+use tenure_core::TableConfig;
+use tenure_raft::{LogStore, NodeId, SimDisk, SledDisk, StateMachineStore, TypeConfig};
+
+struct Sim;
+
+impl StoreBuilder<TypeConfig, LogStore<SimDisk>, StateMachineStore<SimDisk>, ()> for Sim {
+    async fn build(
+        &self,
+    ) -> Result<((), LogStore<SimDisk>, StateMachineStore<SimDisk>), StorageError<NodeId>> {
+        let disk = SimDisk::new();
+        let sm = StateMachineStore::open(disk.clone(), TableConfig::default())?;
+        Ok(((), LogStore::new(disk), sm))
+    }
+}
+
+struct Sled;
+
+impl StoreBuilder<TypeConfig, LogStore<SledDisk>, StateMachineStore<SledDisk>, tempfile::TempDir>
+    for Sled
+{
+    async fn build(
+        &self,
+    ) -> Result<
+        (
+            tempfile::TempDir,
+            LogStore<SledDisk>,
+            StateMachineStore<SledDisk>,
+        ),
+        StorageError<NodeId>,
+    > {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let disk = SledDisk::open(dir.path()).expect("sled opens");
+        let sm = StateMachineStore::open(disk.clone(), TableConfig::default())?;
+        Ok((dir, LogStore::new(disk), sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_the_simulated_disk() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(Sim)
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_sled() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(Sled)
+}
