@@ -22,6 +22,11 @@ pub struct TableConfig {
     pub lock_delay_ms: u64,
     /// Bound on each lock's waiting queue.
     pub max_waiters_per_lock: u32,
+    /// Bound on lock records per tenant (records are never removed: their
+    /// tokens must survive).
+    pub max_locks_per_tenant: u64,
+    /// Bound on tenants.
+    pub max_tenants: u64,
     /// A remembered request_id is forgotten after this many log entries.
     pub request_retention_entries: u64,
     /// At most this many request_ids are remembered; the oldest go first.
@@ -40,6 +45,8 @@ impl Default for TableConfig {
             max_wait_timeout_ms: 300_000,
             lock_delay_ms: 0,
             max_waiters_per_lock: 1024,
+            max_locks_per_tenant: 1_000_000,
+            max_tenants: 10_000,
             request_retention_entries: 1_000_000,
             request_retention_count: 1_000_000,
             lease_retention_entries: 1_000_000,
@@ -60,6 +67,9 @@ impl TableConfig {
         }
         if self.max_waiters_per_lock == 0 {
             return bad("max_waiters_per_lock must be at least 1");
+        }
+        if self.max_locks_per_tenant == 0 || self.max_tenants == 0 {
+            return bad("max_locks_per_tenant and max_tenants must be at least 1");
         }
         if self.request_retention_entries == 0 || self.request_retention_count == 0 {
             return bad("request retention must be at least 1 entry and 1 request");

@@ -47,6 +47,8 @@ pub enum Reason {
     WaitTimeout,
     /// The lock's waiting queue is full.
     TooManyWaiters,
+    /// The tenant's quota of lock records (or the cluster's of tenants) is full.
+    TooManyLocks,
     /// No leader is known right now; retry shortly.
     NotLeader,
     /// The caller exceeded its rate limit; retry later.
@@ -59,7 +61,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order spec/requirements.md lists them.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::InvalidRequest,
         Reason::InvalidTtl,
         Reason::OwnerTokenRequired,
@@ -75,6 +77,7 @@ impl Reason {
         Reason::RequestIdReused,
         Reason::WaitTimeout,
         Reason::TooManyWaiters,
+        Reason::TooManyLocks,
         Reason::NotLeader,
         Reason::RateLimited,
         Reason::Unavailable,
@@ -99,6 +102,7 @@ impl Reason {
             Reason::RequestIdReused => "REQUEST_ID_REUSED",
             Reason::WaitTimeout => "WAIT_TIMEOUT",
             Reason::TooManyWaiters => "TOO_MANY_WAITERS",
+            Reason::TooManyLocks => "TOO_MANY_LOCKS",
             Reason::NotLeader => "NOT_LEADER",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::Unavailable => "UNAVAILABLE",
@@ -126,7 +130,7 @@ impl Reason {
             | Reason::OwnerMismatch
             | Reason::StaleFencingToken
             | Reason::RequestIdReused => 409,
-            Reason::TooManyWaiters | Reason::RateLimited => 429,
+            Reason::TooManyWaiters | Reason::TooManyLocks | Reason::RateLimited => 429,
             Reason::Internal => 500,
             Reason::NotLeader | Reason::Unavailable => 503,
         }
@@ -178,6 +182,9 @@ pub enum Error {
         /// The delayed key.
         key: Arc<str>,
     },
+    /// A quota on lock records (per tenant) or tenants (per cluster) is full.
+    #[error("too many locks: {0}")]
+    TooManyLocks(String),
     /// The queue of waiters on this lock is full.
     #[error("lock {key:?} already has {limit} waiters")]
     TooManyWaiters {
@@ -225,6 +232,7 @@ impl Error {
             Error::LockHeld { .. } => Reason::LockHeld,
             Error::LockDelayed { .. } => Reason::LockDelayed,
             Error::TooManyWaiters { .. } => Reason::TooManyWaiters,
+            Error::TooManyLocks(_) => Reason::TooManyLocks,
             Error::LeaseNotFound(_) => Reason::LeaseNotFound,
             Error::LeaseNotActive(_) => Reason::LeaseNotActive,
             Error::LeaseExpired(_) => Reason::LeaseExpired,

@@ -17,7 +17,7 @@ use serde::de::Error as _;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::lease::LeaseId;
+use crate::lease::{LeaseId, LeaseView};
 
 /// Which operation a request was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,9 @@ pub struct Remembered {
     pub lease: LeaseId,
     /// The log index at which it applied.
     pub index: u64,
+    /// What a renewal or release answered, for its retries; an acquire's
+    /// retries read the lease as it is now.
+    pub answer: Option<LeaseView>,
 }
 
 /// Remembered requests: a hash map for lookup and a queue, oldest first, for
@@ -148,7 +151,7 @@ impl RequestMemory {
     }
 
     /// Internal consistency, for [`crate::Table::verify`].
-    pub(crate) fn verify(&self) -> Result<(), String> {
+    pub(crate) fn verify(&self, last_index: u64) -> Result<(), String> {
         if self.records.len() != self.order.len() {
             return Err(format!(
                 "request memory has {} records but {} in its order",
@@ -163,7 +166,7 @@ impl RequestMemory {
                     "request memory order names a missing record {key:?}"
                 ));
             };
-            if r.index < last {
+            if r.index < last || r.index > last_index {
                 return Err("request memory order is not by index".into());
             }
             last = r.index;

@@ -43,11 +43,12 @@ impl Table {
                 trailing.len()
             )));
         }
-        let table = Table {
+        let mut table = Table {
             state,
             ..Table::default()
         };
         table.verify().map_err(SnapshotError::Inconsistent)?;
+        table.intern();
         Ok(table)
     }
 
@@ -62,5 +63,21 @@ impl Table {
     /// The digest as 64 hex digits, for logs and status pages.
     pub fn digest_hex(&self) -> String {
         hex::encode(self.digest())
+    }
+}
+
+impl Table {
+    /// Points every lease at its lock record's shared tenant and key names,
+    /// as `apply` does: decoding gave each its own copy.
+    fn intern(&mut self) {
+        let tenants = &self.state.tenants;
+        for lease in self.state.leases.values_mut() {
+            if let Some(t) = tenants.get(&lease.tenant) {
+                lease.tenant = t.name.clone();
+                if let Some((key, _)) = t.locks.get_key_value(&lease.key) {
+                    lease.key = key.clone();
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,6 @@
 //! snapshots.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::Bound;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,7 @@ use crate::command::{
 };
 use crate::config::TableConfig;
 use crate::error::Error;
-use crate::lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, LockView};
+use crate::lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock};
 use crate::requests::{Fingerprint, Op, Remembered, RequestMemory, request_key};
 use crate::validate;
 
@@ -49,23 +48,6 @@ pub(crate) struct State {
     pub(crate) ended: VecDeque<(u64, LeaseId)>,
     pub(crate) audit_seq: u64,
     pub(crate) last_index: u64,
-}
-
-/// Counts for status pages and benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Tenants with at least one lock record.
-    pub tenants: usize,
-    /// Lock records.
-    pub locks: usize,
-    /// ACTIVE leases.
-    pub active: usize,
-    /// WAITING leases.
-    pub waiting: usize,
-    /// Terminal leases still remembered.
-    pub ended: usize,
-    /// Remembered request ids.
-    pub requests: usize,
 }
 
 /// The replicated lease table.
@@ -106,7 +88,7 @@ impl Audit<'_> {
         actor: &Arc<str>,
         detail: Option<String>,
     ) {
-        *self.seq += 1;
+        *self.seq = self.seq.checked_add(1).expect("audit sequence below 2^64");
         self.events.push(AuditEvent {
             seq: *self.seq,
             index: self.ctx.index,
@@ -175,6 +157,12 @@ impl Table {
         validate::key(&c.key)?;
         validate::owner(&c.owner)?;
         validate::request_id(&c.request_id)?;
+        // A retry is answered before the bounds are checked: a Configure in
+        // between must not turn the original answer into INVALID_TTL.
+        request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
+        if let Some(r) = self.state.requests.get(&self.key_buf) {
+            return self.answer_retry(r, Op::Acquire, Some(&c.key), None, c.ttl_ms, &c.request_id);
+        }
         let config = &self.state.config;
         config.check_ttl(c.ttl_ms)?;
         if c.wait_timeout_ms > config.max_wait_timeout_ms {
@@ -184,13 +172,15 @@ impl Table {
             )));
         }
         let max_waiters = config.max_waiters_per_lock;
-        request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
-        if let Some(r) = self.state.requests.get(&self.key_buf) {
-            return self.answer_retry(r, Op::Acquire, Some(&c.key), None, c.ttl_ms, &c.request_id);
-        }
+        let (max_tenants, max_locks) = (config.max_tenants, config.max_locks_per_tenant);
 
         let id = LeaseId::from_index(ctx.index);
         let State { tenants, locks, .. } = &mut self.state;
+        if tenants.len() as u64 >= max_tenants && !tenants.contains_key(c.tenant.as_str()) {
+            return Err(Error::TooManyLocks(format!(
+                "the cluster already has {max_tenants} tenants"
+            )));
+        }
         let tenant = match tenants.get_mut(c.tenant.as_str()) {
             Some(t) => t,
             None => {
@@ -204,6 +194,12 @@ impl Table {
         let tenant_name = tenant.name.clone();
         let (key, slot) = match tenant.locks.get_key_value(c.key.as_str()) {
             Some((key, slot)) => (key.clone(), *slot),
+            None if tenant.locks.len() as u64 >= max_locks => {
+                return Err(Error::TooManyLocks(format!(
+                    "tenant {:?} already has {max_locks} locks",
+                    c.tenant
+                )));
+            }
             None => {
                 let slot = u32::try_from(locks.len()).expect("fewer than 2^32 lock records");
                 let key: Arc<str> = c.key.as_str().into();
@@ -227,7 +223,7 @@ impl Table {
             ended: None,
         };
         if lock.is_free() {
-            let token = lock.last_token + 1;
+            let token = next_token(lock.last_token);
             lock.last_token = token;
             lock.active = Some(id);
             lease.state = LeaseState::Active;
@@ -256,14 +252,17 @@ impl Table {
             lease: None,
             ttl_ms: c.ttl_ms,
         };
-        self.remember(fingerprint, id, ctx.index);
+        self.remember(fingerprint, id, ctx.index, None);
         let view = lease.view();
         self.state.leases.insert(id, lease);
         Ok(Reply::Lease(view))
     }
 
-    /// Answers a request_id seen before: the original lease, or a refusal if
-    /// the id now names a different request.
+    /// Answers a request_id seen before, or refuses it if the id now names
+    /// a different request. A release gets its original answer. An acquire
+    /// gets its lease as it is now (a waiter may have been granted since), a
+    /// renewal its original answer, while the lease lives; once the lease has
+    /// ended they get the reason it ended with, never a stale success.
     fn answer_retry(
         &self,
         r: &Remembered,
@@ -276,15 +275,22 @@ impl Table {
         if !r.fingerprint.matches(op, key, lease, ttl_ms) {
             return Err(Error::RequestIdReused(request_id.to_owned()));
         }
+        if let (Op::Release, Some(answer)) = (op, &r.answer) {
+            return Ok(Reply::Lease(answer.clone()));
+        }
+        let id = r.lease;
         let lease = self
             .state
             .leases
-            .get(&r.lease)
-            .ok_or_else(|| Error::LeaseNotFound(r.lease.to_string()))?;
-        if r.fingerprint.op == Op::Acquire && lease.ended == Some(EndReason::WaitTimedOut) {
-            return Err(Error::WaitTimeout(lease.id));
+            .get(&id)
+            .ok_or_else(|| Error::LeaseNotFound(id.to_string()))?;
+        match (lease.ended, &r.answer) {
+            (None, Some(answer)) => Ok(Reply::Lease(answer.clone())),
+            (None, None) => Ok(Reply::Lease(lease.view())),
+            (Some(EndReason::Expired), _) => Err(Error::LeaseExpired(id)),
+            (Some(EndReason::WaitTimedOut), _) => Err(Error::WaitTimeout(id)),
+            (Some(_), _) => Err(Error::LeaseNotActive(id)),
         }
-        Ok(Reply::Lease(lease.view()))
     }
 
     /// The lease `id` if it exists in `tenant` and belongs to `owner`, and is
@@ -318,7 +324,6 @@ impl Table {
         validate::tenant(&c.tenant)?;
         validate::owner(&c.owner)?;
         validate::request_id(&c.request_id)?;
-        self.state.config.check_ttl(c.ttl_ms)?;
         let fingerprint = Fingerprint {
             op: Op::Renew,
             key: None,
@@ -336,10 +341,11 @@ impl Table {
                 &c.request_id,
             );
         }
+        self.state.config.check_ttl(c.ttl_ms)?;
         self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?;
         let lease = self.lease_mut(c.lease_id);
         lease.ttl_ms = c.ttl_ms;
-        lease.version += 1;
+        lease.version = bump(lease.version);
         let view = lease.view();
         let owner = lease.owner.clone();
         audit.emit(
@@ -348,7 +354,7 @@ impl Table {
             &owner,
             Some(format!("ttl_ms={}", c.ttl_ms)),
         );
-        self.remember(fingerprint, c.lease_id, ctx.index);
+        self.remember(fingerprint, c.lease_id, ctx.index, Some(view.clone()));
         Ok(Reply::Lease(view))
     }
 
@@ -370,17 +376,15 @@ impl Table {
             .live_lease_of(&c.tenant, c.lease_id, &c.owner)?
             .owner
             .clone();
-        let view = self.end(
-            ctx,
-            c.lease_id,
-            LeaseState::Released,
-            EndReason::Released,
-            audit,
-            AuditKind::LeaseRelease,
-            &owner,
-            None,
-        );
-        self.remember(fingerprint, c.lease_id, ctx.index);
+        let ending = Ending {
+            state: LeaseState::Released,
+            reason: EndReason::Released,
+            kind: AuditKind::LeaseRelease,
+            actor: &owner,
+            detail: None,
+        };
+        let view = self.end(ctx, c.lease_id, ending, audit);
+        self.remember(fingerprint, c.lease_id, ctx.index, Some(view.clone()));
         Ok(Reply::Lease(view))
     }
 
@@ -392,16 +396,14 @@ impl Table {
         if lease.state.is_terminal() || stale {
             return Reply::Unchanged;
         }
-        let view = self.end(
-            ctx,
-            c.lease_id,
-            LeaseState::Expired,
-            EndReason::Expired,
-            audit,
-            AuditKind::LeaseExpire,
-            &SYSTEM,
-            None,
-        );
+        let ending = Ending {
+            state: LeaseState::Expired,
+            reason: EndReason::Expired,
+            kind: AuditKind::LeaseExpire,
+            actor: &SYSTEM,
+            detail: None,
+        };
+        let view = self.end(ctx, c.lease_id, ending, audit);
         Reply::Lease(view)
     }
 
@@ -418,16 +420,14 @@ impl Table {
             CancelCause::WaitTimeout => (EndReason::WaitTimedOut, "wait timeout"),
             CancelCause::Abandoned => (EndReason::WaitAbandoned, "caller went away"),
         };
-        let view = self.end(
-            ctx,
-            c.lease_id,
-            LeaseState::Released,
+        let ending = Ending {
+            state: LeaseState::Released,
             reason,
-            audit,
-            AuditKind::LeaseWaitCancel,
-            &SYSTEM,
-            Some(detail.to_owned()),
-        );
+            kind: AuditKind::LeaseWaitCancel,
+            actor: &SYSTEM,
+            detail: Some(detail.to_owned()),
+        };
+        let view = self.end(ctx, c.lease_id, ending, audit);
         Reply::Lease(view)
     }
 
@@ -464,16 +464,14 @@ impl Table {
             self.hand_off(slot, audit);
         }
         if let Some(holder) = holder {
-            self.end(
-                ctx,
-                holder,
-                LeaseState::Released,
-                EndReason::ForceReleased,
-                audit,
-                AuditKind::ForceRelease,
-                &actor,
-                Some(c.reason),
-            );
+            let ending = Ending {
+                state: LeaseState::Released,
+                reason: EndReason::ForceReleased,
+                kind: AuditKind::ForceRelease,
+                actor: &actor,
+                detail: Some(c.reason),
+            };
+            self.end(ctx, holder, ending, audit);
         }
         Ok(Reply::Lock(self.lock(&c.tenant, &c.key)))
     }
@@ -507,28 +505,18 @@ impl Table {
     /// Ends a live lease: marks it terminal, takes it off its lock (freeing
     /// the lock and handing it on, or starting a lock-delay after an expiry),
     /// and queues it for forgetting.
-    #[allow(clippy::too_many_arguments)]
-    fn end(
-        &mut self,
-        ctx: ApplyCtx,
-        id: LeaseId,
-        state: LeaseState,
-        reason: EndReason,
-        audit: &mut Audit,
-        kind: AuditKind,
-        actor: &Arc<str>,
-        detail: Option<String>,
-    ) -> LeaseView {
+    fn end(&mut self, ctx: ApplyCtx, id: LeaseId, ending: Ending, audit: &mut Audit) -> LeaseView {
         let lock_delay_ms = self.state.config.lock_delay_ms;
         let lease = self.lease_mut(id);
         let was = lease.state;
         assert!(!was.is_terminal(), "lease {id} ended twice");
-        lease.state = state;
+        let reason = ending.reason;
+        lease.state = ending.state;
         lease.ended = Some(reason);
-        lease.version += 1;
+        lease.version = bump(lease.version);
         let view = lease.view();
         let slot = lease.lock;
-        audit.emit(kind, lease, actor, detail);
+        audit.emit(ending.kind, lease, ending.actor, ending.detail);
         self.state.ended.push_back((ctx.index, id));
 
         let lock = &mut self.state.locks[slot as usize];
@@ -574,7 +562,7 @@ impl Table {
         let Some(next) = lock.queue.pop_front() else {
             return;
         };
-        let token = lock.last_token + 1;
+        let token = next_token(lock.last_token);
         lock.last_token = token;
         lock.active = Some(next);
         let lease = self.lease_mut(next);
@@ -590,7 +578,7 @@ impl Table {
         );
         lease.state = LeaseState::Active;
         lease.token = token;
-        lease.version += 1;
+        lease.version = bump(lease.version);
         audit.emit(
             AuditKind::LeaseAcquire,
             lease,
@@ -600,11 +588,18 @@ impl Table {
     }
 
     /// Remembers the request whose key is in `key_buf`.
-    fn remember(&mut self, fingerprint: Fingerprint, lease: LeaseId, index: u64) {
+    fn remember(
+        &mut self,
+        fingerprint: Fingerprint,
+        lease: LeaseId,
+        index: u64,
+        answer: Option<LeaseView>,
+    ) {
         let record = Remembered {
             fingerprint,
             lease,
             index,
+            answer,
         };
         self.state.requests.insert(&self.key_buf, record);
     }
@@ -631,121 +626,25 @@ impl Table {
             .get_mut(&id)
             .unwrap_or_else(|| panic!("lease {id} must exist"))
     }
+}
 
-    /// The slot of a lock record, with its interned tenant and key.
-    fn lock_entry(&self, tenant: &str, key: &str) -> Option<(Arc<str>, Arc<str>, u32)> {
-        let t = self.state.tenants.get(tenant)?;
-        let (key, slot) = t.locks.get_key_value(key)?;
-        Some((t.name.clone(), key.clone(), *slot))
-    }
+/// How a live lease ends: its terminal state, why, and the audit record.
+struct Ending<'a> {
+    state: LeaseState,
+    reason: EndReason,
+    kind: AuditKind,
+    actor: &'a Arc<str>,
+    detail: Option<String>,
+}
 
-    fn lock_view(&self, tenant: &Arc<str>, key: &Arc<str>, lock: &Lock) -> LockView {
-        LockView {
-            tenant: tenant.clone(),
-            key: key.clone(),
-            active: lock
-                .active
-                .and_then(|id| self.state.leases.get(&id))
-                .map(Lease::view),
-            last_token: lock.last_token,
-            waiters: u32::try_from(lock.queue.len()).unwrap_or(u32::MAX),
-            delayed: lock.delayed,
-        }
-    }
+/// The token after `last`. Restored snapshots are verified to keep tokens
+/// below the log index, so this cannot overflow; if it could, wrapping to 0
+/// would break fencing, so it stops the node instead.
+fn next_token(last: u64) -> u64 {
+    last.checked_add(1).expect("fencing token below 2^64")
+}
 
-    /// The state of one lock; a lock never asked for is free with token 0.
-    pub fn lock(&self, tenant: &str, key: &str) -> LockView {
-        match self.lock_entry(tenant, key) {
-            Some((t, k, slot)) => self.lock_view(&t, &k, &self.state.locks[slot as usize]),
-            None => self.lock_view(&tenant.into(), &key.into(), &Lock::default()),
-        }
-    }
-
-    /// One lease, if it exists in `tenant` (other tenants' leases do not).
-    pub fn lease(&self, tenant: &str, id: LeaseId) -> Result<LeaseView, Error> {
-        self.state
-            .leases
-            .get(&id)
-            .filter(|l| &*l.tenant == tenant)
-            .map(Lease::view)
-            .ok_or_else(|| Error::LeaseNotFound(id.to_string()))
-    }
-
-    /// Up to `limit` locks of `tenant` whose key starts with `prefix`, in key
-    /// order, after the key `after` (for pagination).
-    pub fn list(
-        &self,
-        tenant: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<LockView>, Error> {
-        validate::tenant(tenant)?;
-        validate::prefix(prefix)?;
-        let Some(t) = self.state.tenants.get(tenant) else {
-            return Ok(Vec::new());
-        };
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
-        };
-        Ok(t.locks
-            .range::<str, _>((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, slot)| self.lock_view(&t.name, k, &self.state.locks[*slot as usize]))
-            .collect())
-    }
-
-    /// WAITING and ACTIVE leases, by id: what a new leader arms timers for.
-    pub fn live_leases(&self) -> impl Iterator<Item = &Lease> {
-        self.state
-            .leases
-            .values()
-            .filter(|l| !l.state.is_terminal())
-    }
-
-    /// `(tenant, key)` of every lock inside a lock-delay.
-    pub fn delayed_locks(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.state.tenants.iter().flat_map(|(t, ten)| {
-            ten.locks
-                .iter()
-                .filter(|(_, slot)| self.state.locks[**slot as usize].delayed)
-                .map(move |(k, _)| (&**t, &**k))
-        })
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &TableConfig {
-        &self.state.config
-    }
-
-    /// The sequence number of the latest audit event (0: none yet).
-    pub fn audit_seq(&self) -> u64 {
-        self.state.audit_seq
-    }
-
-    /// The log index of the latest applied command (0: none yet).
-    pub fn last_index(&self) -> u64 {
-        self.state.last_index
-    }
-
-    /// Counts of what the table holds.
-    pub fn stats(&self) -> Stats {
-        let mut s = Stats {
-            tenants: self.state.tenants.len(),
-            ended: self.state.ended.len(),
-            requests: self.state.requests.len(),
-            ..Stats::default()
-        };
-        s.locks = self.state.locks.len();
-        for l in self.state.leases.values() {
-            match l.state {
-                LeaseState::Active => s.active += 1,
-                LeaseState::Waiting => s.waiting += 1,
-                _ => {}
-            }
-        }
-        s
-    }
+/// A lease's next version; bounded like tokens.
+fn bump(version: u64) -> u64 {
+    version.checked_add(1).expect("lease version below 2^64")
 }

@@ -29,6 +29,20 @@ impl Table {
                 if std::mem::replace(&mut named[*slot as usize], true) {
                     return Err(format!("{at}: slot {slot} named twice"));
                 }
+                if lock.last_token > s.last_index {
+                    return Err(format!(
+                        "{at}: token {} above the log index",
+                        lock.last_token
+                    ));
+                }
+                if !lock
+                    .queue
+                    .iter()
+                    .zip(lock.queue.iter().skip(1))
+                    .all(|(a, b)| a < b)
+                {
+                    return Err(format!("{at}: queue not in arrival order"));
+                }
                 if let Some(id) = lock.active {
                     let l = s
                         .leases
@@ -97,7 +111,21 @@ impl Table {
                         return Err(format!("lease {id}: terminal without an end reason"));
                     }
                 }
+                _ if l.ended.is_some() => {
+                    return Err(format!("lease {id}: live with an end reason"));
+                }
                 _ => {}
+            }
+            let token_fits = match l.state {
+                LeaseState::Waiting => l.token == 0,
+                LeaseState::Active => l.token > 0,
+                LeaseState::Released | LeaseState::Expired => true,
+            };
+            if !token_fits {
+                return Err(format!(
+                    "lease {id}: token {} does not fit {:?}",
+                    l.token, l.state
+                ));
             }
             if l.token > lock.last_token {
                 return Err(format!(
@@ -105,9 +133,16 @@ impl Table {
                     l.token, lock.last_token
                 ));
             }
-            if l.version == 0 || l.id.index() > s.last_index {
+            if l.id.index() > s.last_index || l.id.index() == 0 {
                 return Err(format!(
-                    "lease {id}: version 0 or created after the last index"
+                    "lease {id}: created at index 0 or after the last index"
+                ));
+            }
+            // One logged transition per entry at most, from the creating one on.
+            if l.version == 0 || l.version > 1 + (s.last_index - l.id.index()) {
+                return Err(format!(
+                    "lease {id}: version {} impossible by index",
+                    l.version
                 ));
             }
         }
@@ -118,13 +153,22 @@ impl Table {
             ));
         }
         let mut last = 0;
+        let mut seen = BTreeSet::new();
         for (index, id) in &s.ended {
-            if *index < last || !s.leases.get(id).is_some_and(|l| l.state.is_terminal()) {
-                return Err(format!(
-                    "forgetting queue out of order or names live lease {id}"
-                ));
+            if *index < last || *index > s.last_index {
+                return Err(format!("forgetting queue out of order at lease {id}"));
+            }
+            if !s.leases.get(id).is_some_and(|l| l.state.is_terminal()) || !seen.insert(*id) {
+                return Err(format!("forgetting queue names lease {id} twice or live"));
             }
             last = *index;
+        }
+        // At most four audit events per entry (force-release: clear, end, grant).
+        if s.audit_seq > s.last_index.saturating_mul(4) {
+            return Err(format!(
+                "audit sequence {} impossible by index",
+                s.audit_seq
+            ));
         }
         if s.ended.len() as u64 > s.config.lease_retention_count {
             return Err("more terminal leases kept than the retention count".into());
@@ -132,6 +176,138 @@ impl Table {
         if s.requests.len() as u64 > s.config.request_retention_count {
             return Err("more request ids kept than the retention count".into());
         }
-        s.requests.verify()
+        s.requests.verify(s.last_index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Acquire, ApplyCtx, Command, EndReason, LeaseId, Release, SnapshotError, Table};
+
+    /// A table with two locks, a holder, a waiter and an ended lease.
+    fn table() -> Table {
+        let mut t = Table::default();
+        let acquire = |key: &str, owner: &str, wait| {
+            Command::Acquire(Acquire {
+                tenant: "t".into(),
+                key: key.into(),
+                owner: owner.into(),
+                request_id: "r".into(),
+                ttl_ms: 10_000,
+                wait_timeout_ms: wait,
+            })
+        };
+        let cmds = [
+            acquire("a", "o1", 0),
+            acquire("b", "o2", 0),
+            acquire("a", "o3", 1_000),
+            acquire("a", "o4", 1_000),
+            Command::Release(Release {
+                tenant: "t".into(),
+                lease_id: LeaseId::from_index(2),
+                owner: "o2".into(),
+                request_id: "x".into(),
+            }),
+        ];
+        for (i, c) in cmds.into_iter().enumerate() {
+            let applied = t.apply(
+                ApplyCtx {
+                    index: i as u64 + 1,
+                    at_ms: 0,
+                },
+                c,
+            );
+            assert!(applied.result.is_ok(), "{:?}", applied.result);
+        }
+        t
+    }
+
+    /// One way to break a table, named.
+    type Breakage = (&'static str, Box<dyn Fn(&mut Table)>);
+
+    fn refused(t: &Table) -> bool {
+        matches!(
+            Table::restore(&t.snapshot()),
+            Err(SnapshotError::Inconsistent(_))
+        )
+    }
+
+    #[test]
+    fn tn_snap_001_crafted_inconsistent_snapshots_are_refused() {
+        let good = table();
+        assert!(Table::restore(&good.snapshot()).is_ok());
+        let id = LeaseId::from_index;
+        let cases: Vec<Breakage> = vec![
+            (
+                "slot out of range",
+                Box::new(|t| {
+                    t.state
+                        .tenants
+                        .values_mut()
+                        .for_each(|ten| ten.locks.values_mut().for_each(|s| *s = 99));
+                }),
+            ),
+            (
+                "lease on the wrong lock",
+                Box::new(move |t| {
+                    t.state.leases.get_mut(&id(1)).expect("lease 1").lock = 1;
+                }),
+            ),
+            (
+                "token beyond the log",
+                Box::new(|t| t.state.locks[0].last_token = u64::MAX),
+            ),
+            (
+                "duplicate ended entry",
+                Box::new(|t| {
+                    let first = t.state.ended[0];
+                    t.state.ended.push_back(first);
+                }),
+            ),
+            (
+                "live lease with an end",
+                Box::new(move |t| {
+                    t.state.leases.get_mut(&id(1)).expect("lease 1").ended =
+                        Some(EndReason::WaitTimedOut);
+                }),
+            ),
+            (
+                "audit sequence beyond the log",
+                Box::new(|t| t.state.audit_seq = u64::MAX),
+            ),
+            (
+                "version beyond the log",
+                Box::new(move |t| {
+                    t.state.leases.get_mut(&id(1)).expect("lease 1").version = u64::MAX;
+                }),
+            ),
+            (
+                "queue out of order",
+                Box::new(|t| t.state.locks[0].queue.make_contiguous().reverse()),
+            ),
+            (
+                "waiting lease with a token",
+                Box::new(move |t| {
+                    t.state.leases.get_mut(&id(3)).expect("lease 3").token = 1;
+                }),
+            ),
+        ];
+        for (what, break_it) in cases {
+            let mut t = good.clone();
+            break_it(&mut t);
+            assert!(refused(&t), "restore accepted a snapshot with {what}");
+        }
+    }
+
+    #[test]
+    fn restore_shares_names_between_leases_and_locks() {
+        let t = Table::restore(&table().snapshot()).expect("restores");
+        let l1 = &t.state.leases[&LeaseId::from_index(1)];
+        let l3 = &t.state.leases[&LeaseId::from_index(3)];
+        assert!(std::sync::Arc::ptr_eq(&l1.key, &l3.key));
+        assert!(std::sync::Arc::ptr_eq(
+            &l1.tenant,
+            &t.state.tenants["t"].name
+        ));
     }
 }

@@ -33,6 +33,7 @@ struct MRequest {
     what: (u8, String, Option<LeaseId>, u64),
     lease: LeaseId,
     index: u64,
+    answer: Option<LeaseView>,
 }
 
 /// The naive model.
@@ -166,12 +167,22 @@ impl Model {
         if &r.what != what {
             return Err(Reason::RequestIdReused);
         }
+        if what.0 == 2 {
+            return Ok(Reply::Lease(
+                r.answer.clone().expect("a release keeps its answer"),
+            ));
+        }
         let i = self.find(r.lease).ok_or(Reason::LeaseNotFound)?;
         let v = &self.leases[i].view;
-        if what.0 == 0 && v.ended == Some(EndReason::WaitTimedOut) {
-            return Err(Reason::WaitTimeout);
+        match v.ended {
+            None if what.0 == 0 => Ok(Reply::Lease(v.clone())),
+            None => Ok(Reply::Lease(
+                r.answer.clone().expect("a renew keeps its answer"),
+            )),
+            Some(EndReason::Expired) => Err(Reason::LeaseExpired),
+            Some(EndReason::WaitTimedOut) => Err(Reason::WaitTimeout),
+            Some(_) => Err(Reason::LeaseNotActive),
         }
-        Ok(Reply::Lease(v.clone()))
     }
 
     fn live_check(&self, t: &str, id: LeaseId, owner: &str) -> Result<usize, Reason> {
@@ -242,12 +253,6 @@ impl Model {
                 {
                     return Err(Reason::InvalidRequest);
                 }
-                if a.ttl_ms < self.cfg.min_ttl_ms || a.ttl_ms > self.cfg.max_ttl_ms {
-                    return Err(Reason::InvalidTtl);
-                }
-                if a.wait_timeout_ms > self.cfg.max_wait_timeout_ms {
-                    return Err(Reason::InvalidRequest);
-                }
                 let what = (0, a.key.clone(), None, a.ttl_ms);
                 if let Some(r) = self
                     .requests
@@ -255,6 +260,30 @@ impl Model {
                     .find(|r| r.tenant == a.tenant && r.owner == a.owner && r.rid == a.request_id)
                 {
                     return self.retry(r, &what);
+                }
+                if a.ttl_ms < self.cfg.min_ttl_ms || a.ttl_ms > self.cfg.max_ttl_ms {
+                    return Err(Reason::InvalidTtl);
+                }
+                if a.wait_timeout_ms > self.cfg.max_wait_timeout_ms {
+                    return Err(Reason::InvalidRequest);
+                }
+                let lock_exists = self
+                    .tokens
+                    .iter()
+                    .any(|((t, k), _)| t == &a.tenant && k == &a.key);
+                let tenant_locks = self
+                    .tokens
+                    .iter()
+                    .filter(|((t, _), _)| t == &a.tenant)
+                    .count() as u64;
+                let mut tenants: Vec<&String> = self.tokens.iter().map(|((t, _), _)| t).collect();
+                tenants.sort();
+                tenants.dedup();
+                if tenant_locks == 0 && tenants.len() as u64 >= self.cfg.max_tenants {
+                    return Err(Reason::TooManyLocks);
+                }
+                if !lock_exists && tenant_locks >= self.cfg.max_locks_per_tenant {
+                    return Err(Reason::TooManyLocks);
                 }
                 let free = self.holder(&a.tenant, &a.key).is_none()
                     && !self.is_delayed(&a.tenant, &a.key)
@@ -299,6 +328,7 @@ impl Model {
                     what,
                     lease: view.id,
                     index: idx,
+                    answer: None,
                 });
                 self.leases.push(MLease {
                     view: view.clone(),
@@ -313,9 +343,6 @@ impl Model {
                 {
                     return Err(Reason::InvalidRequest);
                 }
-                if c.ttl_ms < self.cfg.min_ttl_ms || c.ttl_ms > self.cfg.max_ttl_ms {
-                    return Err(Reason::InvalidTtl);
-                }
                 let what = (1, String::new(), Some(c.lease_id), c.ttl_ms);
                 if let Some(r) = self
                     .requests
@@ -323,6 +350,9 @@ impl Model {
                     .find(|r| r.tenant == c.tenant && r.owner == c.owner && r.rid == c.request_id)
                 {
                     return self.retry(r, &what);
+                }
+                if c.ttl_ms < self.cfg.min_ttl_ms || c.ttl_ms > self.cfg.max_ttl_ms {
+                    return Err(Reason::InvalidTtl);
                 }
                 let i = self.live_check(&c.tenant, c.lease_id, &c.owner)?;
                 let v = &mut self.leases[i].view;
@@ -337,6 +367,7 @@ impl Model {
                     what,
                     lease: v.id,
                     index: idx,
+                    answer: Some(v.clone()),
                 });
                 Ok(Reply::Lease(v))
             }
@@ -370,6 +401,7 @@ impl Model {
                     what,
                     lease: v.id,
                     index: idx,
+                    answer: Some(v.clone()),
                 });
                 Ok(Reply::Lease(v))
             }
@@ -511,11 +543,22 @@ fn config() -> impl Strategy<Value = TableConfig> {
         1u64..12,
         3u64..40,
         1u64..12,
+        prop_oneof![3 => Just((1_000u64, 1_000u64)), 1 => (1u64..3, 1u64..3)],
     )
         .prop_map(
-            |(lock_delay_ms, max_waiters_per_lock, ra, rc, la, lc)| TableConfig {
+            |(
                 lock_delay_ms,
                 max_waiters_per_lock,
+                ra,
+                rc,
+                la,
+                lc,
+                (max_locks_per_tenant, max_tenants),
+            )| TableConfig {
+                lock_delay_ms,
+                max_waiters_per_lock,
+                max_locks_per_tenant,
+                max_tenants,
                 request_retention_entries: ra,
                 request_retention_count: rc,
                 lease_retention_entries: la,
@@ -560,6 +603,8 @@ proptest! {
         cmds in proptest::collection::vec(command(160), 80..160),
     ) {
         let mut table = Table::new(cfg.clone()).unwrap();
+        // A second replica fed the same log: its digest must match (INV-5).
+        let mut replica = Table::new(cfg.clone()).unwrap();
         let mut model = Model::new(cfg);
         let mut seq = 0;
         let mut last_token: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -567,6 +612,7 @@ proptest! {
             let index = i as u64 + 1;
             let (want, want_ev) = model.step(&cmd);
             let (got, got_ev, seqs) = run(&mut table, index, cmd.clone());
+            let _ = run(&mut replica, index, cmd.clone());
             prop_assert_eq!(&got, &want, "reply to {:?} at {}", cmd, index);
             prop_assert_eq!(&got_ev, &want_ev, "events of {:?} at {}", cmd, index);
             for s in seqs {
@@ -586,15 +632,17 @@ proptest! {
                 }
             }
         }
+        prop_assert_eq!(table.digest(), replica.digest(), "replicas diverged");
     }
 
     /// Snapshot at a random point, restore, and the copy behaves the same.
     #[test]
     fn tn_snap_001_restored_tables_behave_the_same(
+        cfg in config(),
         cmds in proptest::collection::vec(command(120), 40..120),
         cut in 0usize..40,
     ) {
-        let mut a = Table::new(TableConfig { lock_delay_ms: 1_000, ..TableConfig::default() }).unwrap();
+        let mut a = Table::new(cfg).unwrap();
         for (i, cmd) in cmds[..cut].iter().enumerate() {
             a.apply(ApplyCtx { index: i as u64 + 1, at_ms: 0 }, cmd.clone());
         }

@@ -540,6 +540,93 @@ fn tn_req_002_request_memory_is_bounded_by_age_and_count() {
 }
 
 #[test]
+fn tn_req_001_a_retry_is_answered_before_bounds_change_it() {
+    let mut d = Driver::default();
+    let a = d.acquire_wait("t", "k", "alice", "r1", 20_000, 0).unwrap();
+    let tighter = TableConfig {
+        max_ttl_ms: 15_000,
+        ..TableConfig::default()
+    };
+    assert!(d.apply(Command::Configure(tighter)).result.is_ok());
+    assert_eq!(
+        d.acquire_wait("t", "k", "alice", "r1", 20_000, 0)
+            .unwrap()
+            .id,
+        a.id
+    );
+    assert_eq!(
+        reason(d.acquire_wait("t", "k2", "alice", "r2", 20_000, 0)),
+        Reason::InvalidTtl
+    );
+}
+
+#[test]
+fn tn_req_003_retries_get_original_answers_or_the_reason_the_lease_ended() {
+    let mut d = Driver::default();
+    // A waiting acquire retried after its grant sees the grant.
+    let h = d.acquire("t", "k", "h", "h1").unwrap();
+    let w = d.acquire_wait("t", "k", "w", "w1", TTL, 5_000).unwrap();
+    d.release("t", h.id, "h", "h2").unwrap();
+    let again = d.acquire_wait("t", "k", "w", "w1", TTL, 5_000).unwrap();
+    assert_eq!(
+        (again.id, again.state, again.token),
+        (w.id, LeaseState::Active, 2)
+    );
+    // A renewal retried after a later renewal gets its own answer.
+    let first = d.renew("t", w.id, "w", "n1", 20_000).unwrap();
+    d.renew("t", w.id, "w", "n2", 30_000).unwrap();
+    assert_eq!(d.renew("t", w.id, "w", "n1", 20_000).unwrap(), first);
+    // Once the lease has ended: the reason, never a stale success.
+    d.expire(w.id);
+    assert_eq!(
+        reason(d.acquire_wait("t", "k", "w", "w1", TTL, 5_000)),
+        Reason::LeaseExpired
+    );
+    assert_eq!(
+        reason(d.renew("t", w.id, "w", "n1", 20_000)),
+        Reason::LeaseExpired
+    );
+    // A release retried after its lease aged out still gets its answer.
+    let mut short = Driver::new(TableConfig {
+        lease_retention_count: 1,
+        ..TableConfig::default()
+    });
+    let a = short.acquire("t", "a", "o", "a1").unwrap();
+    let rel = short.release("t", a.id, "o", "a2").unwrap();
+    let b = short.acquire("t", "b", "o", "b1").unwrap();
+    short.release("t", b.id, "o", "b2").unwrap();
+    assert_eq!(reason(short.table.lease("t", a.id)), Reason::LeaseNotFound);
+    assert_eq!(short.release("t", a.id, "o", "a2").unwrap(), rel);
+    assert_eq!(
+        reason(short.acquire("t", "a", "o", "a1")),
+        Reason::LeaseNotFound
+    );
+}
+
+#[test]
+fn tn_quota_001_lock_records_and_tenants_are_bounded() {
+    let mut d = Driver::new(TableConfig {
+        max_locks_per_tenant: 2,
+        max_tenants: 2,
+        ..TableConfig::default()
+    });
+    d.acquire("t", "a", "o", "1").unwrap();
+    d.acquire("t", "b", "o", "2").unwrap();
+    let before = d.table.digest();
+    let index = d.table.last_index();
+    assert_eq!(reason(d.acquire("t", "c", "o", "3")), Reason::TooManyLocks);
+    assert_eq!(d.table.stats().locks, 2);
+    // An existing record is no new record: waiting on it is fine.
+    assert!(d.acquire_wait("t", "a", "p", "4", TTL, 1_000).is_ok());
+    d.acquire("u", "a", "o", "5").unwrap();
+    assert_eq!(reason(d.acquire("v", "a", "o", "6")), Reason::TooManyLocks);
+    assert_eq!(d.table.stats().tenants, 2);
+    assert_ne!(index, d.table.last_index());
+    assert_ne!(before, d.table.digest());
+    assert_eq!(Reason::TooManyLocks.http_status(), 429);
+}
+
+#[test]
 fn tn_ret_001_terminal_leases_are_forgotten_after_retention() {
     let mut d = Driver::new(TableConfig {
         lease_retention_entries: 5,
@@ -892,12 +979,30 @@ fn reference_bug_6_bad_input_is_refused_not_crashed_on() {
 #[test]
 fn reference_bug_7_force_release_keeps_its_reason_and_is_idempotent() {
     let mut d = Driver::default();
-    d.acquire("t", "k", "o", "r").unwrap();
-    let lock = d.force_release("t", "k", "incident 42").unwrap();
-    assert!(lock.active.is_none());
-    let again = d.force_release("t", "k", "incident 42").unwrap();
-    assert_eq!(lock, again);
-    assert_eq!(d.table.audit_seq(), 2, "one acquire, one force-release");
+    let holder = d.acquire("t", "k", "o", "r").unwrap();
+    let waiter = d.acquire_wait("t", "k", "w", "r", TTL, 5_000).unwrap();
+    let fr = || {
+        Command::ForceRelease(tenure_core::ForceRelease {
+            tenant: "t".into(),
+            key: "k".into(),
+            actor: "admin".into(),
+            reason: "incident 42".into(),
+            lease_id: Some(holder.id),
+        })
+    };
+    let first = d.apply(fr());
+    assert_eq!(first.events[0].detail.as_deref(), Some("incident 42"));
+    let after_first = d.table.lock("t", "k");
+    assert_eq!(after_first.active.as_ref().unwrap().id, waiter.id);
+    // The repeat (a retry after a lost answer) leaves the new holder alone.
+    let second = d.apply(fr());
+    assert!(second.events.is_empty());
+    assert_eq!(second.result, Ok(Reply::Lock(after_first)));
+    assert_eq!(
+        d.table.audit_seq(),
+        4,
+        "acquire, wait, force-release, grant"
+    );
 }
 
 #[test]

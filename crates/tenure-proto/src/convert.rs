@@ -190,19 +190,37 @@ pub fn acquire(req: &v1::AcquireRequest, authenticated: &str) -> Result<Acquire,
     })
 }
 
-/// A `RenewRequest` as the core command, acting as `authenticated`.
-///
-/// `ttl_ms` 0 (keep the TTL) is passed through as 0: such a renewal never
-/// reaches the log; the server checks it with `Table::check_renew` instead
-/// (the core refuses a logged renewal with TTL 0 as INVALID_TTL).
-pub fn renew(req: &v1::RenewRequest, authenticated: &str) -> Result<Renew, ConvertError> {
-    Ok(Renew {
-        tenant: req.tenant_id.clone(),
-        lease_id: lease_id(&req.lease_id)?,
-        owner: owner(&req.owner_id, authenticated)?,
+/// What a `RenewRequest` asks for: a plain renewal that keeps the TTL
+/// (never logged; the server checks it with `Table::check_renew` and extends
+/// its deadline after a quorum read) or a TTL change (a logged `Renew`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenewCall {
+    /// `ttl_ms` 0: keep the TTL.
+    Keep(KeepAliveTarget),
+    /// `ttl_ms` > 0: change the TTL through the log.
+    Change(Renew),
+}
+
+/// A `RenewRequest`, acting as `authenticated`: which of the two renewals
+/// it is is decided here, once, for every caller.
+pub fn renew(req: &v1::RenewRequest, authenticated: &str) -> Result<RenewCall, ConvertError> {
+    let tenant = req.tenant_id.clone();
+    let lease_id = lease_id(&req.lease_id)?;
+    let owner = owner(&req.owner_id, authenticated)?;
+    if req.ttl_ms == 0 {
+        return Ok(RenewCall::Keep(KeepAliveTarget {
+            tenant,
+            lease_id,
+            owner,
+        }));
+    }
+    Ok(RenewCall::Change(Renew {
+        tenant,
+        lease_id,
+        owner,
         request_id: req.request_id.clone(),
         ttl_ms: req.ttl_ms,
-    })
+    }))
 }
 
 /// A `ReleaseRequest` as the core command, acting as `authenticated`.
@@ -604,7 +622,9 @@ pub fn grpc_code(reason: Reason) -> Code {
         | Reason::StaleFencingToken => Code::FailedPrecondition,
         Reason::RequestIdReused => Code::AlreadyExists,
         Reason::WaitTimeout => Code::DeadlineExceeded,
-        Reason::TooManyWaiters | Reason::RateLimited => Code::ResourceExhausted,
+        Reason::TooManyWaiters | Reason::TooManyLocks | Reason::RateLimited => {
+            Code::ResourceExhausted
+        }
         Reason::NotLeader | Reason::Unavailable => Code::Unavailable,
         Reason::Internal => Code::Internal,
     }

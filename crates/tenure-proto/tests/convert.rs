@@ -40,7 +40,7 @@ fn expected_code(reason: Reason) -> Code {
         }
         "REQUEST_ID_REUSED" => Code::AlreadyExists,
         "WAIT_TIMEOUT" => Code::DeadlineExceeded,
-        "TOO_MANY_WAITERS" | "RATE_LIMITED" => Code::ResourceExhausted,
+        "TOO_MANY_WAITERS" | "TOO_MANY_LOCKS" | "RATE_LIMITED" => Code::ResourceExhausted,
         "NOT_LEADER" | "UNAVAILABLE" => Code::Unavailable,
         "INTERNAL" => Code::Internal,
         other => panic!("reason {other} is missing from the table"),
@@ -279,11 +279,27 @@ fn requests_round_trip_through_the_proto() {
         lease_id: LeaseId::from_index(0x1234_5678_9abc_def0),
         owner: "svc-a".into(),
         request_id: "req-2".into(),
-        ttl_ms: 0,
+        ttl_ms: 20_000,
     };
     let wire = convert::renew_request(&renew);
     assert_eq!(wire.lease_id, "123456789abcdef0");
-    assert_eq!(convert::renew(&wire, "svc-a"), Ok(renew));
+    assert_eq!(
+        convert::renew(&wire, "svc-a"),
+        Ok(convert::RenewCall::Change(renew.clone()))
+    );
+    // TTL 0 keeps the TTL: a keep-alive, never a logged command.
+    let keep = v1::RenewRequest {
+        ttl_ms: 0,
+        ..convert::renew_request(&renew)
+    };
+    assert_eq!(
+        convert::renew(&keep, "svc-a"),
+        Ok(convert::RenewCall::Keep(convert::KeepAliveTarget {
+            tenant: "acme".into(),
+            lease_id: renew.lease_id,
+            owner: "svc-a".into(),
+        }))
+    );
 
     let release = Release {
         tenant: "acme".into(),

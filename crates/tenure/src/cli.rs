@@ -39,8 +39,9 @@ enum Command {
         /// Print the audit events as JSON lines instead of the story.
         #[arg(long)]
         json: bool,
-        /// The TTL the demo's leases ask for, in milliseconds.
-        #[arg(long, default_value_t = 10_000)]
+        /// The TTL the demo's leases ask for, in milliseconds (the waiter
+        /// waits up to three of them, within the table's 300 s wait bound).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         ttl_ms: u64,
     },
     /// List every reason string Tenure answers with, its gRPC code, HTTP
