@@ -60,8 +60,8 @@ pub struct Remembered {
     /// The log index at which it applied.
     pub index: u64,
     /// What a renewal or release answered, for its retries; an acquire's
-    /// retries read the lease as it is now.
-    pub answer: Option<LeaseView>,
+    /// retries read the lease as it is now. Boxed: most records are acquires.
+    pub answer: Option<Box<LeaseView>>,
 }
 
 /// Remembered requests: a hash map for lookup and a queue, oldest first, for

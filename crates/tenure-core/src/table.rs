@@ -276,7 +276,7 @@ impl Table {
             return Err(Error::RequestIdReused(request_id.to_owned()));
         }
         if let (Op::Release, Some(answer)) = (op, &r.answer) {
-            return Ok(Reply::Lease(answer.clone()));
+            return Ok(Reply::Lease(LeaseView::clone(answer)));
         }
         let id = r.lease;
         let lease = self
@@ -285,7 +285,7 @@ impl Table {
             .get(&id)
             .ok_or_else(|| Error::LeaseNotFound(id.to_string()))?;
         match (lease.ended, &r.answer) {
-            (None, Some(answer)) => Ok(Reply::Lease(answer.clone())),
+            (None, Some(answer)) => Ok(Reply::Lease(LeaseView::clone(answer))),
             (None, None) => Ok(Reply::Lease(lease.view())),
             (Some(EndReason::Expired), _) => Err(Error::LeaseExpired(id)),
             (Some(EndReason::WaitTimedOut), _) => Err(Error::WaitTimeout(id)),
@@ -599,7 +599,7 @@ impl Table {
             fingerprint,
             lease,
             index,
-            answer,
+            answer: answer.map(Box::new),
         };
         self.state.requests.insert(&self.key_buf, record);
     }
