@@ -20,8 +20,9 @@
 //! are removed; a snapshot that does not restore is refused.
 //!
 //! ## Deliberately left out
-//! Lock semantics (tenure-core), timers and deadlines (the server), the
-//! network (the transport module).
+//! Lock semantics (tenure-core), timers and deadlines (the server). The
+//! transport ([`transport`]) moves openraft's own messages; it adds no
+//! protocol of its own.
 
 // openraft's StorageError is large, and its traits fix it as our error type.
 #![allow(clippy::result_large_err)]
@@ -30,10 +31,12 @@ pub mod disk;
 pub mod log_store;
 pub mod runtime;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
 
 pub use disk::{Disk, DiskError, SimDisk, SledDisk, Space};
 pub use log_store::LogStore;
 pub use runtime::{SeededRuntime, seed_thread_rng};
 pub use state_machine::{Applier, StateMachineStore, TableReader};
+pub use transport::{Connector, Network, RaftService, TcpConnector};
 pub use types::{LogId, NodeId, Proposal, Raft, TypeConfig};

@@ -1,0 +1,266 @@
+//! The raft transport over gRPC: the client side (openraft's network
+//! factory) and the server side (the `Raft` service of `raft.proto`).
+//!
+//! Both sides are generic over how bytes move: the client takes a
+//! [`Connector`] that turns a peer's address into a tonic `Channel`, the
+//! server is a tonic service that the node serves on whatever incoming stream
+//! it was given. Production passes TCP; simulations pass turmoil's network.
+//!
+//! One channel per peer is made once and reused (tonic multiplexes calls over
+//! its HTTP/2 connection); every call carries openraft's deadline, because a
+//! call into a partition otherwise never returns. A peer that cannot be
+//! reached is reported as `Unreachable`, which makes openraft back off.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::types::{NodeId, Raft, TypeConfig};
+
+/// The generated code of `raft.proto`.
+pub mod pb {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+    tonic::include_proto!("tenure.raft.v1");
+}
+
+/// The version of the payload encoding; both ends must agree.
+pub const FORMAT: u32 = 1;
+
+/// Turns a peer's address into a channel to it.
+pub trait Connector: Clone + Send + Sync + 'static {
+    /// A channel to `addr` (`host:port`); it may connect lazily.
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error>;
+}
+
+/// Plain TCP, for production nodes.
+#[derive(Clone, Debug)]
+pub struct TcpConnector {
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for TcpConnector {
+    fn default() -> Self {
+        TcpConnector {
+            connect_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Connector for TcpConnector {
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        Ok(Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy())
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<pb::RaftMessage, postcard::Error> {
+    Ok(pb::RaftMessage {
+        format: FORMAT,
+        payload: postcard::to_stdvec(value)?,
+    })
+}
+
+fn decode<T: DeserializeOwned>(message: &pb::RaftMessage) -> Result<T, String> {
+    if message.format != FORMAT {
+        return Err(format!(
+            "payload format {} (this node speaks {FORMAT})",
+            message.format
+        ));
+    }
+    postcard::from_bytes(&message.payload).map_err(|e| e.to_string())
+}
+
+/// A transport failure, as an error openraft can hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(String);
+
+fn transport(e: impl Display) -> TransportError {
+    TransportError(e.to_string())
+}
+
+/// openraft's network factory: one reused channel per peer.
+#[derive(Clone)]
+pub struct Network<C: Connector> {
+    connector: C,
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+}
+
+impl<C: Connector> Network<C> {
+    /// A factory that reaches peers through `connector`.
+    pub fn new(connector: C) -> Network<C> {
+        Network {
+            connector,
+            channels: Arc::default(),
+        }
+    }
+}
+
+impl<C: Connector> RaftNetworkFactory<TypeConfig> for Network<C> {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        let key = (target, node.addr.clone());
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let channel = match channels.get(&key) {
+            Some(c) => Ok(c.clone()),
+            None => self.connector.channel(&node.addr).inspect(|c| {
+                channels.insert(key, c.clone());
+            }),
+        };
+        Peer {
+            target,
+            client: channel.map(pb::raft_client::RaftClient::new).map_err(|e| {
+                transport(format!("no channel to node {target} at {}: {e}", node.addr))
+            }),
+        }
+    }
+}
+
+/// The client side of one peer.
+pub struct Peer {
+    target: NodeId,
+    client: Result<pb::raft_client::RaftClient<Channel>, TransportError>,
+}
+
+type Rpc<E> = RPCError<NodeId, BasicNode, E>;
+
+impl Peer {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Kind,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, Rpc<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let message = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(option.hard_ttl());
+        let reply = match kind {
+            Kind::Vote => client.vote(request).await,
+            Kind::Append => client.append_entries(request).await,
+            Kind::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
+                RPCError::Unreachable(Unreachable::new(&transport(&status)))
+            }
+            _ => RPCError::Network(NetworkError::new(&transport(&status))),
+        })?;
+        let result: Result<Resp, E> = decode(reply.get_ref())
+            .map_err(|e| RPCError::Network(NetworkError::new(&transport(e))))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Vote,
+    Append,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, Rpc<RaftError<NodeId>>> {
+        self.call(Kind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, Rpc<RaftError<NodeId, InstallSnapshotError>>> {
+        self.call(Kind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, Rpc<RaftError<NodeId>>> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}
+
+/// The server side: hands each call to the local Raft.
+#[derive(Clone)]
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    /// The service of `raft`, ready to add to a tonic server.
+    pub fn new(raft: Raft) -> pb::raft_server::RaftServer<RaftService> {
+        pb::raft_server::RaftServer::new(RaftService { raft })
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+fn bad_request(e: String) -> tonic::Status {
+    tonic::Status::invalid_argument(e)
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+    encode(value)
+        .map(tonic::Response::new)
+        .map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn vote(
+        &self,
+        request: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        let rpc: VoteRequest<NodeId> = decode(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn append_entries(
+        &self,
+        request: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+}

@@ -1,0 +1,230 @@
+//! A node's configuration, layered: built-in defaults, then a TOML file,
+//! then `TENURE_*` environment variables, then command-line flags.
+//!
+//! [`Settings`] is the shape of every layer (all fields optional); the
+//! binary turns its flags and environment into one, reads the file into
+//! another, and [`Settings::resolve`] merges them over the defaults into a
+//! [`NodeConfig`], refusing what cannot work.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tenure_raft::NodeId;
+
+use crate::error::ServerError;
+
+/// Whether this node founds a new cluster or joins a running one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    /// Every member of `initial_cluster` is fresh: they form the cluster
+    /// together, with no manual step.
+    New,
+    /// The cluster runs already; this node waits to be added
+    /// (`tenure cluster add`) and never initializes one.
+    Existing,
+}
+
+/// One layer of settings; every field is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// This node's id, unique in the cluster.
+    pub id: Option<NodeId>,
+    /// The address to listen on (`host:port`).
+    pub listen: Option<String>,
+    /// The address peers and clients reach this node at; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Where the node keeps its data (sled).
+    pub data_dir: Option<PathBuf>,
+    /// `id=host:port` for every founding member.
+    pub initial_cluster: Option<BTreeMap<NodeId, String>>,
+    /// `new` (found with the others) or `existing` (wait to be added).
+    pub initial_cluster_state: Option<ClusterState>,
+    /// Leader heartbeat interval, ms.
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout lower bound, ms.
+    pub election_min_ms: Option<u64>,
+    /// Election timeout upper bound, ms.
+    pub election_max_ms: Option<u64>,
+    /// Build a snapshot after this many log entries since the last.
+    pub snapshot_every: Option<u64>,
+    /// Keep this many entries in the log behind a snapshot, for slow followers.
+    pub keep_after_snapshot: Option<u64>,
+}
+
+/// The final configuration of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// The address to listen on.
+    pub listen: String,
+    /// The address others reach it at.
+    pub advertise: String,
+    /// Where its data lives.
+    pub data_dir: PathBuf,
+    /// The founding members (may be empty when joining).
+    pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Found or join.
+    pub initial_cluster_state: ClusterState,
+    /// Heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Election timeout bounds, ms.
+    pub election_min_ms: u64,
+    /// Election timeout bounds, ms.
+    pub election_max_ms: u64,
+    /// Snapshot policy: entries since the last snapshot.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+/// Defaults that keep a failover under about a second on a LAN.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Default lower election timeout.
+pub const DEFAULT_ELECTION_MIN_MS: u64 = 400;
+/// Default upper election timeout.
+pub const DEFAULT_ELECTION_MAX_MS: u64 = 800;
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Settings, ServerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// `self` where set, else `lower`.
+    pub fn over(self, lower: Settings) -> Settings {
+        Settings {
+            id: self.id.or(lower.id),
+            listen: self.listen.or(lower.listen),
+            advertise: self.advertise.or(lower.advertise),
+            data_dir: self.data_dir.or(lower.data_dir),
+            initial_cluster: self.initial_cluster.or(lower.initial_cluster),
+            initial_cluster_state: self.initial_cluster_state.or(lower.initial_cluster_state),
+            heartbeat_ms: self.heartbeat_ms.or(lower.heartbeat_ms),
+            election_min_ms: self.election_min_ms.or(lower.election_min_ms),
+            election_max_ms: self.election_max_ms.or(lower.election_max_ms),
+            snapshot_every: self.snapshot_every.or(lower.snapshot_every),
+            keep_after_snapshot: self.keep_after_snapshot.or(lower.keep_after_snapshot),
+        }
+    }
+
+    /// Fills the gaps with defaults and checks the result.
+    pub fn resolve(self) -> Result<NodeConfig, ServerError> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        let Some(id) = self.id else {
+            return bad("id is required (--id, TENURE_ID or `id` in the file)".into());
+        };
+        let initial_cluster = self.initial_cluster.unwrap_or_default();
+        let listen = match (self.listen, initial_cluster.get(&id)) {
+            (Some(l), _) => l,
+            (None, Some(addr)) => addr.clone(),
+            (None, None) => {
+                return bad(
+                    "listen is required when the initial cluster does not name this node".into(),
+                );
+            }
+        };
+        let advertise = self
+            .advertise
+            .or_else(|| initial_cluster.get(&id).cloned())
+            .unwrap_or_else(|| listen.clone());
+        let state = self.initial_cluster_state.unwrap_or(ClusterState::New);
+        if state == ClusterState::New && !initial_cluster.contains_key(&id) {
+            return bad(format!(
+                "initial cluster must name this node ({id}) to found a new cluster"
+            ));
+        }
+        let config = NodeConfig {
+            id,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(format!(".tenure/node-{id}"))),
+            listen,
+            advertise,
+            initial_cluster,
+            initial_cluster_state: state,
+            heartbeat_ms: self.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS),
+            election_min_ms: self.election_min_ms.unwrap_or(DEFAULT_ELECTION_MIN_MS),
+            election_max_ms: self.election_max_ms.unwrap_or(DEFAULT_ELECTION_MAX_MS),
+            snapshot_every: self.snapshot_every.unwrap_or(10_000),
+            keep_after_snapshot: self.keep_after_snapshot.unwrap_or(1_000),
+        };
+        if config.heartbeat_ms == 0
+            || config.election_min_ms <= config.heartbeat_ms
+            || config.election_max_ms <= config.election_min_ms
+        {
+            return bad(
+                "timing must satisfy 0 < heartbeat_ms < election_min_ms < election_max_ms".into(),
+            );
+        }
+        if config.snapshot_every == 0 {
+            return bad("snapshot_every must be at least 1".into());
+        }
+        Ok(config)
+    }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not id=host:port"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|e| format!("node id {id:?}: {e}"))?;
+        if addr.trim().is_empty() || members.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(format!("node {id} is empty or listed twice"));
+        }
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: Settings = toml::from_str(
+            "id = 2\nlisten = \"127.0.0.1:9\"\nheartbeat_ms = 50\n[initial_cluster]\n1 = \"a:1\"\n2 = \"b:2\"\n",
+        )
+        .unwrap();
+        let flags = Settings {
+            listen: Some("0.0.0.0:7002".into()),
+            ..Settings::default()
+        };
+        let c = flags.over(file).resolve().unwrap();
+        assert_eq!(
+            (c.id, c.listen.as_str(), c.advertise.as_str()),
+            (2, "0.0.0.0:7002", "b:2")
+        );
+        assert_eq!(
+            (c.heartbeat_ms, c.election_min_ms),
+            (50, DEFAULT_ELECTION_MIN_MS)
+        );
+    }
+
+    #[test]
+    fn unworkable_settings_are_refused() {
+        assert!(Settings::default().resolve().is_err());
+        let members = parse_members("1=a:1,2=b:2").unwrap();
+        let founding_without_self = Settings {
+            id: Some(3),
+            listen: Some("c:3".into()),
+            initial_cluster: Some(members),
+            ..Settings::default()
+        };
+        assert!(founding_without_self.resolve().is_err());
+        assert!(parse_members("1=a:1,1=b:2").is_err());
+        assert!(parse_members("x=a:1").is_err());
+        assert!(toml::from_str::<Settings>("colour = 1").is_err());
+    }
+}

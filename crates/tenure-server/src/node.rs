@@ -1,0 +1,143 @@
+//! A node, top to bottom: configuration → stores → network → `Raft::new` →
+//! cluster formation → services, served on the incoming stream it is given
+//! until the shutdown future resolves.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tenure_core::TableConfig;
+use tenure_raft::{
+    Connector, Disk, LogStore, Network, NodeId, Raft, RaftService, StateMachineStore, TableReader,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+
+use crate::config::{ClusterState, NodeConfig};
+use crate::error::ServerError;
+
+/// A running node.
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// Its raft.
+    pub raft: Raft,
+    /// Read access to its applied lease table.
+    pub table: TableReader,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// The openraft configuration of a node.
+pub fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, ServerError> {
+    let raft = openraft::Config {
+        cluster_name: "tenure".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_min_ms,
+        election_timeout_max: config.election_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: config.keep_after_snapshot,
+        install_snapshot_timeout: 2_000,
+        ..openraft::Config::default()
+    };
+    raft.validate()
+        .map(Arc::new)
+        .map_err(|e| ServerError::Config(e.to_string()))
+}
+
+impl Node {
+    /// Starts a node on `disk`, reaching peers through `connector` and
+    /// serving on `incoming` until `shutdown` resolves. With
+    /// `initial_cluster_state = new`, a fresh node founds the cluster with
+    /// the other initial members (every founder proposes the same
+    /// membership, which openraft accepts); a node that has data rejoins.
+    pub async fn start<D, C, I, IO, IE>(
+        config: NodeConfig,
+        disk: D,
+        connector: C,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Node, ServerError>
+    where
+        D: Disk,
+        C: Connector,
+        I: Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let raft_config = raft_config(&config)?;
+        let log = LogStore::new(disk.clone());
+        let sm = StateMachineStore::open(disk, TableConfig::default())
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let table = sm.reader();
+        let raft = Raft::new(config.id, raft_config, Network::new(connector), log, sm)
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+
+        let server = tonic::transport::Server::builder()
+            .add_service(RaftService::new(raft.clone()))
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        let server = tokio::spawn(server);
+
+        if config.initial_cluster_state == ClusterState::New {
+            found(&raft, &config.initial_cluster).await?;
+        }
+        tracing::info!(id = config.id, advertise = %config.advertise, "node started");
+        Ok(Node {
+            id: config.id,
+            raft,
+            table,
+            server,
+        })
+    }
+
+    /// Waits until the server stops (its shutdown future resolved), then
+    /// stops raft.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        let served = self.server.await;
+        let stopped = self.raft.shutdown().await;
+        served
+            .map_err(|e| ServerError::Raft(e.to_string()))?
+            .map_err(ServerError::Serve)?;
+        stopped.map_err(|e| ServerError::Raft(e.to_string()))
+    }
+
+    /// Stops at once: the server and raft (a crash, in tests).
+    pub async fn kill(self) {
+        self.server.abort();
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// The leader this node knows of, if any.
+    pub async fn leader(&self) -> Option<NodeId> {
+        self.raft.current_leader().await
+    }
+
+    /// Waits up to `timeout` for a known leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader)
+    }
+}
+
+/// Founds the cluster if this node is fresh; a node with data, or a cluster
+/// formed already, is left as it is.
+async fn found(raft: &Raft, members: &BTreeMap<NodeId, String>) -> Result<(), ServerError> {
+    let nodes: BTreeMap<NodeId, BasicNode> = members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    match raft.initialize(nodes).await {
+        Ok(()) => Ok(()),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(ServerError::Raft(e.to_string())),
+    }
+}
