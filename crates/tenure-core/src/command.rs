@@ -42,6 +42,8 @@ pub enum Command {
     ClearLockDelay(ClearLockDelay),
     /// Replace the table's bounds and retention.
     Configure(TableConfig),
+    /// Restore an exported snapshot into a table that never held a lock.
+    Import(Import),
 }
 
 impl Command {
@@ -56,6 +58,7 @@ impl Command {
             Command::ForceRelease(_) => "force-release",
             Command::ClearLockDelay(_) => "clear-lock-delay",
             Command::Configure(_) => "configure",
+            Command::Import(_) => "import",
         }
     }
 }
@@ -159,6 +162,19 @@ pub struct ClearLockDelay {
     pub key: String,
 }
 
+/// A backup to restore: the bytes of `Table::snapshot`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Import {
+    /// The exported snapshot.
+    pub snapshot: Vec<u8>,
+}
+
+impl std::fmt::Debug for Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Import({} bytes)", self.snapshot.len())
+    }
+}
+
 /// What a successful command answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
@@ -171,6 +187,13 @@ pub enum Reply {
     Configured(TableConfig),
     /// The command found nothing to do (a repeated expiry, say).
     Unchanged,
+    /// A snapshot was imported; the table goes on from `index`.
+    Imported {
+        /// The effective log index of the import.
+        index: u64,
+        /// The imported audit sequence.
+        audit_seq: u64,
+    },
 }
 
 /// The result of applying one command.

@@ -76,7 +76,7 @@ mod verify;
 pub use audit::{AuditEvent, AuditKind, SYSTEM_ACTOR};
 pub use command::{
     Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Expire,
-    ForceRelease, Release, Renew, Reply,
+    ForceRelease, Import, Release, Renew, Reply,
 };
 pub use config::TableConfig;
 pub use error::{Error, Reason, SnapshotError};

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditEvent, AuditKind, SYSTEM};
 use crate::command::{
     Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Expire,
-    ForceRelease, Release, Renew, Reply,
+    ForceRelease, Import, Release, Renew, Reply,
 };
 use crate::config::TableConfig;
 use crate::error::Error;
@@ -47,7 +47,11 @@ pub(crate) struct State {
     /// Terminal leases in the order they ended, for forgetting them.
     pub(crate) ended: VecDeque<(u64, LeaseId)>,
     pub(crate) audit_seq: u64,
+    /// The effective index of the latest command (raft index + offset).
     pub(crate) last_index: u64,
+    /// Added to every raft index after an import, so the imported history
+    /// (lease ids, ages) counts on without a gap or a repeat.
+    pub(crate) index_offset: u64,
 }
 
 /// The replicated lease table.
@@ -120,6 +124,17 @@ impl Table {
 
     /// Applies one command at `ctx.index`. Indexes must strictly increase.
     pub fn apply(&mut self, ctx: ApplyCtx, command: Command) -> Applied {
+        // After an import, the table counts on from the imported history.
+        let ctx = ApplyCtx {
+            index: ctx
+                .index
+                .checked_add(self.state.index_offset)
+                .expect("log index below 2^64"),
+            ..ctx
+        };
+        if let Command::Import(import) = command {
+            return self.import(ctx, import);
+        }
         assert!(
             ctx.index > self.state.last_index,
             "log index {} applied after {}: indexes must strictly increase",
@@ -145,11 +160,53 @@ impl Table {
                 self.state.config = c.clone();
                 Reply::Configured(c)
             }),
+            Command::Import(_) => unreachable!("imports are applied before the match"),
         };
         let events = audit.events;
         self.state.audit_seq = seq;
         self.forget(ctx.index);
         Applied { result, events }
+    }
+
+    /// Replaces a pristine table with an exported one (a restore from backup).
+    /// The imported history continues: its tokens, lease ids and audit
+    /// sequence go on from where the export stopped, so nothing the old
+    /// cluster handed out can be handed out again.
+    fn import(&mut self, ctx: ApplyCtx, c: Import) -> Applied {
+        let refuse = |m: String| Applied {
+            result: Err(Error::InvalidRequest(m)),
+            events: Vec::new(),
+        };
+        if ctx.index <= self.state.last_index {
+            panic!(
+                "log index {} applied after {}",
+                ctx.index, self.state.last_index
+            );
+        }
+        if !self.state.tenants.is_empty() || self.state.audit_seq != 0 {
+            self.state.last_index = ctx.index;
+            return refuse("import needs a table that has never held a lock".into());
+        }
+        let restored = match Table::restore(&c.snapshot) {
+            Ok(t) => t,
+            Err(e) => {
+                self.state.last_index = ctx.index;
+                return refuse(format!("snapshot: {e}"));
+            }
+        };
+        let raw = ctx.index - self.state.index_offset;
+        let mut state = restored.state;
+        // Effective indexes go on above the imported history.
+        state.index_offset = (state.last_index + 1).saturating_sub(raw);
+        state.last_index = raw + state.index_offset;
+        self.state = state;
+        Applied {
+            result: Ok(Reply::Imported {
+                index: self.state.last_index,
+                audit_seq: self.state.audit_seq,
+            }),
+            events: Vec::new(),
+        }
     }
 
     fn acquire(&mut self, ctx: ApplyCtx, c: Acquire, audit: &mut Audit) -> Result<Reply, Error> {

@@ -473,6 +473,7 @@ impl Model {
                 self.grant_next(&c.tenant, &c.key, ev);
                 Ok(Reply::Lock(self.lock_view(&c.tenant, &c.key)))
             }
+            Command::Import(_) => unreachable!("the strategy never imports"),
             Command::Configure(c) => {
                 if c.validate().is_err() {
                     return Err(Reason::InvalidRequest);

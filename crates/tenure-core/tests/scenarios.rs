@@ -76,6 +76,9 @@ fn render(applied: Applied) -> String {
         Ok(Reply::Lock(l)) => format!("ok {}\n", lock_line(&l)),
         Ok(Reply::Configured(c)) => format!("ok configured {c:?}\n"),
         Ok(Reply::Unchanged) => "ok unchanged\n".to_owned(),
+        Ok(Reply::Imported { index, audit_seq }) => {
+            format!("ok imported index={index} audit_seq={audit_seq}\n")
+        }
         Err(e) => format!("error {}: {e}\n", e.reason()),
     };
     for e in applied.events {

@@ -1,8 +1,8 @@
 //! The command line: clap derive, one variant per working subcommand.
 //!
-//! Only commands that work are listed. The cluster (`serve`, `cluster`),
-//! the lock client (`lock`), the checker (`check`), simulations (`sim`) and
-//! the benchmark (`bench`) join as their issues land.
+//! Only commands that work are listed. The lock client (`lock`), the
+//! checker (`check`), simulations (`sim`) and the benchmark (`bench`) join as
+//! their issues land.
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -31,6 +31,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node of a Tenure cluster until SIGTERM or Ctrl-C.
+    Serve(crate::serve::ServeArgs),
     /// Run the lease table in this process through a short story: contention,
     /// a waiting acquire, an expiry, a fenced write refused, a hand-off.
     /// Single process, no network, no disk: the replicated cluster is not
@@ -58,6 +60,7 @@ impl Cli {
     pub fn run(self) -> Result<(), Error> {
         let mut out = std::io::stdout().lock();
         match self.command {
+            Command::Serve(args) => crate::serve::run(args),
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
         }

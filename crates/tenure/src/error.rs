@@ -14,6 +14,9 @@ pub enum Error {
     /// The table answered with something the demo did not expect.
     #[error("unexpected answer to {0}")]
     Unexpected(&'static str),
+    /// The node failed to start or stopped with an error.
+    #[error(transparent)]
+    Server(#[from] tenure_server::ServerError),
     /// Writing output failed (a closed pipe, say).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),

@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod error;
 mod reasons;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,141 @@
+//! `tenure serve`: run one node until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use tenure_raft::{Disk as _, SledDisk, TcpConnector};
+use tenure_server::config::parse_members;
+use tenure_server::{ClusterState, Node, Settings};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::error::Error;
+
+/// Flags of `tenure serve`; each also reads a `TENURE_*` variable, and each
+/// overrides the same setting in `--config`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (see deploy/tenure.toml).
+    #[arg(long, env = "TENURE_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id, unique in the cluster.
+    #[arg(long, env = "TENURE_ID")]
+    id: Option<u64>,
+    /// Address to listen on, host:port (default: this node's initial-cluster address).
+    #[arg(long, env = "TENURE_LISTEN")]
+    listen: Option<String>,
+    /// Address others reach this node at (default: as in the initial cluster, else --listen).
+    #[arg(long, env = "TENURE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Data directory (default: .tenure/node-ID).
+    #[arg(long, env = "TENURE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Founding members: 1=host:port,2=host:port,3=host:port.
+    #[arg(long, env = "TENURE_INITIAL_CLUSTER", value_parser = parse_members)]
+    initial_cluster: Option<std::collections::BTreeMap<u64, String>>,
+    /// `new`: found the cluster with the other initial members; `existing`:
+    /// join a running cluster once `tenure cluster add` adds this node.
+    #[arg(long, env = "TENURE_INITIAL_CLUSTER_STATE", value_enum)]
+    initial_cluster_state: Option<StateArg>,
+    /// Leader heartbeat interval, ms.
+    #[arg(long, env = "TENURE_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Election timeout, lower bound, ms.
+    #[arg(long, env = "TENURE_ELECTION_MIN_MS")]
+    election_min_ms: Option<u64>,
+    /// Election timeout, upper bound, ms.
+    #[arg(long, env = "TENURE_ELECTION_MAX_MS")]
+    election_max_ms: Option<u64>,
+    /// Snapshot after this many log entries.
+    #[arg(long, env = "TENURE_SNAPSHOT_EVERY")]
+    snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot for slow followers.
+    #[arg(long, env = "TENURE_KEEP_AFTER_SNAPSHOT")]
+    keep_after_snapshot: Option<u64>,
+}
+
+/// `--initial-cluster-state`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StateArg {
+    New,
+    Existing,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            id: self.id,
+            listen: self.listen.clone(),
+            advertise: self.advertise.clone(),
+            data_dir: self.data_dir.clone(),
+            initial_cluster: self.initial_cluster.clone(),
+            initial_cluster_state: self.initial_cluster_state.map(|s| match s {
+                StateArg::New => ClusterState::New,
+                StateArg::Existing => ClusterState::Existing,
+            }),
+            heartbeat_ms: self.heartbeat_ms,
+            election_min_ms: self.election_min_ms,
+            election_max_ms: self.election_max_ms,
+            snapshot_every: self.snapshot_every,
+            keep_after_snapshot: self.keep_after_snapshot,
+        }
+    }
+}
+
+/// Resolves the configuration, opens the data directory, serves until a
+/// signal, then stops accepting, stops raft and flushes the disk.
+pub fn run(args: ServeArgs) -> Result<(), Error> {
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let config = args.settings().over(file).resolve()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let disk = SledDisk::open(&config.data_dir).map_err(tenure_server::ServerError::from)?;
+        let listener = TcpListener::bind(&config.listen).await.map_err(|source| {
+            tenure_server::ServerError::Listen {
+                addr: config.listen.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(id = config.id, listen = %config.listen, data_dir = %config.data_dir.display(), "serving");
+        let node = Node::start(
+            config,
+            disk.clone(),
+            TcpConnector::default(),
+            TcpListenerStream::new(listener),
+            signal(),
+        )
+        .await?;
+        node.wait().await?;
+        disk.flush().await.map_err(tenure_server::ServerError::from)?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received: shutting down");
+}
