@@ -32,11 +32,10 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node of a Tenure cluster until SIGTERM or Ctrl-C.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Run the lease table in this process through a short story: contention,
     /// a waiting acquire, an expiry, a fenced write refused, a hand-off.
-    /// Single process, no network, no disk: the replicated cluster is not
-    /// built yet.
+    /// Single process, no network, no disk: `tenure serve` runs the cluster.
     Demo {
         /// Print the audit events as JSON lines instead of the story.
         #[arg(long)]
@@ -60,7 +59,7 @@ impl Cli {
     pub fn run(self) -> Result<(), Error> {
         let mut out = std::io::stdout().lock();
         match self.command {
-            Command::Serve(args) => crate::serve::run(args),
+            Command::Serve(args) => crate::serve::run(*args),
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
         }
