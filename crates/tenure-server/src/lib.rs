@@ -1,8 +1,9 @@
 //! # tenure-server: a Tenure node
 //!
 //! A node runs openraft over the tenure-raft stores and serves, on the
-//! incoming stream it is given, the node-to-node `Raft` service (and, with
-//! the lock-service issue, the public `Lock` and `Admin` services).
+//! incoming stream it is given, the node-to-node `Raft` service and the
+//! public `Admin` service (status, membership, force-release, snapshot export
+//! and import); the `Lock` service arrives with the lock-service issue.
 //!
 //! ## Why this shape
 //! The transport is the seam: [`Node::start`] takes its listener as a stream
@@ -23,10 +24,14 @@
 //! The lock services, leader-side lease timers and identity arrive with the
 //! lock-service issue.
 
+pub mod admin;
+mod clock;
 pub mod config;
 mod error;
+pub mod errors;
 mod node;
 
+pub use admin::AdminService;
 pub use config::{ClusterState, NodeConfig, Settings};
 pub use error::ServerError;
 pub use node::{Node, raft_config};

@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
+use tenure_proto::v1;
+
+use crate::admin::AdminService;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
 
@@ -74,12 +77,22 @@ impl Node {
         let sm = StateMachineStore::open(disk, TableConfig::default())
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         let table = sm.reader();
-        let raft = Raft::new(config.id, raft_config, Network::new(connector), log, sm)
-            .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.id,
+            raft_config,
+            Network::new(connector.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
 
+        let admin = AdminService::new(config.id, raft.clone(), table.clone(), connector.clone());
         let server = tonic::transport::Server::builder()
             .add_service(RaftService::new(raft.clone()))
+            .add_service(
+                v1::admin_server::AdminServer::new(admin).max_decoding_message_size(8 << 20),
+            )
             .serve_with_incoming_shutdown(incoming, shutdown);
         let server = tokio::spawn(server);
 

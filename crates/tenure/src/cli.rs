@@ -33,6 +33,8 @@ pub enum LogFormat {
 enum Command {
     /// Run a node of a Tenure cluster until SIGTERM or Ctrl-C.
     Serve(Box<crate::serve::ServeArgs>),
+    /// Operate a running cluster: status, membership, backup and restore.
+    Cluster(crate::cluster::ClusterArgs),
     /// Run the lease table in this process through a short story: contention,
     /// a waiting acquire, an expiry, a fenced write refused, a hand-off.
     /// Single process, no network, no disk: `tenure serve` runs the cluster.
@@ -60,6 +62,7 @@ impl Cli {
         let mut out = std::io::stdout().lock();
         match self.command {
             Command::Serve(args) => crate::serve::run(*args),
+            Command::Cluster(args) => crate::cluster::run(args, &mut out),
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
         }

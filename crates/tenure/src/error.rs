@@ -17,6 +17,9 @@ pub enum Error {
     /// The node failed to start or stopped with an error.
     #[error(transparent)]
     Server(#[from] tenure_server::ServerError),
+    /// A cluster command failed (no endpoint answered, or the cluster refused).
+    #[error("{0}")]
+    Cluster(String),
     /// Writing output failed (a closed pipe, say).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),

@@ -2,6 +2,7 @@
 //! command and prints the error; everything else lives in the modules.
 
 mod cli;
+mod cluster;
 mod demo;
 mod error;
 mod reasons;
