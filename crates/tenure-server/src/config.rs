@@ -84,9 +84,9 @@ pub struct NodeConfig {
 /// Defaults that keep a failover under about a second on a LAN.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 /// Default lower election timeout.
-pub const DEFAULT_ELECTION_MIN_MS: u64 = 400;
+pub const DEFAULT_ELECTION_MIN_MS: u64 = 300;
 /// Default upper election timeout.
-pub const DEFAULT_ELECTION_MAX_MS: u64 = 800;
+pub const DEFAULT_ELECTION_MAX_MS: u64 = 600;
 
 impl Settings {
     /// Reads a TOML settings file.

@@ -1,0 +1,256 @@
+//! Real processes of the built binary on loopback: clusters form, survive
+//! `kill -9` of their leader with every committed entry, take back a
+//! restarted node, and (with five nodes) keep committing with two down but
+//! refuse, retryably, with three down. Times are printed, not asserted
+//! beyond generous liveness bounds: these machines are shared.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tenure_proto::v1;
+use tenure_proto::v1::admin_client::AdminClient;
+use tonic::transport::Endpoint;
+
+const LIVENESS: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    addrs: BTreeMap<u64, String>,
+    members: String,
+    dir: tempfile::TempDir,
+    nodes: BTreeMap<u64, Child>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        let addrs: BTreeMap<u64, String> = (1..=n)
+            .map(|id| {
+                let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+                (id, l.local_addr().expect("address").to_string())
+            })
+            .collect();
+        let members = addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            addrs,
+            members,
+            dir: tempfile::tempdir().expect("temp dir"),
+            nodes: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            c.start(id);
+        }
+        c
+    }
+
+    fn start(&mut self, id: u64) {
+        let data = self.dir.path().join(format!("node-{id}"));
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{id}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
+            .args([
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--initial-cluster",
+                &self.members,
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tenure serve starts");
+        self.nodes.insert(id, child);
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.remove(&id) {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+async fn status(addr: &str) -> Option<v1::StatusResponse> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(2))
+        .connect_lazy();
+    AdminClient::new(channel)
+        .status(v1::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// Polls until some node among `ids` reports a leader that is among `ids`.
+async fn leader(c: &Cluster, ids: &[u64]) -> Option<(u64, Duration)> {
+    let start = Instant::now();
+    while start.elapsed() < LIVENESS {
+        for id in ids {
+            if let Some(s) = status(&c.addrs[id]).await {
+                if ids.contains(&s.leader_id) {
+                    return Some((s.leader_id, start.elapsed()));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// A committed no-op: a force-release of a lock nobody holds.
+async fn write(addr: &str, n: u32) -> Result<(), tonic::Status> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .timeout(Duration::from_secs(3))
+        .connect_lazy();
+    let mut request = tonic::Request::new(v1::ForceReleaseRequest {
+        tenant_id: "t".into(),
+        lock_key: format!("noop-{n}"),
+        reason: "test write".into(),
+        lease_id: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-owner-id", "ops".parse().expect("ascii"));
+    AdminClient::new(channel)
+        .force_release(request)
+        .await
+        .map(|_| ())
+}
+
+async fn applied_at_least(addr: &str, index: u64) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < LIVENESS {
+        if status(addr).await.is_some_and(|s| s.applied_index >= index) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_survive_kill_9_of_the_leader_and_take_it_back() {
+    let mut c = Cluster::new(3);
+    let all = [1, 2, 3];
+    let (first, formed) = leader(&c, &all)
+        .await
+        .unwrap_or_else(|| panic!("no leader; log:\n{}", c.log(1)));
+    eprintln!("cluster formed, leader {first}, after {formed:?}");
+    for n in 0..20 {
+        write(&c.addrs[&2], n)
+            .await
+            .expect("writes commit (forwarded to the leader)");
+    }
+    let committed = status(&c.addrs[&first])
+        .await
+        .expect("leader answers")
+        .commit_index;
+
+    let killed_at = Instant::now();
+    c.kill(first);
+    let rest: Vec<u64> = all.iter().copied().filter(|id| *id != first).collect();
+    let (second, _) = leader(&c, &rest)
+        .await
+        .expect("a new leader among the survivors");
+    eprintln!(
+        "kill -9 of leader {first}: new leader {second} after {:?}",
+        killed_at.elapsed()
+    );
+    for id in &rest {
+        assert!(
+            applied_at_least(&c.addrs[id], committed).await,
+            "node {id} lost committed entries"
+        );
+    }
+    write(&c.addrs[&second], 100)
+        .await
+        .expect("the new leader commits");
+    let now = status(&c.addrs[&second])
+        .await
+        .expect("leader answers")
+        .commit_index;
+
+    c.start(first);
+    assert!(
+        applied_at_least(&c.addrs[&first], now).await,
+        "the restarted node catches up"
+    );
+    let digests: Vec<String> = {
+        let mut d = Vec::new();
+        for id in all {
+            d.push(status(&c.addrs[&id]).await.expect("answers").table_digest);
+        }
+        d
+    };
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "replicas differ: {digests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_commit_with_two_down_and_refuse_with_three_down() {
+    let path = Path::new(env!("CARGO_BIN_EXE_tenure"));
+    assert!(path.exists());
+    let mut c = Cluster::new(5);
+    let all = [1, 2, 3, 4, 5];
+    let (first, _) = leader(&c, &all).await.expect("a leader");
+    // Two down, the leader among them: the other three elect and commit.
+    let down: Vec<u64> = std::iter::once(first)
+        .chain(all.iter().copied().filter(|i| *i != first).take(1))
+        .collect();
+    for id in &down {
+        c.kill(*id);
+    }
+    let up: Vec<u64> = all.iter().copied().filter(|i| !down.contains(i)).collect();
+    let (second, _) = leader(&c, &up).await.expect("three of five elect a leader");
+    write(&c.addrs[&second], 1)
+        .await
+        .expect("three of five commit");
+    // A third one down: no quorum. Writes fail, with a retryable reason.
+    let third = up
+        .iter()
+        .copied()
+        .find(|i| *i != second)
+        .expect("another node");
+    c.kill(second);
+    c.kill(third);
+    let survivor = up
+        .iter()
+        .copied()
+        .find(|i| *i != second && *i != third)
+        .expect("a survivor");
+    let refused = tokio::time::timeout(LIVENESS, write(&c.addrs[&survivor], 2))
+        .await
+        .expect("the refusal comes within the liveness bound")
+        .expect_err("two of five cannot commit");
+    let reason = tenure_proto::convert::reason_of(&refused);
+    assert!(
+        reason.is_some_and(|r| r.is_retryable()) || refused.code() == tonic::Code::Unavailable,
+        "refusal {refused:?} is retryable"
+    );
+}
