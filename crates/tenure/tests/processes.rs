@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
@@ -109,10 +111,11 @@ async fn leader(c: &Cluster, ids: &[u64]) -> Option<(u64, Duration)> {
     let start = Instant::now();
     while start.elapsed() < LIVENESS {
         for id in ids {
-            if let Some(s) = status(&c.addrs[id]).await {
-                if ids.contains(&s.leader_id) {
-                    return Some((s.leader_id, start.elapsed()));
-                }
+            if let Some(s) = status(&c.addrs[id])
+                .await
+                .filter(|s| ids.contains(&s.leader_id))
+            {
+                return Some((s.leader_id, start.elapsed()));
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
