@@ -161,3 +161,20 @@ async fn a_three_node_cluster_forms_replicates_and_survives_its_leader() {
         n.kill().await;
     }
 }
+
+#[test]
+fn the_deploy_configs_resolve() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let mut files = vec![std::path::PathBuf::from(format!("{root}/tenure.toml"))];
+    for n in [3, 5] {
+        for i in 1..=n {
+            files.push(format!("{root}/cluster-{n}/node-{i}.toml").into());
+        }
+    }
+    for f in files {
+        let config = tenure_server::Settings::from_file(&f)
+            .and_then(tenure_server::Settings::resolve)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(config.initial_cluster.contains_key(&config.id), "{}", f.display());
+    }
+}
