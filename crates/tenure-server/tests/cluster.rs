@@ -3,32 +3,15 @@
 //! another, and the crashed node comes back and catches up with every
 //! replica at the same table digest (INV-5).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use tenure_core::{Acquire, Command, Reply};
-use tenure_raft::{NodeId, Proposal, SimDisk, TcpConnector};
-use tenure_server::{ClusterState, Node, NodeConfig};
+use common::{WAIT, acquire, applied, config, start_with};
+use tenure_core::Reply;
+use tenure_raft::{NodeId, Proposal, SimDisk};
+use tenure_server::{ClusterState, Node};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn config(id: NodeId, members: &BTreeMap<NodeId, String>) -> NodeConfig {
-    NodeConfig {
-        id,
-        listen: members[&id].clone(),
-        advertise: members[&id].clone(),
-        data_dir: "unused-with-a-sim-disk".into(),
-        initial_cluster: members.clone(),
-        initial_cluster_state: ClusterState::New,
-        heartbeat_ms: 50,
-        election_min_ms: 300,
-        election_max_ms: 600,
-        snapshot_every: 1_000,
-        keep_after_snapshot: 100,
-    }
-}
 
 async fn start(
     id: NodeId,
@@ -36,34 +19,12 @@ async fn start(
     disk: SimDisk,
     listener: TcpListener,
 ) -> Node {
-    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = rx.await;
-        std::future::pending::<()>().await;
-    };
-    Node::start(
-        config(id, members),
+    start_with(
+        config(id, &members[&id], members, ClusterState::New),
         disk,
-        TcpConnector::default(),
-        TcpListenerStream::new(listener),
-        shutdown,
+        listener,
     )
     .await
-    .expect("node starts")
-}
-
-fn acquire(key: &str, owner: &str) -> Proposal {
-    Proposal {
-        at_ms: 0,
-        command: Command::Acquire(Acquire {
-            tenant: "t".into(),
-            key: key.into(),
-            owner: owner.into(),
-            request_id: format!("{owner}-{key}"),
-            ttl_ms: 10_000,
-            wait_timeout_ms: 0,
-        }),
-    }
 }
 
 async fn write(nodes: &BTreeMap<NodeId, Node>, leader: NodeId, p: Proposal) -> u64 {
@@ -78,14 +39,6 @@ async fn write(nodes: &BTreeMap<NodeId, Node>, leader: NodeId, p: Proposal) -> u
         reply.data.result
     );
     reply.log_id.index
-}
-
-async fn applied(node: &Node, index: u64) {
-    node.raft
-        .wait(Some(WAIT))
-        .applied_index_at_least(Some(index), "replicated")
-        .await
-        .expect("the entry applies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,6 +128,10 @@ fn the_deploy_configs_resolve() {
         let config = tenure_server::Settings::from_file(&f)
             .and_then(tenure_server::Settings::resolve)
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        assert!(config.initial_cluster.contains_key(&config.id), "{}", f.display());
+        assert!(
+            config.initial_cluster.contains_key(&config.id),
+            "{}",
+            f.display()
+        );
     }
 }

@@ -1,0 +1,83 @@
+//! In-process clusters on loopback TCP, each node on a simulated disk.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tenure_core::{Acquire, Command};
+use tenure_proto::v1::admin_client::AdminClient;
+use tenure_raft::{NodeId, Proposal, SimDisk, TcpConnector};
+use tenure_server::{ClusterState, Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn config(
+    id: NodeId,
+    addr: &str,
+    members: &BTreeMap<NodeId, String>,
+    state: ClusterState,
+) -> NodeConfig {
+    NodeConfig {
+        id,
+        listen: addr.to_owned(),
+        advertise: addr.to_owned(),
+        data_dir: "unused-with-a-sim-disk".into(),
+        initial_cluster: members.clone(),
+        initial_cluster_state: state,
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+        snapshot_every: 1_000,
+        keep_after_snapshot: 100,
+    }
+}
+
+pub async fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = l.local_addr().expect("address").to_string();
+    (l, addr)
+}
+
+pub async fn start_with(config: NodeConfig, disk: SimDisk, listener: TcpListener) -> Node {
+    Node::start(
+        config,
+        disk,
+        TcpConnector::default(),
+        TcpListenerStream::new(listener),
+        std::future::pending::<()>(),
+    )
+    .await
+    .expect("node starts")
+}
+
+pub fn acquire(key: &str, owner: &str) -> Proposal {
+    Proposal {
+        at_ms: 0,
+        command: Command::Acquire(Acquire {
+            tenant: "t".into(),
+            key: key.into(),
+            owner: owner.into(),
+            request_id: format!("{owner}-{key}"),
+            ttl_ms: 10_000,
+            wait_timeout_ms: 0,
+        }),
+    }
+}
+
+pub async fn applied(node: &Node, index: u64) {
+    node.raft
+        .wait(Some(WAIT))
+        .applied_index_at_least(Some(index), "replicated")
+        .await
+        .expect("the entry applies");
+}
+
+pub fn admin(addr: &str) -> AdminClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    AdminClient::new(channel)
+}
