@@ -24,7 +24,7 @@ fn help_lists_only_commands_that_work() {
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["serve", "demo", "reasons", "help"]);
+    assert_eq!(commands, ["serve", "cluster", "demo", "reasons", "help"]);
 }
 
 #[test]
