@@ -66,7 +66,11 @@ impl Connector for TcpConnector {
         Ok(Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
+            // Keep-alive finds a connection a partition silently broke, so the
+            // channel reconnects once the network heals.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true)
             .connect_lazy())
     }
 }

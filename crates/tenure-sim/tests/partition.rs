@@ -1,0 +1,149 @@
+//! Under turmoil, on simulated disks: the leader partitioned away from the
+//! rest is replaced on the majority side, the minority commits nothing, and
+//! the same seed gives the same leaders and terms.
+
+use std::time::Duration;
+
+use tenure_proto::v1;
+use tenure_proto::v1::admin_client::AdminClient;
+use tenure_raft::{Connector, NodeId};
+use tenure_sim::cluster::{PORT, TICK};
+use tenure_sim::{SimCluster, TurmoilConnector};
+
+fn admin(host: &str) -> AdminClient<tonic::transport::Channel> {
+    AdminClient::new(
+        TurmoilConnector
+            .channel(&format!("{host}:{PORT}"))
+            .expect("a channel"),
+    )
+}
+
+async fn status(host: &str) -> Option<v1::StatusResponse> {
+    let mut client = admin(host);
+    match tokio::time::timeout(Duration::from_secs(1), client.status(v1::StatusRequest {})).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
+}
+
+async fn write(host: &str, n: u64) -> Result<(), String> {
+    let mut request = tonic::Request::new(v1::ForceReleaseRequest {
+        tenant_id: "t".into(),
+        lock_key: format!("noop-{n}"),
+        reason: "simulated write".into(),
+        lease_id: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-owner-id", "sim".parse().expect("ascii"));
+    let mut client = admin(host);
+    match tokio::time::timeout(Duration::from_secs(2), client.force_release(request)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status.message().to_owned()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+async fn leader_among(c: &SimCluster, nodes: &[NodeId], above_term: u64) -> (NodeId, u64) {
+    loop {
+        if let Some((l, t)) = c
+            .agreed_leader(nodes)
+            .filter(|(l, t)| nodes.contains(l) && *t > above_term)
+        {
+            return (l, t);
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// Runs the partition story with `seed`; returns every node's term and
+/// leader changes, with their simulated times.
+fn partition_the_leader(seed: u64) -> Vec<tenure_sim::Observation> {
+    tenure_raft::seed_thread_rng(seed);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(60))
+        .tcp_capacity(4096)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    let cluster = SimCluster::new(3);
+    cluster.install(&mut sim);
+    let c = cluster.clone();
+    sim.client("client", async move {
+        let all = [1, 2, 3];
+        let (old, term) = leader_among(&c, &all, 0).await;
+        write(&c.hosts[&old], 0)
+            .await
+            .expect("the first leader commits");
+        let before = status(&c.hosts[&old])
+            .await
+            .expect("the leader answers")
+            .commit_index;
+
+        let rest: Vec<NodeId> = all.iter().copied().filter(|n| *n != old).collect();
+        for n in &rest {
+            turmoil::partition(c.hosts[&old].as_str(), c.hosts[n].as_str());
+        }
+        let (new, new_term) = leader_among(&c, &rest, term).await;
+        assert_ne!(new, old);
+        write(&c.hosts[&new], 1)
+            .await
+            .expect("the majority commits");
+        // The old leader may still think it leads; nothing it is asked commits.
+        assert!(
+            write(&c.hosts[&old], 2).await.is_err(),
+            "the minority committed"
+        );
+        let after = status(&c.hosts[&old])
+            .await
+            .expect("the old leader answers")
+            .commit_index;
+        assert_eq!(after, before, "the minority's commit index moved");
+
+        for n in &rest {
+            turmoil::repair(c.hosts[&old].as_str(), c.hosts[n].as_str());
+        }
+        let (_, _) = leader_among(&c, &all, new_term - 1).await;
+        let target = status(&c.hosts[&new])
+            .await
+            .expect("the leader answers")
+            .commit_index;
+        loop {
+            let caught_up = status(&c.hosts[&old])
+                .await
+                .is_some_and(|s| s.applied_index >= target);
+            if caught_up {
+                break;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        Ok(())
+    });
+    sim.run().expect("the simulation passes");
+    cluster.observations.lock().expect("observations").clone()
+}
+
+#[test]
+fn a_partitioned_leader_is_replaced_and_the_minority_commits_nothing() {
+    let seed = std::env::var("TENURE_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let observed = partition_the_leader(seed);
+    let leaders: std::collections::BTreeSet<_> = observed.iter().filter_map(|o| o.leader).collect();
+    assert!(leaders.len() >= 2, "two leaders at least: {observed:?}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_leaders_and_terms() {
+    for seed in [1, 2, 3] {
+        let a = partition_the_leader(seed);
+        let b = partition_the_leader(seed);
+        // Same leaders, same terms, at the same simulated milliseconds.
+        assert_eq!(
+            a, b,
+            "seed {seed}: TENURE_SIM_SEED={seed} cargo test -p tenure-sim --test partition"
+        );
+    }
+}
