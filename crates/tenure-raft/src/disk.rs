@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why the disk failed.
@@ -72,6 +73,9 @@ pub trait Disk: Clone + Send + Sync + 'static {
     fn last(&self, space: Space) -> Result<Option<Record>, DiskError>;
     /// Makes every write so far durable.
     fn flush(&self) -> impl Future<Output = Result<(), DiskError>> + Send;
+    /// How many flushes (fsyncs) this disk has done: with the commit count,
+    /// it shows whether appends are batched.
+    fn flushes(&self) -> u64;
 }
 
 fn upper(to: Option<&[u8]>) -> Bound<Vec<u8>> {
@@ -83,6 +87,7 @@ fn upper(to: Option<&[u8]>) -> Bound<Vec<u8>> {
 pub struct SledDisk {
     db: sled::Db,
     trees: [sled::Tree; 3],
+    flushes: Arc<AtomicU64>,
 }
 
 impl SledDisk {
@@ -95,7 +100,11 @@ impl SledDisk {
             db.open_tree(Space::Meta.name())?,
             db.open_tree(Space::Snapshot.name())?,
         ];
-        Ok(SledDisk { db, trees })
+        Ok(SledDisk {
+            db,
+            trees,
+            flushes: Arc::default(),
+        })
     }
 
     fn tree(&self, space: Space) -> &sled::Tree {
@@ -144,7 +153,12 @@ impl Disk for SledDisk {
 
     async fn flush(&self) -> Result<(), DiskError> {
         self.db.flush_async().await?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 }
 
@@ -219,10 +233,6 @@ impl SimDisk {
         });
     }
 
-    /// How many flushes (fsyncs) the disk has seen.
-    pub fn flushes(&self) -> u64 {
-        self.with(|s| s.flushes)
-    }
 }
 
 impl Disk for SimDisk {
@@ -274,6 +284,10 @@ impl Disk for SimDisk {
             s.flushes += 1;
         });
         Ok(())
+    }
+
+    fn flushes(&self) -> u64 {
+        self.with(|s| s.flushes)
     }
 }
 
