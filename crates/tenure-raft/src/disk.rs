@@ -232,7 +232,6 @@ impl SimDisk {
             s.visible = s.durable.clone();
         });
     }
-
 }
 
 impl Disk for SimDisk {

@@ -1,8 +1,11 @@
 //! The raft log on a [`Disk`]: entries, vote, committed log id, purge point.
 //!
 //! Entries are keyed by their big-endian index, so key order is log order.
-//! `append` flushes before it tells openraft the entries are durable; the
-//! vote is flushed before `save_vote` returns. The committed log id is
+//! `append` writes the entries and hands openraft's callback to a flusher
+//! task, which tells openraft the entries are durable only after a flush.
+//! Appends that arrive while a flush runs wait for the next one, which then
+//! covers all of them (group commit): one fsync per batch, not per entry.
+//! The vote is flushed before `save_vote` returns. The committed log id is
 //! written without a flush of its own: it rides along with the next flush,
 //! and a committed id lost in a crash is recomputed by the cluster. A purge
 //! records its new purge point durably before it removes entries, so a crash
@@ -15,6 +18,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
 use crate::disk::{Disk, DiskError, Space};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
@@ -45,15 +49,26 @@ fn key(index: u64) -> [u8; 8] {
 }
 
 /// The raft log of one node.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LogStore<D: Disk> {
     disk: D,
+    /// Callbacks of appends whose entries are written but not yet flushed.
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+impl<D: Disk> std::fmt::Debug for LogStore<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
 }
 
 impl<D: Disk> LogStore<D> {
-    /// The log kept on `disk`.
+    /// The log kept on `disk`; starts its flusher task on the current tokio
+    /// runtime (it ends when the last handle is dropped).
     pub fn new(disk: D) -> LogStore<D> {
-        LogStore { disk }
+        let (flusher, pending) = mpsc::unbounded_channel();
+        tokio::spawn(flush_in_batches(disk.clone(), pending));
+        LogStore { disk, flusher }
     }
 
     fn meta<T: DeserializeOwned>(
@@ -172,13 +187,17 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
             .collect::<Result<Vec<_>, DiskError>>()
             .map_err(write_err)?;
         self.disk.put(Space::Log, records).map_err(write_err)?;
-        let flushed = self.disk.flush().await;
-        let outcome = flushed
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(outcome);
-        flushed.map_err(write_err)
+        if let Err(unsent) = self.flusher.send(callback) {
+            // The flusher is gone (the runtime is shutting down): flush here.
+            let flushed = self.disk.flush().await;
+            let outcome = flushed
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            unsent.0.log_io_completed(outcome);
+            return flushed.map_err(write_err);
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -196,5 +215,27 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
         self.disk
             .remove_range(Space::Log, &key(0), end.as_ref().map(|k| &k[..]))
             .map_err(write_err)
+    }
+}
+
+/// Flushes once for every batch of appends that queued up meanwhile, then
+/// acknowledges them in order.
+async fn flush_in_batches<D: Disk>(
+    disk: D,
+    mut pending: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+) {
+    let mut batch = Vec::new();
+    while pending.recv_many(&mut batch, usize::MAX).await > 0 {
+        let flushed = disk.flush().await;
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, appends = batch.len(), "flushing the raft log failed");
+        }
+        for callback in batch.drain(..) {
+            let outcome = flushed
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            callback.log_io_completed(outcome);
+        }
     }
 }

@@ -32,13 +32,13 @@ fn noop(n: u64) -> Proposal {
     }
 }
 
-struct Cluster {
+struct Cluster<D: Disk> {
     nodes: BTreeMap<NodeId, Node>,
-    disks: BTreeMap<NodeId, SledDisk>,
+    disks: BTreeMap<NodeId, D>,
     _dir: tempfile::TempDir,
 }
 
-async fn cluster() -> Cluster {
+async fn cluster<D: Disk>(open: impl Fn(&std::path::Path) -> D) -> Cluster<D> {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut listeners = BTreeMap::new();
     let mut members = BTreeMap::new();
@@ -50,7 +50,7 @@ async fn cluster() -> Cluster {
     let mut nodes = BTreeMap::new();
     let mut disks = BTreeMap::new();
     for (id, l) in listeners {
-        let disk = SledDisk::open(&dir.path().join(format!("n{id}"))).expect("sled");
+        let disk = open(&dir.path().join(format!("n{id}")));
         let config = NodeConfig {
             id,
             listen: members[&id].clone(),
@@ -64,13 +64,23 @@ async fn cluster() -> Cluster {
             snapshot_every: 100_000,
             keep_after_snapshot: 1_000,
         };
-        let node = Node::start(config, disk.clone(), TcpConnector::default(), TcpListenerStream::new(l), std::future::pending::<()>())
-            .await
-            .expect("node");
+        let node = Node::start(
+            config,
+            disk.clone(),
+            TcpConnector::default(),
+            TcpListenerStream::new(l),
+            std::future::pending::<()>(),
+        )
+        .await
+        .expect("node");
         nodes.insert(id, node);
         disks.insert(id, disk);
     }
-    Cluster { nodes, disks, _dir: dir }
+    Cluster {
+        nodes,
+        disks,
+        _dir: dir,
+    }
 }
 
 struct Run {
@@ -82,7 +92,7 @@ struct Run {
     p99_us: u64,
 }
 
-async fn load(c: &Cluster, leader: NodeId, proposers: usize, secs: f64) -> Run {
+async fn load<D: Disk>(c: &Cluster<D>, leader: NodeId, proposers: usize, secs: f64) -> Run {
     let raft = c.nodes[&leader].raft.clone();
     let fsyncs_before = c.disks[&leader].flushes();
     let counter = Arc::new(AtomicU64::new(0));
@@ -112,7 +122,11 @@ async fn load(c: &Cluster, leader: NodeId, proposers: usize, secs: f64) -> Run {
     }
     let seconds = start.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     Run {
         proposers,
         commits: counter.load(Ordering::Relaxed),
@@ -131,7 +145,11 @@ async fn fsync_rate(secs: f64) -> f64 {
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs {
         n += 1;
-        disk.put(tenure_raft::Space::Log, vec![(n.to_be_bytes().to_vec(), vec![0; 64])]).expect("put");
+        disk.put(
+            tenure_raft::Space::Log,
+            vec![(n.to_be_bytes().to_vec(), vec![0; 64])],
+        )
+        .expect("put");
         disk.flush().await.expect("flush");
     }
     n as f64 / start.elapsed().as_secs_f64()
@@ -140,9 +158,12 @@ async fn fsync_rate(secs: f64) -> f64 {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs = if full { 4.0 } else { 0.2 };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        let c = cluster().await;
+        let c = cluster(|p| SledDisk::open(p).expect("sled")).await;
         let leader = c.nodes[&1].wait_for_leader(Duration::from_secs(10)).await.expect("a leader");
         let disk_rate = fsync_rate(secs).await;
         let mut runs = Vec::new();
@@ -150,6 +171,14 @@ fn main() {
             runs.push(load(&c, leader, p, secs).await);
         }
         let disk_rate_after = fsync_rate(secs).await;
+        // The same cluster on the in-memory disk: what raft and the network
+        // cost without fsync.
+        let mem = cluster(|_| tenure_raft::SimDisk::new()).await;
+        let mem_leader = mem.nodes[&1].wait_for_leader(Duration::from_secs(10)).await.expect("a leader");
+        let mut mem_runs = Vec::new();
+        for p in [1, 16, 128] {
+            mem_runs.push(load(&mem, mem_leader, p, secs).await);
+        }
         if !full {
             println!("smoke run: {} commits at 128 proposers, disk {disk_rate:.0} fsync/s", runs[2].commits);
             return;
@@ -173,8 +202,20 @@ fn main() {
             json.push(serde_json::json!({"proposers": r.proposers, "commits_per_sec": cps, "p50_us": r.p50_us, "p99_us": r.p99_us,
                 "leader_fsyncs_per_sec": r.fsyncs as f64 / r.seconds, "commits_per_fsync": per_fsync}));
         }
+        let _ = writeln!(md, "\nWithout fsync (the simulations' in-memory disk), same cluster shape:\n");
+        let _ = writeln!(md, "| proposers | commits/s | p50 | p99 | flushes per commit |\n| --- | --- | --- | --- | --- |");
+        let mut mem_json = Vec::new();
+        for r in &mem_runs {
+            let cps = r.commits as f64 / r.seconds;
+            let _ = writeln!(
+                md,
+                "| {} | {cps:.0} | {:.2} ms | {:.2} ms | {:.2} |",
+                r.proposers, r.p50_us as f64 / 1000.0, r.p99_us as f64 / 1000.0, r.fsyncs as f64 / r.commits.max(1) as f64
+            );
+            mem_json.push(serde_json::json!({"proposers": r.proposers, "commits_per_sec": cps, "p50_us": r.p50_us, "p99_us": r.p99_us}));
+        }
         print!("{md}");
-        let out = serde_json::json!({"date": date, "disk_fsync_per_sec": [disk_rate, disk_rate_after], "runs": json});
+        let out = serde_json::json!({"date": date, "disk_fsync_per_sec": [disk_rate, disk_rate_after], "runs": json, "in_memory_runs": mem_json});
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../artifacts/bench");
         let written = std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(format!("{dir}/commit.md"), &md))
@@ -183,7 +224,7 @@ fn main() {
             eprintln!("could not write {dir}: {e}");
             std::process::exit(1);
         }
-        for (_, n) in c.nodes {
+        for (_, n) in c.nodes.into_iter().chain(mem.nodes) {
             n.kill().await;
         }
     });
