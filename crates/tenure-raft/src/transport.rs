@@ -216,6 +216,44 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
+/// What a leader handing over leadership asks of another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Control {
+    /// Turn the node's election timer on or off.
+    Elections(bool),
+    /// Campaign for leadership now.
+    Campaign,
+    /// Report the leader and term this node knows.
+    Observe,
+}
+
+/// What a node answers to a [`Control`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Observed {
+    /// The leader the node knows, if any.
+    pub leader: Option<NodeId>,
+    /// The node's term.
+    pub term: u64,
+}
+
+/// Sends `control` to the node at `addr`, with a deadline.
+pub async fn control<C: Connector>(
+    connector: &C,
+    addr: &str,
+    control: Control,
+) -> Result<Observed, TransportError> {
+    let channel = connector.channel(addr).map_err(transport)?;
+    let mut request = tonic::Request::new(encode(&control).map_err(transport)?);
+    request.set_timeout(Duration::from_secs(2));
+    let reply = pb::raft_client::RaftClient::new(channel)
+        .control(request)
+        .await
+        .map_err(transport)?;
+    decode::<Result<Observed, String>>(reply.get_ref())
+        .map_err(transport)?
+        .map_err(TransportError)
+}
+
 /// The server side: hands each call to the local Raft.
 #[derive(Clone)]
 pub struct RaftService {
@@ -266,5 +304,26 @@ impl pb::raft_server::Raft for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode(request.get_ref()).map_err(bad_request)?;
         reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn control(
+        &self,
+        request: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        let control: Control = decode(request.get_ref()).map_err(bad_request)?;
+        let done: Result<(), String> = match control {
+            Control::Elections(enabled) => {
+                self.raft.runtime_config().elect(enabled);
+                Ok(())
+            }
+            Control::Campaign => self.raft.trigger().elect().await.map_err(|e| e.to_string()),
+            Control::Observe => Ok(()),
+        };
+        let m = self.raft.metrics().borrow().clone();
+        let observed = Observed {
+            leader: m.current_leader,
+            term: m.current_term,
+        };
+        reply(&done.map(|()| observed))
     }
 }

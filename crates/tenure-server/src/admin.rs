@@ -35,18 +35,27 @@ pub struct AdminService<C: Connector> {
     raft: Raft,
     table: TableReader,
     connector: C,
+    /// The election timeout's upper bound: the lease a transfer waits out.
+    lease: std::time::Duration,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<v1::SnapshotChunk, Status>> + Send>>;
 
 impl<C: Connector> AdminService<C> {
     /// The service of node `id`.
-    pub fn new(id: NodeId, raft: Raft, table: TableReader, connector: C) -> AdminService<C> {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        table: TableReader,
+        connector: C,
+        lease: std::time::Duration,
+    ) -> AdminService<C> {
         AdminService {
             id,
             raft,
             table,
             connector,
+            lease,
         }
     }
 
@@ -260,6 +269,38 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
             members: self.members(),
             log_index: written.log_id.index,
         }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        if !self.is_leader() {
+            let mut client = self.forward(&request)?;
+            return client.transfer_leader(marked(request)).await;
+        }
+        let target = request.get_ref().node_id;
+        let done =
+            crate::transfer::transfer(&self.raft, self.id, &self.connector, target, self.lease)
+                .await;
+        match done {
+            Ok((leader_id, term)) => Ok(Response::new(v1::TransferLeaderResponse {
+                leader_id,
+                term,
+            })),
+            Err(e @ crate::transfer::TransferError::NotAVoter(_)) => {
+                Err(convert::status(Reason::InvalidRequest, e.to_string(), None))
+            }
+            Err(e @ crate::transfer::TransferError::NotLeader) => {
+                let hint = self.leader().map(|l| l.1);
+                Err(convert::status(
+                    Reason::NotLeader,
+                    e.to_string(),
+                    hint.as_deref(),
+                ))
+            }
+            Err(e) => Err(convert::status(Reason::Unavailable, e.to_string(), None)),
+        }
     }
 
     type ExportSnapshotStream = Chunks;

@@ -30,6 +30,7 @@ pub mod config;
 mod error;
 pub mod errors;
 mod node;
+pub mod transfer;
 
 pub use admin::AdminService;
 pub use config::{ClusterState, NodeConfig, Settings};

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tenure_proto::v1;
 use crate::admin::AdminService;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
+use crate::transfer::{successor, transfer};
 
 /// A running node.
 pub struct Node {
@@ -33,6 +35,8 @@ pub struct Node {
     /// Read access to its applied lease table.
     pub table: TableReader,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Run at a graceful stop: if this node leads, hand leadership over.
+    handover: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// The openraft configuration of a node.
@@ -87,7 +91,14 @@ impl Node {
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
 
-        let admin = AdminService::new(config.id, raft.clone(), table.clone(), connector.clone());
+        let lease = Duration::from_millis(config.election_max_ms);
+        let admin = AdminService::new(
+            config.id,
+            raft.clone(),
+            table.clone(),
+            connector.clone(),
+            lease,
+        );
         let server = tonic::transport::Server::builder()
             .add_service(RaftService::new(raft.clone()))
             .add_service(
@@ -99,19 +110,35 @@ impl Node {
         if config.initial_cluster_state == ClusterState::New {
             found(&raft, &config.initial_cluster).await?;
         }
+        let handover = {
+            let (raft, id) = (raft.clone(), config.id);
+            Box::pin(async move {
+                let leads = raft.metrics().borrow().state == openraft::ServerState::Leader;
+                let Some(to) = successor(&raft, id).filter(|_| leads) else {
+                    return;
+                };
+                match transfer(&raft, id, &connector, to, lease).await {
+                    Ok(_) => tracing::info!(to, "leadership handed over before stopping"),
+                    Err(e) => tracing::warn!(error = %e, "could not hand leadership over"),
+                }
+            })
+        };
         tracing::info!(id = config.id, advertise = %config.advertise, "node started");
         Ok(Node {
             id: config.id,
             raft,
             table,
             server,
+            handover,
         })
     }
 
-    /// Waits until the server stops (its shutdown future resolved), then
+    /// Waits until the server stops (its shutdown future resolved), hands
+    /// leadership to the most caught-up voter if this node leads, then
     /// stops raft.
     pub async fn wait(self) -> Result<(), ServerError> {
         let served = self.server.await;
+        self.handover.await;
         let stopped = self.raft.shutdown().await;
         served
             .map_err(|e| ServerError::Raft(e.to_string()))?

@@ -135,3 +135,57 @@ fn the_deploy_configs_resolve() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_voter_asked_for_and_writes_go_on() {
+    let mut members = BTreeMap::new();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        members.insert(id, l.local_addr().unwrap().to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start(id, &members, SimDisk::new(), l).await);
+    }
+    let first = nodes[&1].wait_for_leader(WAIT).await.expect("a leader");
+    write(&nodes, first, acquire("a", "o")).await;
+    for target in (1..=3).filter(|id| *id != first) {
+        let reply = common::admin(&members[&first])
+            .transfer_leader(tenure_proto::v1::TransferLeaderRequest { node_id: target })
+            .await
+            .expect("the transfer succeeds")
+            .into_inner();
+        assert_eq!(reply.leader_id, target);
+        let seen = nodes[&first]
+            .raft
+            .wait(Some(WAIT))
+            .metrics(
+                |m| m.current_leader == Some(target),
+                "the old leader follows",
+            )
+            .await
+            .expect("the old leader sees the new one");
+        assert!(seen.current_term >= reply.term);
+        write(&nodes, target, acquire(&format!("after-{target}"), "o")).await;
+        // Back to the first leader, through a follower (forwarded).
+        let back = common::admin(&members[&first])
+            .transfer_leader(tenure_proto::v1::TransferLeaderRequest { node_id: first })
+            .await
+            .expect("the transfer back succeeds")
+            .into_inner();
+        assert_eq!(back.leader_id, first);
+    }
+    let refused = common::admin(&members[&first])
+        .transfer_leader(tenure_proto::v1::TransferLeaderRequest { node_id: 9 })
+        .await
+        .expect_err("not a voter");
+    assert_eq!(
+        tenure_proto::convert::reason_of(&refused),
+        Some(tenure_core::Reason::InvalidRequest)
+    );
+    for (_, n) in nodes {
+        n.kill().await;
+    }
+}

@@ -59,6 +59,12 @@ enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Hand leadership to another voter (it must have caught up).
+    TransferLeader {
+        /// The voter that should lead.
+        #[arg(long)]
+        to: u64,
+    },
     /// Write the leader's lease table snapshot to a file (a backup).
     Export {
         /// The file to write.
@@ -172,6 +178,10 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
             ClusterCommand::Remove { id } => {
                 let r = admin.remove_node(v1::RemoveNodeRequest { node_id: id }).await.map_err(admin_error)?;
                 writeln!(out, "node {id} removed at log index {}", r.get_ref().log_index)?;
+            }
+            ClusterCommand::TransferLeader { to } => {
+                let r = admin.transfer_leader(v1::TransferLeaderRequest { node_id: to }).await.map_err(admin_error)?;
+                writeln!(out, "node {} leads (term {})", r.get_ref().leader_id, r.get_ref().term)?;
             }
             ClusterCommand::Export { out: path } => {
                 let mut stream = admin.export_snapshot(v1::ExportSnapshotRequest {}).await.map_err(admin_error)?.into_inner();

@@ -257,3 +257,44 @@ async fn five_processes_commit_with_two_down_and_refuse_with_three_down() {
         "refusal {refused:?} is retryable"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_hands_over_and_exits_0() {
+    let mut c = Cluster::new(3);
+    let all = [1, 2, 3];
+    let (first, _) = leader(&c, &all).await.expect("a leader");
+    write(&c.addrs[&first], 0).await.expect("commits");
+    let before = status(&c.addrs[&first]).await.expect("answers");
+    let mut child = c.nodes.remove(&first).expect("the leader's process");
+    let stopped_at = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let rest: Vec<u64> = all.iter().copied().filter(|id| *id != first).collect();
+    let (second, _) = leader(&c, &rest).await.expect("a successor leads");
+    eprintln!(
+        "SIGTERM of leader {first}: node {second} leads after {:?}",
+        stopped_at.elapsed()
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        exit.success(),
+        "a graceful stop exits 0, got {exit:?}; log:\n{}",
+        c.log(first)
+    );
+    assert!(
+        c.log(first).contains("leadership handed over"),
+        "log:\n{}",
+        c.log(first)
+    );
+    let after = status(&c.addrs[&second]).await.expect("answers");
+    assert!(after.term > before.term);
+    write(&c.addrs[&second], 1)
+        .await
+        .expect("the successor commits");
+}
