@@ -27,12 +27,28 @@ async fn start(
     .await
 }
 
+/// Writes through `leader`, or, while leadership is still settling, through
+/// whichever node leads now.
 async fn write(nodes: &BTreeMap<NodeId, Node>, leader: NodeId, p: Proposal) -> u64 {
-    let reply = nodes[&leader]
-        .raft
-        .client_write(p)
-        .await
-        .expect("the leader commits");
+    let mut via = leader;
+    let mut tries = 0;
+    let reply = loop {
+        match nodes[&via].raft.client_write(p.clone()).await {
+            Ok(reply) => break reply,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                via = nodes[&via]
+                    .raft
+                    .current_leader()
+                    .await
+                    .filter(|l| nodes.contains_key(l))
+                    .unwrap_or(via);
+                eprintln!("write through {via} after: {e}");
+            }
+            Err(e) => panic!("no leader commits: {e}"),
+        }
+    };
     assert!(
         matches!(reply.data.result, Ok(Reply::Lease(_))),
         "{:?}",

@@ -123,8 +123,25 @@ async fn leader(c: &Cluster, ids: &[u64]) -> Option<(u64, Duration)> {
     None
 }
 
-/// A committed no-op: a force-release of a lock nobody holds.
+/// A committed no-op, retried as a client would while the answer is
+/// retryable (a leader change in progress), for up to ten seconds.
 async fn write(addr: &str, n: u32) -> Result<(), tonic::Status> {
+    let start = Instant::now();
+    loop {
+        match write_once(addr, n).await {
+            Err(e)
+                if start.elapsed() < Duration::from_secs(10)
+                    && tenure_proto::convert::reason_of(&e).is_some_and(|r| r.is_retryable()) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A committed no-op: a force-release of a lock nobody holds.
+async fn write_once(addr: &str, n: u32) -> Result<(), tonic::Status> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
         .timeout(Duration::from_secs(3))
@@ -247,7 +264,7 @@ async fn five_processes_commit_with_two_down_and_refuse_with_three_down() {
         .copied()
         .find(|i| *i != second && *i != third)
         .expect("a survivor");
-    let refused = tokio::time::timeout(LIVENESS, write(&c.addrs[&survivor], 2))
+    let refused = tokio::time::timeout(LIVENESS, write_once(&c.addrs[&survivor], 2))
         .await
         .expect("the refusal comes within the liveness bound")
         .expect_err("two of five cannot commit");
