@@ -633,6 +633,7 @@ fn the_descriptor_set_describes_both_services() {
             "Status",
             "AddNode",
             "RemoveNode",
+            "TransferLeader",
             "ExportSnapshot",
             "ImportSnapshot"
         ]
