@@ -65,7 +65,7 @@ async fn write_and_abort(dir: &Path) {
 }
 
 #[tokio::test]
-async fn sled_stores_survive_an_abort_with_vote_log_committed_and_state() {
+async fn tn_repl_001_sled_stores_survive_an_abort_with_vote_log_committed_and_state() {
     if let Ok(dir) = std::env::var(CHILD) {
         write_and_abort(Path::new(&dir)).await;
         return;
@@ -74,7 +74,7 @@ async fn sled_stores_survive_an_abort_with_vote_log_committed_and_state() {
     let status = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "sled_stores_survive_an_abort_with_vote_log_committed_and_state",
+            "tn_repl_001_sled_stores_survive_an_abort_with_vote_log_committed_and_state",
         ])
         .env(CHILD, dir.path())
         .status()
@@ -109,7 +109,7 @@ async fn sled_stores_survive_an_abort_with_vote_log_committed_and_state() {
 }
 
 #[tokio::test]
-async fn a_corrupt_snapshot_is_refused_at_open() {
+async fn tn_repl_001_a_corrupt_snapshot_is_refused_at_open() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let disk = SledDisk::open(dir.path()).unwrap();

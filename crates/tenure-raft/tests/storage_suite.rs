@@ -42,11 +42,12 @@ impl StoreBuilder<TypeConfig, LogStore<SledDisk>, StateMachineStore<SledDisk>, t
 }
 
 #[test]
-fn openraft_storage_suite_passes_on_the_simulated_disk() -> Result<(), StorageError<NodeId>> {
+fn tn_repl_002_openraft_storage_suite_passes_on_the_simulated_disk()
+-> Result<(), StorageError<NodeId>> {
     Suite::test_all(Sim)
 }
 
 #[test]
-fn openraft_storage_suite_passes_on_sled() -> Result<(), StorageError<NodeId>> {
+fn tn_repl_002_openraft_storage_suite_passes_on_sled() -> Result<(), StorageError<NodeId>> {
     Suite::test_all(Sled)
 }

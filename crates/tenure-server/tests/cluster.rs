@@ -58,7 +58,7 @@ async fn write(nodes: &BTreeMap<NodeId, Node>, leader: NodeId, p: Proposal) -> u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_node_cluster_forms_replicates_and_survives_its_leader() {
+async fn tn_repl_003_a_three_node_cluster_forms_replicates_and_survives_its_leader() {
     let mut listeners = BTreeMap::new();
     let mut members = BTreeMap::new();
     for id in 1..=3 {
@@ -132,7 +132,7 @@ async fn a_three_node_cluster_forms_replicates_and_survives_its_leader() {
 }
 
 #[test]
-fn the_deploy_configs_resolve() {
+fn tn_ops_003_the_deploy_configs_resolve() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
     let mut files = vec![std::path::PathBuf::from(format!("{root}/tenure.toml"))];
     for n in [3, 5] {
@@ -153,7 +153,7 @@ fn the_deploy_configs_resolve() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leadership_moves_to_the_voter_asked_for_and_writes_go_on() {
+async fn tn_ops_002_leadership_moves_to_the_voter_asked_for_and_writes_go_on() {
     let mut members = BTreeMap::new();
     let mut listeners = BTreeMap::new();
     for id in 1..=3 {

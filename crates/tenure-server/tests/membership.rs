@@ -47,7 +47,7 @@ async fn writer(nodes: Nodes, stop: Arc<AtomicBool>) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn membership_goes_3_to_5_to_3_while_a_writer_commits_and_nothing_is_lost() {
+async fn tn_repl_005_membership_goes_3_to_5_to_3_while_a_writer_commits_and_nothing_is_lost() {
     let mut listeners = BTreeMap::new();
     let mut members = BTreeMap::new();
     for id in 1..=5 {
@@ -141,7 +141,7 @@ async fn membership_goes_3_to_5_to_3_while_a_writer_commits_and_nothing_is_lost(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wiped_node_readded_catches_up_through_a_snapshot() {
+async fn tn_repl_006_a_wiped_node_readded_catches_up_through_a_snapshot() {
     let mut members = BTreeMap::new();
     let mut listeners = BTreeMap::new();
     for id in 1..=3 {

@@ -125,7 +125,7 @@ fn partition_the_leader(seed: u64) -> Vec<tenure_sim::Observation> {
 }
 
 #[test]
-fn a_partitioned_leader_is_replaced_and_the_minority_commits_nothing() {
+fn tn_repl_007_a_partitioned_leader_is_replaced_and_the_minority_commits_nothing() {
     let seed = std::env::var("TENURE_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -136,7 +136,7 @@ fn a_partitioned_leader_is_replaced_and_the_minority_commits_nothing() {
 }
 
 #[test]
-fn the_same_seed_gives_the_same_leaders_and_terms() {
+fn tn_repl_008_the_same_seed_gives_the_same_leaders_and_terms() {
     for seed in [1, 2, 3] {
         let a = partition_the_leader(seed);
         let b = partition_the_leader(seed);

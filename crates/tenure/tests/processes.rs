@@ -173,7 +173,7 @@ async fn applied_at_least(addr: &str, index: u64) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_survive_kill_9_of_the_leader_and_take_it_back() {
+async fn tn_repl_003_three_processes_survive_kill_9_of_the_leader_and_take_it_back() {
     let mut c = Cluster::new(3);
     let all = [1, 2, 3];
     let (first, formed) = leader(&c, &all)
@@ -233,7 +233,7 @@ async fn three_processes_survive_kill_9_of_the_leader_and_take_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_processes_commit_with_two_down_and_refuse_with_three_down() {
+async fn tn_repl_004_five_processes_commit_with_two_down_and_refuse_with_three_down() {
     let path = Path::new(env!("CARGO_BIN_EXE_tenure"));
     assert!(path.exists());
     let mut c = Cluster::new(5);
@@ -276,7 +276,7 @@ async fn five_processes_commit_with_two_down_and_refuse_with_three_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_of_the_leader_hands_over_and_exits_0() {
+async fn tn_ops_001_sigterm_of_the_leader_hands_over_and_exits_0() {
     let mut c = Cluster::new(3);
     let all = [1, 2, 3];
     let (first, _) = leader(&c, &all).await.expect("a leader");
