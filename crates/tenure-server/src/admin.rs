@@ -114,6 +114,22 @@ impl<C: Connector> AdminService<C> {
             .collect()
     }
 
+    /// Commits a membership change and answers with the members after it.
+    async fn change(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        let written = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| errors::write(&e, self.leader()))?;
+        Ok(Response::new(v1::MembershipResponse {
+            members: self.members(),
+            log_index: written.log_id.index,
+        }))
+    }
+
     async fn propose(&self, command: Command) -> Result<(u64, Reply), Status> {
         let proposal = Proposal {
             at_ms: crate::clock::wall_clock_ms(),
@@ -220,15 +236,8 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
             .add_learner(node_id, BasicNode::new(address), true)
             .await
             .map_err(|e| errors::write(&e, self.leader()))?;
-        let written = self
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])))
             .await
-            .map_err(|e| errors::write(&e, self.leader()))?;
-        Ok(Response::new(v1::MembershipResponse {
-            members: self.members(),
-            log_index: written.log_id.index,
-        }))
     }
 
     async fn remove_node(
@@ -260,15 +269,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
         };
-        let written = self
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| errors::write(&e, self.leader()))?;
-        Ok(Response::new(v1::MembershipResponse {
-            members: self.members(),
-            log_index: written.log_id.index,
-        }))
+        self.change(change).await
     }
 
     async fn transfer_leader(

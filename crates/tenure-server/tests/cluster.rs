@@ -27,6 +27,21 @@ async fn start(
     .await
 }
 
+/// Every node applies `index` and holds the same table (INV-5).
+async fn same_state(nodes: &BTreeMap<NodeId, Node>, index: u64) {
+    for node in nodes.values() {
+        applied(node, index).await;
+    }
+    let digests: Vec<String> = nodes
+        .values()
+        .map(|n| n.table.read().table.digest_hex())
+        .collect();
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "replicas differ: {digests:?}"
+    );
+}
+
 /// Writes through `leader`, or, while leadership is still settling, through
 /// whichever node leads now.
 async fn write(nodes: &BTreeMap<NodeId, Node>, leader: NodeId, p: Proposal) -> u64 {
@@ -77,17 +92,7 @@ async fn tn_repl_003_a_three_node_cluster_forms_replicates_and_survives_its_lead
         .await
         .expect("a leader is elected");
     let index = write(&nodes, leader, acquire("a", "o1")).await;
-    for node in nodes.values() {
-        applied(node, index).await;
-    }
-    let digests: Vec<String> = nodes
-        .values()
-        .map(|n| n.table.read().table.digest_hex())
-        .collect();
-    assert!(
-        digests.windows(2).all(|w| w[0] == w[1]),
-        "replicas differ: {digests:?}"
-    );
+    same_state(&nodes, index).await;
 
     // The leader crashes: its unflushed writes are lost, the others elect.
     let old = nodes.remove(&leader).unwrap();
@@ -114,17 +119,7 @@ async fn tn_repl_003_a_three_node_cluster_forms_replicates_and_survives_its_lead
     let back = start(leader, &members, disks[&leader].clone(), listener).await;
     applied(&back, index).await;
     nodes.insert(leader, back);
-    for node in nodes.values() {
-        applied(node, index).await;
-    }
-    let digests: Vec<String> = nodes
-        .values()
-        .map(|n| n.table.read().table.digest_hex())
-        .collect();
-    assert!(
-        digests.windows(2).all(|w| w[0] == w[1]),
-        "replicas differ after catch-up: {digests:?}"
-    );
+    same_state(&nodes, index).await;
     assert_eq!(nodes[&leader].table.read().table.stats().active, 2);
     for (_, n) in nodes {
         n.kill().await;
