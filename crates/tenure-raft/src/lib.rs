@@ -37,6 +37,6 @@ pub mod types;
 pub use disk::{Disk, DiskError, SimDisk, SledDisk, Space};
 pub use log_store::LogStore;
 pub use runtime::{SeededRuntime, seed_thread_rng};
-pub use state_machine::{Applier, StateMachineStore, TableReader};
+pub use state_machine::{Applier, Notice, StateMachineStore, TableReader};
 pub use transport::{Connector, Control, Network, Observed, RaftService, TcpConnector, control};
 pub use types::{LogId, NodeId, Proposal, Raft, TypeConfig};

@@ -12,7 +12,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tenure_core::{Applied, ApplyCtx, Table, TableConfig};
+use tenure_core::{Applied, ApplyCtx, AuditEvent, Table, TableConfig};
+use tokio::sync::broadcast;
 
 use crate::disk::{Disk, DiskError, Space};
 use crate::log_store::{decode, encode};
@@ -35,9 +36,30 @@ pub struct Applier {
 #[derive(Clone, Debug)]
 pub struct TableReader {
     inner: Arc<RwLock<Applier>>,
+    notices: broadcast::Sender<Arc<Notice>>,
 }
 
+/// What one applied entry changed: its audit events, for the leader's
+/// timers and for watchers. Only entries with events are announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The log id of the entry.
+    pub log_id: LogId,
+    /// The audit events it appended.
+    pub events: Vec<AuditEvent>,
+}
+
+/// How many notices a slow listener may fall behind before it is told it
+/// lagged (and rebuilds from the table).
+const NOTICE_BACKLOG: usize = 16 * 1024;
+
 impl TableReader {
+    /// Notices of every applied entry that changed something, from now on.
+    /// A listener that falls behind gets `Lagged` and must re-read the table.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Notice>> {
+        self.notices.subscribe()
+    }
+
     /// Reads the table; writers (the apply loop) wait meanwhile, so keep it short.
     pub fn read(&self) -> RwLockReadGuard<'_, Applier> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
@@ -88,6 +110,7 @@ impl<D: Disk> StateMachineStore<D> {
             disk,
             shared: TableReader {
                 inner: Arc::new(RwLock::new(applier)),
+                notices: broadcast::channel(NOTICE_BACKLOG).0,
             },
             built: 0,
         })
@@ -159,7 +182,16 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
                         index: entry.log_id.index,
                         at_ms: p.at_ms,
                     };
-                    a.table.apply(ctx, p.command)
+                    let applied = a.table.apply(ctx, p.command);
+                    if !applied.events.is_empty() {
+                        let notice = Notice {
+                            log_id: entry.log_id,
+                            events: applied.events.clone(),
+                        };
+                        // No listener is fine: nobody leads or watches here.
+                        let _ = self.shared.notices.send(Arc::new(notice));
+                    }
+                    applied
                 }
                 EntryPayload::Membership(m) => {
                     a.membership = StoredMembership::new(Some(entry.log_id), m);

@@ -29,6 +29,7 @@ mod clock;
 pub mod config;
 mod error;
 pub mod errors;
+pub mod leases;
 mod node;
 pub mod transfer;
 

@@ -24,6 +24,7 @@ use tenure_proto::v1;
 use crate::admin::AdminService;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
+use crate::leases::LeaseTimers;
 use crate::transfer::{successor, transfer};
 
 /// A running node.
@@ -34,6 +35,8 @@ pub struct Node {
     pub raft: Raft,
     /// Read access to its applied lease table.
     pub table: TableReader,
+    /// The lease deadlines this node keeps while it leads.
+    pub timers: LeaseTimers,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     /// Run at a graceful stop: if this node leads, hand leadership over.
     handover: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -92,6 +95,12 @@ impl Node {
         .map_err(|e| ServerError::Raft(e.to_string()))?;
 
         let lease = Duration::from_millis(config.election_max_ms);
+        let timers = LeaseTimers::new(lease);
+        tokio::spawn(timers.clone().run(
+            raft.clone(),
+            table.clone(),
+            Duration::from_millis(config.heartbeat_ms),
+        ));
         let admin = AdminService::new(
             config.id,
             raft.clone(),
@@ -128,6 +137,7 @@ impl Node {
             id: config.id,
             raft,
             table,
+            timers,
             server,
             handover,
         })
