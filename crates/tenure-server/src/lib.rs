@@ -30,8 +30,10 @@ pub mod config;
 mod error;
 pub mod errors;
 pub mod leases;
+pub mod lock;
 mod node;
 pub mod transfer;
+pub mod watch;
 
 pub use admin::AdminService;
 pub use config::{ClusterState, NodeConfig, Settings};

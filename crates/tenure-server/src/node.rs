@@ -25,7 +25,9 @@ use crate::admin::AdminService;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
 use crate::leases::LeaseTimers;
+use crate::lock::LockService;
 use crate::transfer::{successor, transfer};
+use crate::watch::History;
 
 /// A running node.
 pub struct Node {
@@ -108,11 +110,22 @@ impl Node {
             connector.clone(),
             lease,
         );
+        let history = History::default();
+        tokio::spawn(history.clone().run(table.clone()));
+        let lock = LockService::new(
+            config.id,
+            raft.clone(),
+            table.clone(),
+            timers.clone(),
+            history,
+            connector.clone(),
+        );
         let server = tonic::transport::Server::builder()
             .add_service(RaftService::new(raft.clone()))
             .add_service(
                 v1::admin_server::AdminServer::new(admin).max_decoding_message_size(8 << 20),
             )
+            .add_service(v1::lock_server::LockServer::new(lock))
             .serve_with_incoming_shutdown(incoming, shutdown);
         let server = tokio::spawn(server);
 

@@ -1,0 +1,331 @@
+//! The Lock service over gRPC against a 3-node loopback cluster: the
+//! reference's acceptance cases, FIFO waiting, keep-alive and watch, with
+//! calls spread over every node (followers forward to the leader).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{config, listener, start_with};
+use tenure_core::{Command, Reason, TableConfig};
+use tenure_proto::convert::reason_of;
+use tenure_proto::v1;
+use tenure_proto::v1::lock_client::LockClient;
+use tenure_raft::{NodeId, Proposal, SimDisk};
+use tenure_server::{ClusterState, Node};
+use tokio_stream::StreamExt;
+
+struct Cluster {
+    nodes: BTreeMap<NodeId, Node>,
+    addrs: BTreeMap<NodeId, String>,
+}
+
+async fn cluster() -> Cluster {
+    let mut addrs = BTreeMap::new();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3 {
+        let (l, addr) = listener().await;
+        addrs.insert(id, addr);
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(
+            id,
+            start_with(
+                config(id, &addrs[&id], &addrs, ClusterState::New),
+                SimDisk::new(),
+                l,
+            )
+            .await,
+        );
+    }
+    // Short TTLs for the tests, through the log like any configuration.
+    let leader = loop {
+        if let Some((id, _)) = nodes.iter().find(|(_, n)| n.timers.active()) {
+            break *id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let short = TableConfig {
+        min_ttl_ms: 100,
+        ..TableConfig::default()
+    };
+    let mut via = leader;
+    for _ in 0..100 {
+        let configure = Proposal {
+            at_ms: 0,
+            command: Command::Configure(short.clone()),
+        };
+        match nodes[&via].raft.client_write(configure).await {
+            Ok(_) => break,
+            Err(_) => {
+                // Leadership was still settling: ask whoever leads now.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                via = nodes[&via].raft.current_leader().await.unwrap_or(via);
+            }
+        }
+    }
+    // Every node knows the leader in office before the tests start.
+    for _ in 0..200 {
+        let leaders: Vec<Option<NodeId>> = nodes
+            .values()
+            .map(|n| n.raft.metrics().borrow().current_leader)
+            .collect();
+        let agreed = leaders.windows(2).all(|w| w[0] == w[1]) && leaders[0].is_some();
+        if agreed && nodes.values().any(|n| n.timers.active()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Cluster { nodes, addrs }
+}
+
+fn client(addr: &str) -> LockClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    LockClient::new(channel)
+}
+
+fn as_owner<T>(owner: &str, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    r.metadata_mut()
+        .insert("x-owner-id", owner.parse().expect("ascii"));
+    r
+}
+
+fn acquire(key: &str, rid: &str, ttl_ms: u64, wait_timeout_ms: u64) -> v1::AcquireRequest {
+    v1::AcquireRequest {
+        tenant_id: "t".into(),
+        lock_key: key.into(),
+        owner_id: String::new(),
+        request_id: rid.into(),
+        ttl_ms,
+        wait_timeout_ms,
+    }
+}
+
+fn reason(s: &tonic::Status) -> Option<Reason> {
+    reason_of(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_acc_01_ten_concurrent_clients_over_every_node_one_wins() {
+    let c = cluster().await;
+    let addrs: Vec<String> = c.addrs.values().cloned().collect();
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let addr = addrs[i % addrs.len()].clone();
+        calls.push(tokio::spawn(async move {
+            client(&addr)
+                .acquire(as_owner(
+                    &format!("owner-{i}"),
+                    acquire("job", &format!("r{i}"), 10_000, 0),
+                ))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    let mut held = 0;
+    for call in calls {
+        match call.await.expect("joined") {
+            Ok(r) => {
+                assert!(
+                    r.metadata().get("tenure-leader").is_some(),
+                    "answers name the leader"
+                );
+                wins += 1;
+            }
+            Err(s) if reason(&s) == Some(Reason::LockHeld) => held += 1,
+            Err(s) => panic!("unexpected refusal {s:?}"),
+        }
+    }
+    assert_eq!((wins, held), (1, 9));
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_acc_02_to_04_over_grpc() {
+    let c = cluster().await;
+    let mut a = client(&c.addrs[&1]);
+    let mut b = client(&c.addrs[&2]);
+    // ACC-02: B renews A's lease: OWNER_MISMATCH; after the TTL, A's release: LEASE_EXPIRED.
+    let lease = a
+        .acquire(as_owner("A", acquire("k2", "a1", 300, 0)))
+        .await
+        .expect("granted")
+        .into_inner();
+    let renew = v1::RenewRequest {
+        tenant_id: "t".into(),
+        lease_id: lease.lease_id.clone(),
+        owner_id: String::new(),
+        request_id: "b1".into(),
+        ttl_ms: 0,
+    };
+    let refused = b.renew(as_owner("B", renew)).await.expect_err("not B's");
+    assert_eq!(reason(&refused), Some(Reason::OwnerMismatch));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let release = v1::ReleaseRequest {
+        tenant_id: "t".into(),
+        lease_id: lease.lease_id.clone(),
+        owner_id: String::new(),
+        request_id: "a2".into(),
+    };
+    let expired = a
+        .release(as_owner("A", release))
+        .await
+        .expect_err("expired");
+    assert_eq!(reason(&expired), Some(Reason::LeaseExpired));
+
+    // ACC-03 and ACC-04: tokens +1; the same acquire and release twice.
+    let first = a
+        .acquire(as_owner("A", acquire("k3", "a3", 10_000, 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = b
+        .acquire(as_owner("A", acquire("k3", "a3", 10_000, 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (first.lease_id.clone(), first.fencing_token),
+        (again.lease_id.clone(), again.fencing_token)
+    );
+    let rel = v1::ReleaseRequest {
+        tenant_id: "t".into(),
+        lease_id: first.lease_id.clone(),
+        owner_id: String::new(),
+        request_id: "a4".into(),
+    };
+    let r1 = a
+        .release(as_owner("A", rel.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let r2 = b.release(as_owner("A", rel)).await.unwrap().into_inner();
+    assert_eq!(r1, r2);
+    let second = b
+        .acquire(as_owner("B", acquire("k3", "b3", 10_000, 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.fencing_token, first.fencing_token + 1);
+    // Get, linearizable through a follower.
+    let get = v1::GetRequest {
+        tenant_id: "t".into(),
+        lock_key: "k3".into(),
+        consistency: 0,
+    };
+    let state = client(&c.addrs[&3]).get(get).await.unwrap().into_inner();
+    assert!(state.held);
+    assert_eq!(state.active_lease.unwrap().lease_id, second.lease_id);
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_wait_005_and_tn_ka_002_waiters_are_granted_in_order_and_keep_alive_reports_loss() {
+    let c = cluster().await;
+    let mut h = client(&c.addrs[&1]);
+    let holder = h
+        .acquire(as_owner("h", acquire("q", "h1", 10_000, 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut waiters = Vec::new();
+    for i in 0..5 {
+        let addr = c.addrs[&(1 + (i % 3))].clone();
+        waiters.push(tokio::spawn(async move {
+            client(&addr)
+                .acquire(as_owner(
+                    &format!("w{i}"),
+                    acquire("q", "w", 10_000, 20_000),
+                ))
+                .await
+        }));
+        // Arrival order is log order: give each a moment to queue.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let rel = v1::ReleaseRequest {
+        tenant_id: "t".into(),
+        lease_id: holder.lease_id.clone(),
+        owner_id: String::new(),
+        request_id: "h2".into(),
+    };
+    h.release(as_owner("h", rel)).await.unwrap();
+    let mut tokens = Vec::new();
+    for (i, w) in waiters.into_iter().enumerate() {
+        let granted = w
+            .await
+            .expect("joined")
+            .expect("granted in turn")
+            .into_inner();
+        tokens.push(granted.fencing_token);
+        let rel = v1::ReleaseRequest {
+            tenant_id: "t".into(),
+            lease_id: granted.lease_id,
+            owner_id: String::new(),
+            request_id: format!("w{i}-rel"),
+        };
+        client(&c.addrs[&1])
+            .release(as_owner(&format!("w{i}"), rel))
+            .await
+            .unwrap();
+    }
+    assert_eq!(tokens, vec![2, 3, 4, 5, 6], "granted in arrival order");
+
+    // KeepAlive: one stream keeps a short lease alive, then reports its loss.
+    let leader = c
+        .nodes
+        .iter()
+        .find(|(_, n)| n.timers.active())
+        .map(|(id, _)| *id)
+        .expect("a leader");
+    let mut k = client(&c.addrs[&leader]);
+    let lease = k
+        .acquire(as_owner("ka", acquire("ka", "ka1", 300, 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut answers = k
+        .keep_alive(as_owner(
+            "ka",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    for seq in 0..8 {
+        tx.send(v1::KeepAliveRequest {
+            tenant_id: "t".into(),
+            lease_id: lease.lease_id.clone(),
+            owner_id: String::new(),
+            client_seq: seq,
+        })
+        .await
+        .unwrap();
+        let a = answers.next().await.expect("an answer").expect("ok");
+        assert!(a.alive, "kept alive: {a:?}");
+        assert_eq!(a.client_seq, seq);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    drop(tx);
+    let lost = tokio::time::timeout(Duration::from_secs(10), answers.next())
+        .await
+        .expect("told")
+        .expect("an answer")
+        .expect("ok");
+    assert!(!lost.alive);
+    assert_eq!(lost.reason, "LEASE_EXPIRED");
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
