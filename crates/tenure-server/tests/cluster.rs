@@ -163,11 +163,15 @@ async fn tn_ops_002_leadership_moves_to_the_voter_asked_for_and_writes_go_on() {
     let first = nodes[&1].wait_for_leader(WAIT).await.expect("a leader");
     write(&nodes, first, acquire("a", "o")).await;
     for target in (1..=3).filter(|id| *id != first) {
-        let reply = common::admin(&members[&first])
-            .transfer_leader(tenure_proto::v1::TransferLeaderRequest { node_id: target })
-            .await
-            .expect("the transfer succeeds")
-            .into_inner();
+        let reply = common::retry(|| {
+            let mut c = common::admin(&members[&first]);
+            async move {
+                c.transfer_leader(tenure_proto::v1::TransferLeaderRequest { node_id: target })
+                    .await
+            }
+        })
+        .await
+        .expect("the transfer succeeds");
         assert_eq!(reply.leader_id, target);
         let seen = nodes[&first]
             .raft
@@ -181,11 +185,15 @@ async fn tn_ops_002_leadership_moves_to_the_voter_asked_for_and_writes_go_on() {
         assert!(seen.current_term >= reply.term);
         write(&nodes, target, acquire(&format!("after-{target}"), "o")).await;
         // Back to the first leader, through a follower (forwarded).
-        let back = common::admin(&members[&first])
-            .transfer_leader(tenure_proto::v1::TransferLeaderRequest { node_id: first })
-            .await
-            .expect("the transfer back succeeds")
-            .into_inner();
+        let back = common::retry(|| {
+            let mut c = common::admin(&members[&first]);
+            async move {
+                c.transfer_leader(tenure_proto::v1::TransferLeaderRequest { node_id: first })
+                    .await
+            }
+        })
+        .await
+        .expect("the transfer back succeeds");
         assert_eq!(back.leader_id, first);
     }
     let refused = common::admin(&members[&first])

@@ -6,13 +6,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{WAIT, acquire, admin, applied, config, listener, start_with};
+use common::{WAIT, acquire, admin, applied, config, listener, retry, start_with};
 use tenure_proto::v1;
 use tenure_raft::{NodeId, SimDisk};
 use tenure_server::{ClusterState, Node};
 use tokio::sync::Mutex;
 
 type Nodes = Arc<Mutex<BTreeMap<NodeId, Node>>>;
+
+/// The node whose lease timers run: the leader, in office.
+async fn in_office(nodes: &BTreeMap<NodeId, Node>) -> NodeId {
+    for _ in 0..500 {
+        if let Some((id, _)) = nodes.iter().find(|(_, n)| n.timers.active()) {
+            return *id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no leader took office");
+}
 
 /// Writes distinct keys through whichever node leads, until told to stop;
 /// returns the keys whose write was acknowledged.
@@ -78,26 +89,32 @@ async fn tn_repl_005_membership_goes_3_to_5_to_3_while_a_writer_commits_and_noth
     let writing = tokio::spawn(writer(nodes.clone(), stop.clone()));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     for id in [4, 5] {
-        admin(&addrs[&2])
-            .add_node(v1::AddNodeRequest {
-                node_id: id,
-                address: addrs[&id].clone(),
-            })
-            .await
-            .expect("node added");
-    }
-    let five = admin(&addrs[&3])
-        .status(v1::StatusRequest {})
+        let add = v1::AddNodeRequest {
+            node_id: id,
+            address: addrs[&id].clone(),
+        };
+        retry(|| {
+            let (mut c, r) = (admin(&addrs[&2]), add.clone());
+            async move { c.add_node(r).await }
+        })
         .await
-        .unwrap()
-        .into_inner();
+        .expect("node added");
+    }
+    let five = retry(|| {
+        let mut c = admin(&addrs[&3]);
+        async move { c.status(v1::StatusRequest {}).await }
+    })
+    .await
+    .unwrap();
     assert_eq!(five.members.iter().filter(|m| m.voter).count(), 5);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     for id in [1, 2] {
-        admin(&addrs[&5])
-            .remove_node(v1::RemoveNodeRequest { node_id: id })
-            .await
-            .expect("node removed");
+        retry(|| {
+            let mut c = admin(&addrs[&5]);
+            async move { c.remove_node(v1::RemoveNodeRequest { node_id: id }).await }
+        })
+        .await
+        .expect("node removed");
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
@@ -162,15 +179,20 @@ async fn tn_repl_006_a_wiped_node_readded_catches_up_through_a_snapshot() {
             start_with(small(id, ClusterState::New), SimDisk::new(), l).await,
         );
     }
-    let leader = nodes[&1].wait_for_leader(WAIT).await.expect("a leader");
+    let leader = in_office(&nodes).await;
     let wiped = (1..=3).find(|id| *id != leader).expect("a follower");
 
     // The follower is wiped and removed; the others move far ahead.
     nodes.remove(&wiped).expect("node").kill().await;
-    admin(&members[&leader])
-        .remove_node(v1::RemoveNodeRequest { node_id: wiped })
-        .await
-        .expect("removed");
+    retry(|| {
+        let mut c = admin(&members[&leader]);
+        async move {
+            c.remove_node(v1::RemoveNodeRequest { node_id: wiped })
+                .await
+        }
+    })
+    .await
+    .expect("removed");
     let mut last = 0;
     for n in 0..300 {
         last = nodes[&leader]
@@ -195,13 +217,16 @@ async fn tn_repl_006_a_wiped_node_readded_catches_up_through_a_snapshot() {
         members[&wiped].clone(),
     );
     let back = start_with(small(wiped, ClusterState::Existing), SimDisk::new(), l).await;
-    admin(&members[&leader])
-        .add_node(v1::AddNodeRequest {
-            node_id: wiped,
-            address: addr,
-        })
-        .await
-        .expect("re-added");
+    let add = v1::AddNodeRequest {
+        node_id: wiped,
+        address: addr,
+    };
+    retry(|| {
+        let (mut c, r) = (admin(&members[&leader]), add.clone());
+        async move { c.add_node(r).await }
+    })
+    .await
+    .expect("re-added");
     applied(&back, last).await;
     assert!(
         back.raft.metrics().borrow().snapshot.is_some(),

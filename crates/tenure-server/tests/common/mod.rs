@@ -26,9 +26,11 @@ pub fn config(
         data_dir: "unused-with-a-sim-disk".into(),
         initial_cluster: members.clone(),
         initial_cluster_state: state,
-        heartbeat_ms: 50,
-        election_min_ms: 300,
-        election_max_ms: 600,
+        // Generous timing: tests share two cores, and a starved heartbeat
+        // must not start an election the test did not ask for.
+        heartbeat_ms: 100,
+        election_min_ms: 800,
+        election_max_ms: 1_600,
         snapshot_every: 1_000,
         keep_after_snapshot: 100,
     }
@@ -80,4 +82,27 @@ pub fn admin(addr: &str) -> AdminClient<tonic::transport::Channel> {
         .timeout(Duration::from_secs(20))
         .connect_lazy();
     AdminClient::new(channel)
+}
+
+/// Calls `f` until it succeeds or fails for good, as a client does: a
+/// retryable refusal (a leader change in progress) is tried again for up to
+/// ten seconds.
+pub async fn retry<T, F, Fut>(mut f: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        match f().await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e)
+                if start.elapsed() < Duration::from_secs(10)
+                    && tenure_proto::convert::reason_of(&e).is_some_and(|r| r.is_retryable()) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
