@@ -120,7 +120,15 @@ impl Node {
             history,
             connector.clone(),
         );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        tokio::spawn(report_health(raft.clone(), health));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tenure_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
         let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
             .add_service(RaftService::new(raft.clone()))
             .add_service(
                 v1::admin_server::AdminServer::new(admin).max_decoding_message_size(8 << 20),
@@ -202,5 +210,31 @@ async fn found(raft: &Raft, members: &BTreeMap<NodeId, String>) -> Result<(), Se
         Ok(()) => Ok(()),
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
         Err(e) => Err(ServerError::Raft(e.to_string())),
+    }
+}
+
+/// The standard gRPC health service: SERVING while this node knows a
+/// leader (it can answer, or forward), NOT_SERVING otherwise. Reported for
+/// the whole server ("") and for each public service.
+async fn report_health(raft: Raft, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut metrics = raft.metrics();
+    let mut last = None;
+    loop {
+        let serving = metrics.borrow_and_update().current_leader.is_some();
+        if last != Some(serving) {
+            last = Some(serving);
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in ["", "tenure.v1.Lock", "tenure.v1.Admin"] {
+                health.set_service_status(service, status).await;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

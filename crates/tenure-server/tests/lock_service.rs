@@ -329,3 +329,58 @@ async fn tn_wait_005_and_tn_ka_002_waiters_are_granted_in_order_and_keep_alive_r
         n.kill().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_ops_004_health_and_reflection_serve_generic_grpc_tools() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let c = cluster().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&2]))
+        .expect("uri")
+        .connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "tenure.v1.Lock", "tenure.v1.Admin"] {
+        let check = tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        };
+        let status = health
+            .check(check)
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let Some(Ok(answer)) = answers.next().await else {
+        panic!("no reflection answer")
+    };
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in ["tenure.v1.Lock", "tenure.v1.Admin"] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} missing from {names:?}"
+        );
+    }
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
