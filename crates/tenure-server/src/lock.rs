@@ -319,7 +319,13 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
             LeaseState::Active => view,
             _ => return Err(self.fail(&ended_error(&view))),
         };
-        Ok(self.respond(self.lease_reply(&view)))
+        // The grant's deadline counts from now at the latest (the timer loop
+        // arms it from the applied entry too; a deadline only moves later).
+        let left = self
+            .timers
+            .renew(view.id, Duration::from_millis(view.ttl_ms), view.version)
+            .ok();
+        Ok(self.respond(convert::lease(&view, millis(left))))
     }
 
     async fn renew(

@@ -1,8 +1,7 @@
 //! The command line: clap derive, one variant per working subcommand.
 //!
-//! Only commands that work are listed. The lock client (`lock`), the
-//! checker (`check`), simulations (`sim`) and the benchmark (`bench`) join as
-//! their issues land.
+//! Only commands that work are listed. The checker (`check`), simulations
+//! (`sim`) and the benchmark (`bench`) join as their issues land.
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -35,6 +34,8 @@ enum Command {
     Serve(Box<crate::serve::ServeArgs>),
     /// Operate a running cluster: status, membership, backup and restore.
     Cluster(crate::cluster::ClusterArgs),
+    /// Take, keep, release and look at locks; run a command under a lock.
+    Lock(crate::lock::LockArgs),
     /// Run the lease table in this process through a short story: contention,
     /// a waiting acquire, an expiry, a fenced write refused, a hand-off.
     /// Single process, no network, no disk: `tenure serve` runs the cluster.
@@ -63,6 +64,11 @@ impl Cli {
         match self.command {
             Command::Serve(args) => crate::serve::run(*args),
             Command::Cluster(args) => crate::cluster::run(args, &mut out),
+            Command::Lock(args) => match crate::lock::run(args, &mut out)? {
+                // `lock run` exits with its command's status.
+                Some(status) => std::process::exit(status.code().unwrap_or(1)),
+                None => Ok(()),
+            },
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
         }

@@ -24,7 +24,7 @@ pub const LOCAL_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 pub struct Endpoints {
     /// Cluster endpoints, host:port, comma-separated.
     #[arg(long, env = "TENURE_ENDPOINTS", default_value = LOCAL_ENDPOINTS, global = true)]
-    endpoints: String,
+    pub(crate) endpoints: String,
 }
 
 /// `tenure cluster`.
@@ -79,7 +79,7 @@ enum ClusterCommand {
     },
 }
 
-fn channel(addr: &str) -> Result<Channel, Error> {
+pub(crate) fn channel(addr: &str) -> Result<Channel, Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::Cluster(format!("{addr}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
@@ -128,7 +128,7 @@ fn status_json(s: &v1::StatusResponse) -> serde_json::Value {
     })
 }
 
-fn admin_error(e: tonic::Status) -> Error {
+pub(crate) fn admin_error(e: tonic::Status) -> Error {
     let reason = tenure_proto::convert::reason_of(&e).map_or("UNKNOWN", |r| r.as_str());
     Error::Cluster(format!("{reason}: {}", e.message()))
 }

@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod demo;
 mod error;
+mod lock;
 mod reasons;
 mod serve;
 

@@ -24,7 +24,10 @@ fn help_lists_only_commands_that_work() {
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["serve", "cluster", "demo", "reasons", "help"]);
+    assert_eq!(
+        commands,
+        ["serve", "cluster", "lock", "demo", "reasons", "help"]
+    );
 }
 
 #[test]

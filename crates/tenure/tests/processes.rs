@@ -315,3 +315,92 @@ async fn tn_ops_001_sigterm_of_the_leader_hands_over_and_exits_0() {
         .await
         .expect("the successor commits");
 }
+
+fn tenure(c: &Cluster, args: &[&str]) -> (i32, String, String) {
+    let endpoints = c.addrs.values().cloned().collect::<Vec<_>>().join(",");
+    // `--endpoints` before the subcommand's own arguments (`run` passes
+    // everything after `--` to its command).
+    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(&args[..1])
+        .args(["--endpoints", &endpoints])
+        .args(&args[1..])
+        .output()
+        .expect("tenure runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_cli_001_locks_from_the_shell_and_a_command_under_a_lock() {
+    let c = Cluster::new(3);
+    leader(&c, &[1, 2, 3]).await.expect("a leader");
+    write(&c.addrs[&1], 0).await.expect("the cluster commits");
+
+    let (code, out, err) = tenure(
+        &c,
+        &[
+            "lock",
+            "acquire",
+            "jobs/nightly",
+            "--owner",
+            "alice",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lease: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        (lease["state"].as_str(), lease["fencing_token"].as_u64()),
+        (Some("ACTIVE"), Some(1))
+    );
+
+    let (code, _, err) = tenure(&c, &["lock", "acquire", "jobs/nightly", "--owner", "bob"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("LOCK_HELD"), "{err}");
+
+    let (code, out, _) = tenure(&c, &["lock", "get", "jobs/nightly", "--json"]);
+    assert_eq!(code, 0);
+    let state: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(state["active_lease"]["owner_id"], "alice");
+
+    // A command under a lock sees its token and its exit status is ours.
+    let (code, out, err) = tenure(
+        &c,
+        &[
+            "lock",
+            "run",
+            "jobs/run",
+            "--owner",
+            "carol",
+            "--ttl-ms",
+            "10000",
+            "--",
+            "sh",
+            "-c",
+            "echo token=$TENURE_FENCING_TOKEN; exit 7",
+        ],
+    );
+    assert_eq!(code, 7, "{err}");
+    assert!(out.contains("token=1"), "{out}");
+    let (_, out, _) = tenure(&c, &["lock", "get", "jobs/run", "--json"]);
+    let state: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(state["held"], false, "released after the command");
+
+    let (code, out, err) = tenure(
+        &c,
+        &[
+            "lock",
+            "force-release",
+            "jobs/nightly",
+            "--reason",
+            "test",
+            "--owner",
+            "ops",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("free"), "{out}");
+}
