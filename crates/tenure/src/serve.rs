@@ -101,6 +101,12 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
             }
         })?;
         tracing::info!(id = config.id, listen = %config.listen, data_dir = %config.data_dir.display(), "serving");
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        tracing::warn!(
+            loopback,
+            "no authentication: callers are trusted by their x-owner-id metadata and may act as admin; \
+             keep this node on loopback or a trusted network"
+        );
         let node = Node::start(
             config,
             disk.clone(),
