@@ -1,0 +1,299 @@
+//! The client: endpoints, the leader it follows, retries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tenure_core::Reason;
+use tenure_proto::convert;
+use tenure_proto::v1;
+use tenure_proto::v1::lock_client::LockClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::guard::LockGuard;
+use crate::keepalive::KeepAlive;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The cluster refused the request; `reason` is the stable reason.
+    #[error("{reason}: {message}")]
+    Refused {
+        /// The stable reason (LOCK_HELD, LEASE_EXPIRED, …).
+        reason: Reason,
+        /// Words for people.
+        message: String,
+    },
+    /// No endpoint could be reached, or none answered in time.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// An endpoint or a value was malformed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The stable reason of a refusal (UNAVAILABLE when nothing answered).
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::Refused { reason, .. } => *reason,
+            Error::Unavailable(_) => Reason::Unavailable,
+            Error::Invalid(_) => Reason::InvalidRequest,
+        }
+    }
+}
+
+/// How to reach the cluster, and as whom.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `host:port` of any nodes; the leader is found from there.
+    pub endpoints: Vec<String>,
+    /// The tenant every call acts in.
+    pub tenant: String,
+    /// Who this client is (sent as `x-owner-id` to a development cluster).
+    pub owner: String,
+    /// The clock rate drift the deadline allows for (0.1 = 10 %).
+    pub max_drift: f64,
+    /// How long one call, with its retries, may take.
+    pub call_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with 10 % drift allowance and 10 s per call.
+    pub fn new<I, S>(endpoints: I, tenant: &str, owner: &str) -> ClientConfig
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            tenant: tenant.into(),
+            owner: owner.into(),
+            max_drift: 0.1,
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    leader: Mutex<Option<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    pub(crate) keepalive: KeepAlive,
+}
+
+/// A connection to a Tenure cluster. Cheap to clone; clones share the
+/// leader they follow and the keep-alive stream.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn refused(status: &tonic::Status) -> Error {
+    match convert::reason_of(status) {
+        Some(reason) => Error::Refused {
+            reason,
+            message: status.message().to_owned(),
+        },
+        None => Error::Unavailable(status.message().to_owned()),
+    }
+}
+
+/// Whether the same request may succeed when sent again (elsewhere).
+fn retryable(status: &tonic::Status) -> bool {
+    match convert::reason_of(status) {
+        Some(r) => r.is_retryable(),
+        None => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ),
+    }
+}
+
+pub(crate) fn request_id() -> String {
+    format!(
+        "rc-{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+impl Client {
+    /// Connects: one endpoint must answer.
+    pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
+        if config.endpoints.is_empty() {
+            return Err(Error::Invalid("no endpoints".into()));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                leader: Mutex::new(None),
+                channels: Mutex::new(HashMap::new()),
+                keepalive: KeepAlive::default(),
+            }),
+        };
+        client
+            .get("tenure-client-probe")
+            .await
+            .map(|_| ())
+            .or_else(|e| match e {
+                Error::Refused { .. } => Ok(()),
+                other => Err(other),
+            })?;
+        client.inner.keepalive.start(client.clone());
+        Ok(client)
+    }
+
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(self.inner.config.call_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        channels.insert(addr.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Where to send the next call: the leader if known, then every endpoint.
+    pub(crate) fn candidates(&self) -> Vec<String> {
+        let leader = self
+            .inner
+            .leader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        leader
+            .into_iter()
+            .chain(self.inner.config.endpoints.iter().cloned())
+            .collect()
+    }
+
+    pub(crate) fn follow(&self, metadata: &tonic::metadata::MetadataMap) {
+        if let Some(addr) = metadata
+            .get(convert::LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+        {
+            *self
+                .inner
+                .leader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(addr.to_owned());
+        }
+    }
+
+    fn request<T>(&self, body: T) -> Result<tonic::Request<T>, Error> {
+        let mut r = tonic::Request::new(body);
+        let owner = self
+            .inner
+            .config
+            .owner
+            .parse()
+            .map_err(|_| Error::Invalid("owner is not valid metadata".into()))?;
+        r.metadata_mut().insert("x-owner-id", owner);
+        Ok(r)
+    }
+
+    /// Sends one request, following leader hints and retrying what may
+    /// succeed elsewhere, within the call timeout. The request is the same
+    /// on every try (same request_id), so a retry never acts twice.
+    pub(crate) async fn call<B, R, F, Fut>(&self, body: B, mut send: F) -> Result<R, Error>
+    where
+        B: Clone,
+        F: FnMut(LockClient<Channel>, tonic::Request<B>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.inner.config.call_timeout;
+        let mut last = String::from("no endpoint tried");
+        loop {
+            for addr in self.candidates() {
+                let lock = LockClient::new(self.channel(&addr)?);
+                match send(lock, self.request(body.clone())?).await {
+                    Ok(r) => {
+                        self.follow(r.metadata());
+                        return Ok(r.into_inner());
+                    }
+                    Err(s) if retryable(&s) => {
+                        if let Some(leader) = convert::leader_of(&s) {
+                            *self
+                                .inner
+                                .leader
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner) = Some(leader);
+                        }
+                        last = format!("{addr}: {}", s.message());
+                    }
+                    Err(s) => return Err(refused(&s)),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(last));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Takes `key` now, or fails with LOCK_HELD.
+    pub async fn acquire(&self, key: &str, ttl: Duration) -> Result<LockGuard, Error> {
+        self.acquire_waiting(key, ttl, Duration::ZERO).await
+    }
+
+    /// Takes `key`, waiting in its FIFO queue up to `wait` (WAIT_TIMEOUT).
+    pub async fn acquire_waiting(
+        &self,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let body = v1::AcquireRequest {
+            tenant_id: self.inner.config.tenant.clone(),
+            lock_key: key.to_owned(),
+            owner_id: String::new(),
+            request_id: request_id(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            wait_timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        // Rule 5: the deadline counts from the first attempt's send time.
+        let sent = Instant::now();
+        let lease = self
+            .call(body, |mut c, r| async move { c.acquire(r).await })
+            .await?;
+        Ok(LockGuard::new(self.clone(), lease, sent))
+    }
+
+    /// The state of `key`, linearizable.
+    pub async fn get(&self, key: &str) -> Result<v1::LockState, Error> {
+        let body = v1::GetRequest {
+            tenant_id: self.inner.config.tenant.clone(),
+            lock_key: key.to_owned(),
+            consistency: v1::Consistency::Linearizable as i32,
+        };
+        self.call(body, |mut c, r| async move { c.get(r).await })
+            .await
+    }
+
+    pub(crate) async fn release_lease(&self, lease_id: &str) -> Result<v1::Lease, Error> {
+        let body = v1::ReleaseRequest {
+            tenant_id: self.inner.config.tenant.clone(),
+            lease_id: lease_id.to_owned(),
+            owner_id: String::new(),
+            request_id: request_id(),
+        };
+        self.call(body, |mut c, r| async move { c.release(r).await })
+            .await
+    }
+
+    pub(crate) fn owner_request<T>(&self, body: T) -> Result<tonic::Request<T>, Error> {
+        self.request(body)
+    }
+}

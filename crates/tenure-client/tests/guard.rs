@@ -1,0 +1,188 @@
+//! The client against a 3-node loopback cluster: guards with fencing tokens
+//! stay valid through keep-alive (and through a leader change), learn at
+//! once when they are lost, and release on drop.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tenure_client::{Client, ClientConfig, Reason};
+use tenure_core::{Command, TableConfig};
+use tenure_raft::{NodeId, Proposal, SimDisk, TcpConnector};
+use tenure_server::{ClusterState, Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+struct Cluster {
+    nodes: BTreeMap<NodeId, Node>,
+    addrs: Vec<String>,
+}
+
+async fn cluster() -> Cluster {
+    let mut members = BTreeMap::new();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("port");
+        members.insert(id, l.local_addr().expect("addr").to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let config = NodeConfig {
+            id,
+            listen: members[&id].clone(),
+            advertise: members[&id].clone(),
+            data_dir: "unused".into(),
+            initial_cluster: members.clone(),
+            initial_cluster_state: ClusterState::New,
+            heartbeat_ms: 100,
+            election_min_ms: 800,
+            election_max_ms: 1_600,
+            snapshot_every: 10_000,
+            keep_after_snapshot: 100,
+        };
+        let node = Node::start(
+            config,
+            SimDisk::new(),
+            TcpConnector::default(),
+            TcpListenerStream::new(l),
+            std::future::pending::<()>(),
+        )
+        .await
+        .expect("node");
+        nodes.insert(id, node);
+    }
+    let leader = loop {
+        if let Some((id, _)) = nodes.iter().find(|(_, n)| n.timers.active()) {
+            break *id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let short = TableConfig {
+        min_ttl_ms: 100,
+        ..TableConfig::default()
+    };
+    nodes[&leader]
+        .raft
+        .client_write(Proposal {
+            at_ms: 0,
+            command: Command::Configure(short),
+        })
+        .await
+        .expect("configured");
+    Cluster {
+        nodes,
+        addrs: members.values().cloned().collect(),
+    }
+}
+
+async fn client(c: &Cluster, owner: &str) -> Client {
+    Client::connect(ClientConfig::new(c.addrs.clone(), "t", owner))
+        .await
+        .expect("connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_client_001_a_guard_is_kept_alive_refuses_others_and_releases_on_drop() {
+    let c = cluster().await;
+    let alice = client(&c, "alice").await;
+    let bob = client(&c, "bob").await;
+    let guard = alice
+        .acquire("k", Duration::from_millis(400))
+        .await
+        .expect("granted");
+    assert_eq!(guard.fencing_token(), 1);
+    assert!(guard.is_valid());
+    let held = bob
+        .acquire("k", Duration::from_millis(400))
+        .await
+        .err()
+        .expect("held");
+    assert_eq!(held.reason(), Reason::LockHeld);
+    // Four TTLs later the guard is still valid: the keep-alive stream renews.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert!(guard.is_valid(), "kept alive");
+    assert!(guard.deadline() > tokio::time::Instant::now());
+    drop(guard);
+    // Dropped: released; bob gets the next token.
+    let mut next = None;
+    for _ in 0..50 {
+        if let Ok(g) = bob.acquire("k", Duration::from_millis(400)).await {
+            next = Some(g);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let next = next.expect("released on drop");
+    assert_eq!(next.fencing_token(), 2);
+    next.release().await.expect("released");
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_client_002_a_guard_learns_at_once_that_it_was_lost() {
+    let c = cluster().await;
+    let alice = client(&c, "alice").await;
+    let guard = alice
+        .acquire("k", Duration::from_secs(10))
+        .await
+        .expect("granted");
+    // Let the keep-alive stream take the lease on.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[0]))
+        .unwrap()
+        .connect_lazy();
+    let mut force = tonic::Request::new(tenure_proto::v1::ForceReleaseRequest {
+        tenant_id: "t".into(),
+        lock_key: "k".into(),
+        reason: "test".into(),
+        lease_id: String::new(),
+    });
+    force
+        .metadata_mut()
+        .insert("x-owner-id", "ops".parse().unwrap());
+    tenure_proto::v1::admin_client::AdminClient::new(channel)
+        .force_release(force)
+        .await
+        .expect("forced");
+    tokio::time::timeout(Duration::from_secs(5), guard.lost())
+        .await
+        .expect("told well before the 10 s deadline");
+    assert!(!guard.is_valid());
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_client_003_a_guard_survives_a_change_of_leader() {
+    let mut c = cluster().await;
+    let alice = client(&c, "alice").await;
+    let guard = alice
+        .acquire("k", Duration::from_millis(2_000))
+        .await
+        .expect("granted");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let leader = c
+        .nodes
+        .iter()
+        .find(|(_, n)| n.timers.active())
+        .map(|(id, _)| *id)
+        .expect("a leader");
+    c.nodes.remove(&leader).expect("leader").kill().await;
+    // Longer than the TTL: the stream follows the new leader and renews.
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    assert!(
+        guard.is_valid(),
+        "the guard outlived its TTL across the failover"
+    );
+    let state = alice.get("k").await.expect("readable");
+    assert_eq!(
+        state.active_lease.map(|l| l.lease_id),
+        Some(guard.lease_id().to_owned())
+    );
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
