@@ -51,24 +51,27 @@ async fn cluster() -> Cluster {
         .expect("node");
         nodes.insert(id, node);
     }
-    let leader = loop {
-        if let Some((id, _)) = nodes.iter().find(|(_, n)| n.timers.active()) {
-            break *id;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Short TTLs for the tests, through whichever node leads (retrying
+    // while leadership settles: tests share two cores).
     let short = TableConfig {
         min_ttl_ms: 100,
         ..TableConfig::default()
     };
-    nodes[&leader]
-        .raft
-        .client_write(Proposal {
-            at_ms: 0,
-            command: Command::Configure(short),
-        })
-        .await
-        .expect("configured");
+    let mut configured = false;
+    for _ in 0..200 {
+        if let Some((_, n)) = nodes.iter().find(|(_, n)| n.timers.active()) {
+            let p = Proposal {
+                at_ms: 0,
+                command: Command::Configure(short.clone()),
+            };
+            if n.raft.client_write(p).await.is_ok() {
+                configured = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(configured, "no leader took the configuration");
     Cluster {
         nodes,
         addrs: members.values().cloned().collect(),
