@@ -175,7 +175,9 @@ async fn tn_time_004_renewals_extend_the_deadline_and_a_wait_times_out() {
             .timers
             .renew(b, Duration::from_millis(400), view.version)
         {
-            assert!(left <= Duration::from_millis(400));
+            // At least the TTL from now (more if a leader change or a
+            // stall extended it: deadlines only move later).
+            assert!(left >= Duration::from_millis(350), "{left:?}");
             last_sent = sent;
         }
         assert_eq!(state(&nodes[&l], b).0, LeaseState::Active);
