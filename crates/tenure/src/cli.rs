@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         ttl_ms: u64,
     },
+    /// Print a shell completion script: `tenure completions bash > …`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// List every reason string Tenure answers with, its gRPC code, HTTP
     /// class and whether a retry of the same request may succeed.
     Reasons {
@@ -71,6 +76,11 @@ impl Cli {
             },
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "tenure", &mut out);
+                Ok(())
+            }
         }
     }
 }

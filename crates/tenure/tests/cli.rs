@@ -26,7 +26,15 @@ fn help_lists_only_commands_that_work() {
         .collect();
     assert_eq!(
         commands,
-        ["serve", "cluster", "lock", "demo", "reasons", "help"]
+        [
+            "serve",
+            "cluster",
+            "lock",
+            "demo",
+            "completions",
+            "reasons",
+            "help"
+        ]
     );
 }
 
@@ -97,5 +105,17 @@ fn tn_err_001_spec_reasons_table_matches_the_code() {
         );
         let retry = if reason.is_retryable() { "yes" } else { "no" };
         assert_eq!(row[4], retry, "retryability of {reason}");
+    }
+}
+
+#[test]
+fn tn_cli_002_completions_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, text) = tenure(&["completions", shell]);
+        assert!(ok, "{shell}");
+        assert!(
+            text.contains("tenure") && text.contains("acquire"),
+            "{shell} script names the commands"
+        );
     }
 }
