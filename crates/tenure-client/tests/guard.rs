@@ -39,6 +39,7 @@ async fn cluster() -> Cluster {
             election_max_ms: 1_600,
             snapshot_every: 10_000,
             keep_after_snapshot: 100,
+            auth_file: None,
         };
         let node = Node::start(
             config,

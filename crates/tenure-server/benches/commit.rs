@@ -63,6 +63,7 @@ async fn cluster<D: Disk>(open: impl Fn(&std::path::Path) -> D) -> Cluster<D> {
             election_max_ms: 2_000,
             snapshot_every: 100_000,
             keep_after_snapshot: 1_000,
+            auth_file: None,
         };
         let node = Node::start(
             config,

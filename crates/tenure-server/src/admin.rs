@@ -37,6 +37,8 @@ pub struct AdminService<C: Connector> {
     connector: C,
     /// The election timeout's upper bound: the lease a transfer waits out.
     lease: std::time::Duration,
+    /// Who may call what.
+    auth: crate::auth::Auth,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<v1::SnapshotChunk, Status>> + Send>>;
@@ -49,6 +51,7 @@ impl<C: Connector> AdminService<C> {
         table: TableReader,
         connector: C,
         lease: std::time::Duration,
+        auth: crate::auth::Auth,
     ) -> AdminService<C> {
         AdminService {
             id,
@@ -56,7 +59,15 @@ impl<C: Connector> AdminService<C> {
             table,
             connector,
             lease,
+            auth,
         }
+    }
+
+    /// The caller, who must be an admin.
+    fn admin<T>(&self, request: &Request<T>) -> Result<crate::auth::Identity, Status> {
+        let who = self.auth.identify(request)?;
+        who.check_admin()?;
+        Ok(who)
     }
 
     /// The leader's id and address, as this node knows them.
@@ -166,8 +177,9 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
             let mut client = self.forward(&request)?;
             return client.force_release(marked(request)).await;
         }
-        let actor = errors::caller(&request)?;
-        let command = convert::force_release(request.get_ref(), &actor).map_err(Status::from)?;
+        let who = self.admin(&request)?;
+        who.check_tenant(&request.get_ref().tenant_id)?;
+        let command = convert::force_release(request.get_ref(), &who.name).map_err(Status::from)?;
         match self.propose(Command::ForceRelease(command)).await? {
             (_, Reply::Lock(view)) => Ok(Response::new(convert::lock_state(&view, 0))),
             (_, other) => Err(Status::internal(format!(
@@ -178,8 +190,11 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
 
     async fn status(
         &self,
-        _request: Request<v1::StatusRequest>,
+        request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
+        if self.auth.enforced() {
+            self.auth.identify(&request)?;
+        }
         let m = self.raft.metrics().borrow().clone();
         let committed = self
             .raft
@@ -218,6 +233,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         &self,
         request: Request<v1::AddNodeRequest>,
     ) -> Result<Response<v1::MembershipResponse>, Status> {
+        self.admin(&request)?;
         if !self.is_leader() {
             let mut client = self.forward(&request)?;
             return client.add_node(marked(request)).await;
@@ -244,6 +260,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         &self,
         request: Request<v1::RemoveNodeRequest>,
     ) -> Result<Response<v1::MembershipResponse>, Status> {
+        self.admin(&request)?;
         if !self.is_leader() {
             let mut client = self.forward(&request)?;
             return client.remove_node(marked(request)).await;
@@ -276,6 +293,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        self.admin(&request)?;
         if !self.is_leader() {
             let mut client = self.forward(&request)?;
             return client.transfer_leader(marked(request)).await;
@@ -308,8 +326,9 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
 
     async fn export_snapshot(
         &self,
-        _request: Request<v1::ExportSnapshotRequest>,
+        request: Request<v1::ExportSnapshotRequest>,
     ) -> Result<Response<Chunks>, Status> {
+        self.admin(&request)?;
         let (bytes, meta) = {
             let a = self.table.read();
             let bytes = a.table.snapshot();
@@ -346,6 +365,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         &self,
         request: Request<Streaming<v1::SnapshotChunk>>,
     ) -> Result<Response<v1::ImportSnapshotResponse>, Status> {
+        self.admin(&request)?;
         let invalid = |m: String| convert::status(Reason::InvalidRequest, m, None);
         if !self.is_leader() {
             let hint = self.leader().map(|l| l.1);

@@ -52,6 +52,9 @@ pub struct Settings {
     pub snapshot_every: Option<u64>,
     /// Keep this many entries in the log behind a snapshot, for slow followers.
     pub keep_after_snapshot: Option<u64>,
+    /// Principals, token hashes, roles and tenants (TOML); none: development
+    /// mode, where callers are trusted by their `x-owner-id`.
+    pub auth_file: Option<PathBuf>,
 }
 
 /// The final configuration of a node.
@@ -79,6 +82,8 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Entries kept behind a snapshot.
     pub keep_after_snapshot: u64,
+    /// The auth file, if callers must present bearer tokens.
+    pub auth_file: Option<PathBuf>,
 }
 
 /// Defaults that keep a failover under about a second on a LAN.
@@ -110,6 +115,7 @@ impl Settings {
             election_max_ms: self.election_max_ms.or(lower.election_max_ms),
             snapshot_every: self.snapshot_every.or(lower.snapshot_every),
             keep_after_snapshot: self.keep_after_snapshot.or(lower.keep_after_snapshot),
+            auth_file: self.auth_file.or(lower.auth_file),
         }
     }
 
@@ -153,6 +159,7 @@ impl Settings {
             election_max_ms: self.election_max_ms.unwrap_or(DEFAULT_ELECTION_MAX_MS),
             snapshot_every: self.snapshot_every.unwrap_or(10_000),
             keep_after_snapshot: self.keep_after_snapshot.unwrap_or(1_000),
+            auth_file: self.auth_file,
         };
         if config.heartbeat_ms == 0
             || config.election_min_ms <= config.heartbeat_ms

@@ -6,7 +6,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tenure_core::Reason;
 use tenure_proto::convert;
 use tenure_raft::NodeId;
-use tonic::{Request, Status};
+use tonic::Status;
 
 /// Marks a call a follower forwarded to the leader, so it is forwarded once.
 pub const FORWARDED: &str = "tenure-forwarded";
@@ -14,25 +14,6 @@ pub const FORWARDED: &str = "tenure-forwarded";
 /// Where the caller's identity comes from without authentication (the
 /// development default, as the reference did).
 pub const OWNER_METADATA: &str = "x-owner-id";
-
-/// The caller's identity. Without an auth file it is the `x-owner-id`
-/// metadata entry (admin allowed); none is OWNER_TOKEN_REQUIRED.
-pub fn caller<T>(request: &Request<T>) -> Result<String, Status> {
-    request
-        .metadata()
-        .get(OWNER_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            convert::status(
-                Reason::OwnerTokenRequired,
-                "no caller identity (x-owner-id)",
-                None,
-            )
-        })
-}
 
 /// A failed raft write: NOT_LEADER (with the leader's address) when the
 /// node is not the leader, UNAVAILABLE (retryable) when raft cannot make

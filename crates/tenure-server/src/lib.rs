@@ -25,6 +25,7 @@
 //! lock-service issue.
 
 pub mod admin;
+pub mod auth;
 mod clock;
 pub mod config;
 mod error;

@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Auth;
 use crate::errors::{self, FORWARDED};
 use crate::leases::LeaseTimers;
 use crate::watch::History;
@@ -48,6 +49,7 @@ pub struct LockService<C: Connector> {
     timers: LeaseTimers,
     history: History,
     connector: C,
+    auth: Auth,
 }
 
 /// Proposes `CancelWait(Abandoned)` if a waiting acquire's call goes away
@@ -97,6 +99,7 @@ impl<C: Connector> LockService<C> {
         timers: LeaseTimers,
         history: History,
         connector: C,
+        auth: Auth,
     ) -> LockService<C> {
         LockService {
             id,
@@ -105,7 +108,33 @@ impl<C: Connector> LockService<C> {
             timers,
             history,
             connector,
+            auth,
         }
+    }
+
+    /// The caller, allowed to use `tenant`.
+    fn caller<T>(&self, request: &Request<T>, tenant: &str) -> Result<String, Status> {
+        let who = self.auth.identify(request)?;
+        who.check_tenant(tenant)?;
+        Ok(who.name)
+    }
+
+    /// Reads need an identity only when tokens are enforced.
+    fn reader<T>(
+        &self,
+        request: &Request<T>,
+        tenant: &str,
+        all_tenants: bool,
+    ) -> Result<(), Status> {
+        if self.auth.enforced() {
+            let who = self.auth.identify(request)?;
+            if all_tenants {
+                who.check_admin()?;
+            } else {
+                who.check_tenant(tenant)?;
+            }
+        }
+        Ok(())
     }
 
     fn leader(&self) -> Option<(NodeId, String)> {
@@ -306,7 +335,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
         if let Some(mut leader) = self.route(&request).await? {
             return leader.acquire(marked(request)).await;
         }
-        let caller = errors::caller(&request)?;
+        let caller = self.caller(&request, &request.get_ref().tenant_id)?;
         let command = convert::acquire(request.get_ref(), &caller).map_err(Status::from)?;
         // Listen before proposing, so a grant right after cannot be missed.
         let notices = self.table.subscribe();
@@ -335,7 +364,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
         if let Some(mut leader) = self.route(&request).await? {
             return leader.renew(marked(request)).await;
         }
-        let caller = errors::caller(&request)?;
+        let caller = self.caller(&request, &request.get_ref().tenant_id)?;
         match convert::renew(request.get_ref(), &caller).map_err(Status::from)? {
             RenewCall::Change(renew) => match self.propose(Command::Renew(renew)).await? {
                 Reply::Lease(v) => Ok(self.respond(self.lease_reply(&v))),
@@ -370,7 +399,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
         if let Some(mut leader) = self.route(&request).await? {
             return leader.release(marked(request)).await;
         }
-        let caller = errors::caller(&request)?;
+        let caller = self.caller(&request, &request.get_ref().tenant_id)?;
         let command = convert::release(request.get_ref(), &caller).map_err(Status::from)?;
         match self.propose(Command::Release(command)).await? {
             Reply::Lease(v) => Ok(self.respond(convert::lease(&v, 0))),
@@ -392,6 +421,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
             })?;
         }
         let r = request.get_ref();
+        self.reader(&request, &r.tenant_id, false)?;
         tenure_core::validate::tenant(&r.tenant_id).map_err(|e| self.fail(&e))?;
         tenure_core::validate::key(&r.lock_key).map_err(|e| self.fail(&e))?;
         let view = self.table.read().table.lock(&r.tenant_id, &r.lock_key);
@@ -416,6 +446,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
             })?;
         }
         let r = request.get_ref();
+        self.reader(&request, &r.tenant_id, false)?;
         let after = convert::page_after(&r.page_token).map_err(Status::from)?;
         let size = match r.page_size {
             0 => 100,
@@ -457,7 +488,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
                 self.hint().as_deref(),
             ));
         }
-        let caller = errors::caller(&request)?;
+        let who = self.auth.identify(&request)?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let service = self.clone();
@@ -487,7 +518,10 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
                             return;
                         }
                         for r in &requests {
-                            let answer = service.keep_one(r, &caller);
+                            let answer = match who.check_tenant(&r.tenant_id) {
+                                Ok(()) => service.keep_one(r, &who.name),
+                                Err(_) => convert::keep_alive_lost(r, Reason::Forbidden, "tenant not allowed"),
+                            };
                             if answer.alive
                                 && let Ok(id) = r.lease_id.parse::<LeaseId>()
                             {
@@ -518,6 +552,11 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let (tenant, all) = (
+            request.get_ref().tenant_id.clone(),
+            request.get_ref().include_all_tenants,
+        );
+        self.reader(&request, &tenant, all)?;
         let r = request.into_inner();
         if !r.include_all_tenants {
             tenure_core::validate::tenant(&r.tenant_id).map_err(|e| self.fail(&e))?;

@@ -22,6 +22,7 @@ use tonic::transport::server::Connected;
 use tenure_proto::v1;
 
 use crate::admin::AdminService;
+use crate::auth::Auth;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
 use crate::leases::LeaseTimers;
@@ -82,6 +83,10 @@ impl Node {
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         let raft_config = raft_config(&config)?;
+        let auth = match &config.auth_file {
+            Some(path) => Auth::from_file(path)?,
+            None => Auth::development(),
+        };
         let log = LogStore::new(disk.clone());
         let sm = StateMachineStore::open(disk, TableConfig::default())
             .map_err(|e| ServerError::Raft(e.to_string()))?;
@@ -109,6 +114,7 @@ impl Node {
             table.clone(),
             connector.clone(),
             lease,
+            auth.clone(),
         );
         let history = History::default();
         tokio::spawn(history.clone().run(table.clone()));
@@ -119,6 +125,7 @@ impl Node {
             timers.clone(),
             history,
             connector.clone(),
+            auth,
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(raft.clone(), health));

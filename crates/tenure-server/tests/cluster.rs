@@ -145,6 +145,9 @@ fn tn_ops_003_the_deploy_configs_resolve() {
             f.display()
         );
     }
+    let auth = std::path::PathBuf::from(format!("{root}/auth.example.toml"));
+    let auth = tenure_server::auth::Auth::from_file(&auth).expect("the example auth file reads");
+    assert!(auth.enforced());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,7 @@ impl SimCluster {
             election_max_ms: 600,
             snapshot_every: 1_000,
             keep_after_snapshot: 100,
+            auth_file: None,
         }
     }
 

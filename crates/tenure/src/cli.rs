@@ -3,6 +3,8 @@
 //! Only commands that work are listed. The checker (`check`), simulations
 //! (`sim`) and the benchmark (`bench`) join as their issues land.
 
+use std::io::Write as _;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::Error;
@@ -48,6 +50,9 @@ enum Command {
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         ttl_ms: u64,
     },
+    /// Authentication helpers.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Print a shell completion script: `tenure completions bash > …`.
     Completions {
         /// The shell.
@@ -59,6 +64,17 @@ enum Command {
         /// One JSON object per reason instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `tenure auth`.
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Print an Argon2id hash of a bearer token, for an auth file's
+    /// `token_hash` (the token is read from stdin unless given).
+    HashToken {
+        /// The token; prefer stdin, so it stays out of shell history.
+        token: Option<String>,
     },
 }
 
@@ -76,6 +92,21 @@ impl Cli {
             },
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
+            Command::Auth(AuthCommand::HashToken { token }) => {
+                let token = match token {
+                    Some(t) => t,
+                    None => {
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line)?;
+                        line.trim_end_matches(['\r', '\n']).to_owned()
+                    }
+                };
+                if token.is_empty() {
+                    return Err(Error::Cluster("an empty token".into()));
+                }
+                writeln!(out, "{}", tenure_server::auth::hash_token(&token)?)?;
+                Ok(())
+            }
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut command, "tenure", &mut out);

@@ -32,6 +32,9 @@ pub struct Endpoints {
 pub struct ClusterArgs {
     #[command(flatten)]
     endpoints: Endpoints,
+    /// Your bearer token (an admin's, for changes), for a cluster with an auth file.
+    #[arg(long, env = "TENURE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -88,7 +91,22 @@ pub(crate) fn channel(addr: &str) -> Result<Channel, Error> {
 }
 
 /// The first endpoint that answers a status call, with its answer.
-async fn first(endpoints: &str) -> Result<(String, v1::StatusResponse), Error> {
+/// `body` as a request carrying `token`, if any.
+fn authed<T>(token: Option<&str>, body: T) -> Result<tonic::Request<T>, Error> {
+    let mut r = tonic::Request::new(body);
+    if let Some(t) = token {
+        let value = format!("Bearer {t}")
+            .parse()
+            .map_err(|_| Error::Cluster("the token is not valid metadata".into()))?;
+        r.metadata_mut().insert("authorization", value);
+    }
+    Ok(r)
+}
+
+async fn first(
+    endpoints: &str,
+    token: Option<&str>,
+) -> Result<(String, v1::StatusResponse), Error> {
     let mut last = String::from("no endpoints given");
     for addr in endpoints
         .split(',')
@@ -96,7 +114,7 @@ async fn first(endpoints: &str) -> Result<(String, v1::StatusResponse), Error> {
         .filter(|a| !a.is_empty())
     {
         match AdminClient::new(channel(addr)?)
-            .status(v1::StatusRequest {})
+            .status(authed(token, v1::StatusRequest {})?)
             .await
         {
             Ok(s) => return Ok((addr.to_owned(), s.into_inner())),
@@ -137,13 +155,14 @@ pub(crate) fn admin_error(e: tonic::Status) -> Error {
 pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let (addr, status) = first(&args.endpoints.endpoints).await?;
+        let token = args.token.as_deref();
+        let (addr, status) = first(&args.endpoints.endpoints, token).await?;
         let mut admin = AdminClient::new(channel(&addr)?).max_decoding_message_size(64 << 20);
         match args.command {
             ClusterCommand::Status { json } => {
                 let mut rows = Vec::new();
                 for m in &status.members {
-                    let s = AdminClient::new(channel(&m.address)?).status(v1::StatusRequest {}).await;
+                    let s = AdminClient::new(channel(&m.address)?).status(authed(token, v1::StatusRequest {})?).await;
                     rows.push((m.clone(), s.map(tonic::Response::into_inner)));
                 }
                 if json {
@@ -172,19 +191,19 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
                 }
             }
             ClusterCommand::Add { id, addr } => {
-                let r = admin.add_node(v1::AddNodeRequest { node_id: id, address: addr }).await.map_err(admin_error)?;
+                let r = admin.add_node(authed(token, v1::AddNodeRequest { node_id: id, address: addr })?).await.map_err(admin_error)?;
                 writeln!(out, "node {id} added at log index {}", r.get_ref().log_index)?;
             }
             ClusterCommand::Remove { id } => {
-                let r = admin.remove_node(v1::RemoveNodeRequest { node_id: id }).await.map_err(admin_error)?;
+                let r = admin.remove_node(authed(token, v1::RemoveNodeRequest { node_id: id })?).await.map_err(admin_error)?;
                 writeln!(out, "node {id} removed at log index {}", r.get_ref().log_index)?;
             }
             ClusterCommand::TransferLeader { to } => {
-                let r = admin.transfer_leader(v1::TransferLeaderRequest { node_id: to }).await.map_err(admin_error)?;
+                let r = admin.transfer_leader(authed(token, v1::TransferLeaderRequest { node_id: to })?).await.map_err(admin_error)?;
                 writeln!(out, "node {} leads (term {})", r.get_ref().leader_id, r.get_ref().term)?;
             }
             ClusterCommand::Export { out: path } => {
-                let mut stream = admin.export_snapshot(v1::ExportSnapshotRequest {}).await.map_err(admin_error)?.into_inner();
+                let mut stream = admin.export_snapshot(authed(token, v1::ExportSnapshotRequest {})?).await.map_err(admin_error)?.into_inner();
                 let mut bytes = Vec::new();
                 let mut meta = None;
                 while let Some(chunk) = stream.message().await.map_err(admin_error)? {
@@ -200,7 +219,7 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
                 let leader = if status.leader_address.is_empty() { addr } else { status.leader_address.clone() };
                 let mut admin = AdminClient::new(channel(&leader)?);
                 let chunk = v1::SnapshotChunk { data: bytes, offset: 0, last: true, meta: None, sha256: String::new() };
-                let r = admin.import_snapshot(tokio_stream::iter([chunk])).await.map_err(admin_error)?;
+                let r = admin.import_snapshot(authed(token, tokio_stream::iter([chunk]))?).await.map_err(admin_error)?;
                 let r = r.into_inner();
                 writeln!(out, "imported {} bytes at log index {}; table digest {}", r.bytes_received, r.index, r.table_digest)?;
             }

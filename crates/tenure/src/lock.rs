@@ -26,9 +26,12 @@ pub struct LockArgs {
     /// The tenant.
     #[arg(long, env = "TENURE_TENANT", default_value = "default", global = true)]
     tenant: String,
-    /// Who you are (the lease owner).
+    /// Who you are (the lease owner) on a cluster without an auth file.
     #[arg(long, env = "TENURE_OWNER", default_value = "cli", global = true)]
     owner: String,
+    /// Your bearer token, for a cluster with an auth file.
+    #[arg(long, env = "TENURE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -130,8 +133,22 @@ fn request_id() -> String {
     format!("cli-{:016x}", rand::random::<u64>())
 }
 
-fn owned<T>(owner: &str, body: T) -> Result<tonic::Request<T>, Error> {
+/// Who the CLI calls as: the owner name, and a bearer token for a cluster
+/// with an auth file.
+pub(crate) struct Who {
+    pub(crate) owner: String,
+    pub(crate) token: Option<String>,
+}
+
+fn owned<T>(who: &Who, body: T) -> Result<tonic::Request<T>, Error> {
+    let owner = who.owner.as_str();
     let mut r = tonic::Request::new(body);
+    if let Some(token) = &who.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::Cluster("the token is not valid metadata".into()))?;
+        r.metadata_mut().insert("authorization", value);
+    }
     let value = owner
         .parse()
         .map_err(|_| Error::Cluster(format!("owner {owner:?} is not valid metadata")))?;
@@ -233,7 +250,8 @@ pub fn run(args: LockArgs, out: &mut impl Write) -> Result<Option<ExitStatus>, E
     runtime.block_on(async move {
         let channel = connect(&args.endpoints.endpoints).await?;
         let mut lock = LockClient::new(channel.clone());
-        let (tenant, owner, json) = (args.tenant.clone(), args.owner.clone(), args.json);
+        let owner = Who { owner: args.owner.clone(), token: args.token.clone() };
+        let (tenant, json) = (args.tenant.clone(), args.json);
         match args.command {
             LockCommand::Acquire { key, ttl_ms, wait_ms, request_id: rid } => {
                 let req = v1::AcquireRequest { tenant_id: tenant, lock_key: key, owner_id: String::new(), request_id: rid.unwrap_or_else(request_id), ttl_ms, wait_timeout_ms: wait_ms };
@@ -252,19 +270,19 @@ pub fn run(args: LockArgs, out: &mut impl Write) -> Result<Option<ExitStatus>, E
             }
             LockCommand::Get { key, stale } => {
                 let consistency = if stale { v1::Consistency::Stale } else { v1::Consistency::Linearizable } as i32;
-                let s = lock.get(v1::GetRequest { tenant_id: tenant, lock_key: key, consistency }).await.map_err(admin_error)?.into_inner();
+                let s = lock.get(owned(&owner, v1::GetRequest { tenant_id: tenant, lock_key: key, consistency })?).await.map_err(admin_error)?.into_inner();
                 print_lock(out, json, &s)?;
             }
             LockCommand::List { prefix, limit } => {
                 let req = v1::ListRequest { tenant_id: tenant, key_prefix: prefix, page_size: limit, page_token: String::new(), consistency: 0 };
-                let r = lock.list(req).await.map_err(admin_error)?.into_inner();
+                let r = lock.list(owned(&owner, req)?).await.map_err(admin_error)?.into_inner();
                 for s in &r.locks {
                     print_lock(out, json, s)?;
                 }
             }
             LockCommand::Watch { prefix, from, count } => {
                 let req = v1::WatchRequest { tenant_id: tenant, key_prefix: prefix, from_sequence: from, include_all_tenants: false };
-                let mut events = lock.watch(req).await.map_err(admin_error)?.into_inner();
+                let mut events = lock.watch(owned(&owner, req)?).await.map_err(admin_error)?.into_inner();
                 let mut seen = 0;
                 while let Some(e) = events.next().await {
                     let e = e.map_err(admin_error)?;
@@ -304,7 +322,7 @@ type KeepAlive = (
 /// Opens a keep-alive stream on the leader: the hinted address first, then
 /// every endpoint (a follower answers NOT_LEADER with the leader's address).
 async fn open_keep_alive(
-    owner: &str,
+    owner: &Who,
     hint: Option<String>,
     endpoints: &str,
 ) -> Result<KeepAlive, Error> {
@@ -349,7 +367,7 @@ async fn open_keep_alive(
 struct Caller<'a> {
     endpoints: &'a str,
     tenant: &'a str,
-    owner: &'a str,
+    owner: &'a Who,
 }
 
 async fn hold_while(

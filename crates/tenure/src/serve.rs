@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// Log entries kept behind a snapshot for slow followers.
     #[arg(long, env = "TENURE_KEEP_AFTER_SNAPSHOT")]
     keep_after_snapshot: Option<u64>,
+    /// Principals with Argon2 token hashes, roles and tenants (TOML); callers
+    /// then authenticate with `authorization: Bearer TOKEN`. Without it the
+    /// node trusts `x-owner-id` (development only).
+    #[arg(long, env = "TENURE_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
 }
 
 /// `--initial-cluster-state`.
@@ -78,6 +83,7 @@ impl ServeArgs {
             election_max_ms: self.election_max_ms,
             snapshot_every: self.snapshot_every,
             keep_after_snapshot: self.keep_after_snapshot,
+            auth_file: self.auth_file.clone(),
         }
     }
 }
@@ -101,12 +107,14 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
             }
         })?;
         tracing::info!(id = config.id, listen = %config.listen, data_dir = %config.data_dir.display(), "serving");
-        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-        tracing::warn!(
-            loopback,
-            "no authentication: callers are trusted by their x-owner-id metadata and may act as admin; \
-             keep this node on loopback or a trusted network"
-        );
+        if config.auth_file.is_none() {
+            let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            tracing::warn!(
+                loopback,
+                "no --auth-file: callers are trusted by their x-owner-id metadata and may act as admin; \
+                 keep this node on loopback or a trusted network"
+            );
+        }
         let node = Node::start(
             config,
             disk.clone(),

@@ -31,6 +31,7 @@ fn help_lists_only_commands_that_work() {
             "cluster",
             "lock",
             "demo",
+            "auth",
             "completions",
             "reasons",
             "help"
@@ -118,4 +119,13 @@ fn tn_cli_002_completions_for_bash_zsh_and_fish() {
             "{shell} script names the commands"
         );
     }
+}
+
+#[test]
+fn tn_auth_002_hash_token_prints_an_argon2id_hash() {
+    let (ok, text) = tenure(&["auth", "hash-token", "s3cret"]);
+    assert!(ok);
+    assert!(text.trim().starts_with("$argon2id$"), "{text}");
+    let (_, again) = tenure(&["auth", "hash-token", "s3cret"]);
+    assert_ne!(text, again, "a fresh salt every time");
 }

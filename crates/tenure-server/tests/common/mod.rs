@@ -33,6 +33,7 @@ pub fn config(
         election_max_ms: 1_600,
         snapshot_every: 1_000,
         keep_after_snapshot: 100,
+        auth_file: None,
     }
 }
 
