@@ -17,8 +17,10 @@ use tenure_server::ClusterState;
 fn bearer<T>(token: Option<&str>, body: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
     if let Some(t) = token {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().expect("ascii"));
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("ascii"),
+        );
     }
     r
 }

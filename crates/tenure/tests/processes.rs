@@ -131,7 +131,9 @@ async fn write(addr: &str, n: u32) -> Result<(), tonic::Status> {
         match write_once(addr, n).await {
             Err(e)
                 if start.elapsed() < Duration::from_secs(10)
-                    && tenure_proto::convert::reason_of(&e).is_some_and(|r| r.is_retryable()) =>
+                    && (e.code() == tonic::Code::Unavailable
+                        || tenure_proto::convert::reason_of(&e)
+                            .is_some_and(|r| r.is_retryable())) =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
