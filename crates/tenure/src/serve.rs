@@ -96,6 +96,20 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         None => Settings::default(),
     };
     let config = args.settings().over(file).resolve()?;
+    // Without authentication, callers are whoever they say they are: such a
+    // node is reachable from this machine only.
+    let loopback = config
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or_else(|_| config.listen.starts_with("localhost:"));
+    if config.auth_file.is_none() && !loopback {
+        return Err(tenure_server::ServerError::Config(format!(
+            "without --auth-file a node listens on loopback only (got {}); give it an auth file",
+            config.listen
+        ))
+        .into());
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         std::fs::create_dir_all(&config.data_dir)?;

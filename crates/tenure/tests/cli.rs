@@ -129,3 +129,22 @@ fn tn_auth_002_hash_token_prints_an_argon2id_hash() {
     let (_, again) = tenure(&["auth", "hash-token", "s3cret"]);
     assert_ne!(text, again, "a fresh salt every time");
 }
+
+#[test]
+fn tn_auth_003_without_an_auth_file_a_node_listens_on_loopback_only() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--listen",
+            "0.0.0.0:0",
+            "--initial-cluster",
+            "1=127.0.0.1:1",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback only"), "{err}");
+}
