@@ -384,3 +384,52 @@ async fn tn_ops_004_health_and_reflection_serve_generic_grpc_tools() {
         n.kill().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_wait_003_twenty_waiters_in_order_skipping_one_that_left_and_one_that_lapsed() {
+    let c = cluster().await;
+    let addrs: Vec<String> = c.addrs.values().cloned().collect();
+    let mut h = client(&addrs[0]);
+    let holder = h.acquire(as_owner("h", acquire("fifo", "h1", 60_000, 0))).await.unwrap().into_inner();
+    let (left, lapsed) = (4usize, 9usize);
+    let mut waiters = Vec::new();
+    for i in 0..20usize {
+        let addr = addrs[i % addrs.len()].clone();
+        // Waiter 9 asks for a short TTL and never renews: its lease lapses.
+        let ttl = if i == lapsed { 300 } else { 60_000 };
+        waiters.push(tokio::spawn(async move {
+            client(&addr).acquire(as_owner(&format!("w{i}"), acquire("fifo", "w", ttl, 60_000))).await
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Waiter 4 goes away: its call is dropped, so it leaves the queue.
+    waiters[left].abort();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let rel = v1::ReleaseRequest { tenant_id: "t".into(), lease_id: holder.lease_id, owner_id: String::new(), request_id: "h2".into() };
+    h.release(as_owner("h", rel)).await.unwrap();
+    let mut granted = Vec::new();
+    for (i, w) in waiters.into_iter().enumerate() {
+        if i == left {
+            continue;
+        }
+        match w.await.expect("joined") {
+            Ok(lease) => {
+                let lease = lease.into_inner();
+                granted.push(i);
+                let rel = v1::ReleaseRequest { tenant_id: "t".into(), lease_id: lease.lease_id, owner_id: String::new(), request_id: format!("w{i}-rel") };
+                client(&addrs[0]).release(as_owner(&format!("w{i}"), rel)).await.unwrap();
+            }
+            Err(s) => {
+                assert_eq!(i, lapsed, "only the lapsed waiter is refused: {s:?}");
+                assert_eq!(reason(&s), Some(Reason::LeaseExpired));
+            }
+        }
+    }
+    let expected: Vec<usize> = (0..20).filter(|i| *i != left && *i != lapsed).collect();
+    assert_eq!(granted, expected, "granted in arrival order, skipping the two");
+    let state = client(&addrs[1]).get(v1::GetRequest { tenant_id: "t".into(), lock_key: "fifo".into(), consistency: 0 }).await.unwrap().into_inner();
+    assert_eq!(state.last_fencing_token, 1 + expected.len() as u64, "no token went to the two");
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
