@@ -705,3 +705,60 @@ fn next_token(last: u64) -> u64 {
 fn bump(version: u64) -> u64 {
     version.checked_add(1).expect("lease version below 2^64")
 }
+
+impl Table {
+    /// The refusals of `command` that depend on its input alone (identifier
+    /// alphabets and lengths, TTL and wait bounds, a force-release's reason),
+    /// as `apply` would give them, without changing anything. A server checks
+    /// these before proposing, so bad input never reaches the log. A retry
+    /// of a remembered request passes: `apply` answers it from memory.
+    pub fn precheck(&self, command: &Command) -> Result<(), Error> {
+        let remembered = |tenant: &str, owner: &str, rid: &str| {
+            let mut key = String::new();
+            request_key(&mut key, tenant, owner, rid);
+            self.state.requests.get(&key).is_some()
+        };
+        let config = &self.state.config;
+        match command {
+            Command::Acquire(c) => {
+                validate::tenant(&c.tenant)?;
+                validate::key(&c.key)?;
+                validate::owner(&c.owner)?;
+                validate::request_id(&c.request_id)?;
+                if remembered(&c.tenant, &c.owner, &c.request_id) {
+                    return Ok(());
+                }
+                config.check_ttl(c.ttl_ms)?;
+                if c.wait_timeout_ms > config.max_wait_timeout_ms {
+                    return Err(Error::InvalidRequest(format!(
+                        "wait_timeout_ms {} exceeds the allowed {} ms",
+                        c.wait_timeout_ms, config.max_wait_timeout_ms
+                    )));
+                }
+                Ok(())
+            }
+            Command::Renew(c) => {
+                validate::tenant(&c.tenant)?;
+                validate::owner(&c.owner)?;
+                validate::request_id(&c.request_id)?;
+                if remembered(&c.tenant, &c.owner, &c.request_id) {
+                    return Ok(());
+                }
+                config.check_ttl(c.ttl_ms)
+            }
+            Command::Release(c) => {
+                validate::tenant(&c.tenant)?;
+                validate::owner(&c.owner)?;
+                validate::request_id(&c.request_id)
+            }
+            Command::ForceRelease(c) => {
+                validate::tenant(&c.tenant)?;
+                validate::key(&c.key)?;
+                validate::actor(&c.actor)?;
+                validate::reason(&c.reason)
+            }
+            Command::Configure(c) => c.validate(),
+            _ => Ok(()),
+        }
+    }
+}

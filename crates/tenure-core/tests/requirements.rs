@@ -1058,3 +1058,100 @@ fn tn_imp_001_an_export_imports_into_a_fresh_table_and_history_continues() {
     assert_eq!(reason(bad.result), Reason::InvalidRequest);
     assert!(fresh.acquire("t", "k", "o", "r").is_ok());
 }
+
+#[test]
+fn tn_val_003_precheck_refuses_exactly_what_apply_refuses_for_input_alone() {
+    let mut d = Driver::default();
+    let held = d.acquire("t", "k", "o", "r").unwrap();
+    let long = "x".repeat(300);
+    let commands = vec![
+        tenure_core::Command::Acquire(tenure_core::Acquire {
+            tenant: "".into(),
+            key: "k".into(),
+            owner: "o".into(),
+            request_id: "a".into(),
+            ttl_ms: TTL,
+            wait_timeout_ms: 0,
+        }),
+        tenure_core::Command::Acquire(tenure_core::Acquire {
+            tenant: "t".into(),
+            key: long.clone(),
+            owner: "o".into(),
+            request_id: "a".into(),
+            ttl_ms: TTL,
+            wait_timeout_ms: 0,
+        }),
+        tenure_core::Command::Acquire(tenure_core::Acquire {
+            tenant: "t".into(),
+            key: "k2".into(),
+            owner: "o".into(),
+            request_id: "b".into(),
+            ttl_ms: 1,
+            wait_timeout_ms: 0,
+        }),
+        tenure_core::Command::Acquire(tenure_core::Acquire {
+            tenant: "t".into(),
+            key: "k2".into(),
+            owner: "o".into(),
+            request_id: "b".into(),
+            ttl_ms: TTL,
+            wait_timeout_ms: u64::MAX,
+        }),
+        tenure_core::Command::Renew(tenure_core::Renew {
+            tenant: "t".into(),
+            lease_id: held.id,
+            owner: "o".into(),
+            request_id: "".into(),
+            ttl_ms: TTL,
+        }),
+        tenure_core::Command::Renew(tenure_core::Renew {
+            tenant: "t".into(),
+            lease_id: held.id,
+            owner: "o".into(),
+            request_id: "c".into(),
+            ttl_ms: 0,
+        }),
+        tenure_core::Command::Release(tenure_core::Release {
+            tenant: "t".into(),
+            lease_id: held.id,
+            owner: "o o".into(),
+            request_id: "d".into(),
+        }),
+        tenure_core::Command::ForceRelease(tenure_core::ForceRelease {
+            tenant: "t".into(),
+            key: "k".into(),
+            actor: "admin".into(),
+            reason: "".into(),
+            lease_id: None,
+        }),
+        // Input-valid commands pass the precheck (state decides in apply).
+        tenure_core::Command::Acquire(tenure_core::Acquire {
+            tenant: "t".into(),
+            key: "k".into(),
+            owner: "p".into(),
+            request_id: "e".into(),
+            ttl_ms: TTL,
+            wait_timeout_ms: 0,
+        }),
+        // A retry passes even if the bounds would refuse it now.
+        tenure_core::Command::Acquire(tenure_core::Acquire {
+            tenant: "t".into(),
+            key: "k".into(),
+            owner: "o".into(),
+            request_id: "r".into(),
+            ttl_ms: TTL,
+            wait_timeout_ms: 0,
+        }),
+    ];
+    for command in commands {
+        let pre = d.table.precheck(&command).map_err(|e| e.reason());
+        let applied = d.apply(command.clone()).result.map_err(|e| e.reason());
+        match pre {
+            Err(reason) => assert_eq!(applied, Err(reason), "{command:?}"),
+            Ok(()) => assert!(
+                !matches!(applied, Err(Reason::InvalidRequest | Reason::InvalidTtl)),
+                "precheck passed what apply refused for its input: {command:?}"
+            ),
+        }
+    }
+}

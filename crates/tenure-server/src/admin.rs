@@ -151,6 +151,12 @@ impl<C: Connector> AdminService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, Reply), Status> {
+        // Input the table would refuse never reaches the log.
+        self.table
+            .read()
+            .table
+            .precheck(&command)
+            .map_err(|e| convert::error_status(&e, None))?;
         let proposal = Proposal {
             at_ms: crate::clock::wall_clock_ms(),
             command,

@@ -206,6 +206,12 @@ impl<C: Connector> LockService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<Reply, Status> {
+        // Input the table would refuse never reaches the log.
+        self.table
+            .read()
+            .table
+            .precheck(&command)
+            .map_err(|e| self.fail(&e))?;
         let proposal = Proposal {
             at_ms: crate::clock::wall_clock_ms(),
             command,

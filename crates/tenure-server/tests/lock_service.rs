@@ -390,7 +390,11 @@ async fn tn_wait_003_twenty_waiters_in_order_skipping_one_that_left_and_one_that
     let c = cluster().await;
     let addrs: Vec<String> = c.addrs.values().cloned().collect();
     let mut h = client(&addrs[0]);
-    let holder = h.acquire(as_owner("h", acquire("fifo", "h1", 60_000, 0))).await.unwrap().into_inner();
+    let holder = h
+        .acquire(as_owner("h", acquire("fifo", "h1", 60_000, 0)))
+        .await
+        .unwrap()
+        .into_inner();
     let (left, lapsed) = (4usize, 9usize);
     let mut waiters = Vec::new();
     for i in 0..20usize {
@@ -398,14 +402,24 @@ async fn tn_wait_003_twenty_waiters_in_order_skipping_one_that_left_and_one_that
         // Waiter 9 asks for a short TTL and never renews: its lease lapses.
         let ttl = if i == lapsed { 300 } else { 60_000 };
         waiters.push(tokio::spawn(async move {
-            client(&addr).acquire(as_owner(&format!("w{i}"), acquire("fifo", "w", ttl, 60_000))).await
+            client(&addr)
+                .acquire(as_owner(
+                    &format!("w{i}"),
+                    acquire("fifo", "w", ttl, 60_000),
+                ))
+                .await
         }));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Waiter 4 goes away: its call is dropped, so it leaves the queue.
     waiters[left].abort();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let rel = v1::ReleaseRequest { tenant_id: "t".into(), lease_id: holder.lease_id, owner_id: String::new(), request_id: "h2".into() };
+    let rel = v1::ReleaseRequest {
+        tenant_id: "t".into(),
+        lease_id: holder.lease_id,
+        owner_id: String::new(),
+        request_id: "h2".into(),
+    };
     h.release(as_owner("h", rel)).await.unwrap();
     let mut granted = Vec::new();
     for (i, w) in waiters.into_iter().enumerate() {
@@ -416,8 +430,16 @@ async fn tn_wait_003_twenty_waiters_in_order_skipping_one_that_left_and_one_that
             Ok(lease) => {
                 let lease = lease.into_inner();
                 granted.push(i);
-                let rel = v1::ReleaseRequest { tenant_id: "t".into(), lease_id: lease.lease_id, owner_id: String::new(), request_id: format!("w{i}-rel") };
-                client(&addrs[0]).release(as_owner(&format!("w{i}"), rel)).await.unwrap();
+                let rel = v1::ReleaseRequest {
+                    tenant_id: "t".into(),
+                    lease_id: lease.lease_id,
+                    owner_id: String::new(),
+                    request_id: format!("w{i}-rel"),
+                };
+                client(&addrs[0])
+                    .release(as_owner(&format!("w{i}"), rel))
+                    .await
+                    .unwrap();
             }
             Err(s) => {
                 assert_eq!(i, lapsed, "only the lapsed waiter is refused: {s:?}");
@@ -426,9 +448,225 @@ async fn tn_wait_003_twenty_waiters_in_order_skipping_one_that_left_and_one_that
         }
     }
     let expected: Vec<usize> = (0..20).filter(|i| *i != left && *i != lapsed).collect();
-    assert_eq!(granted, expected, "granted in arrival order, skipping the two");
-    let state = client(&addrs[1]).get(v1::GetRequest { tenant_id: "t".into(), lock_key: "fifo".into(), consistency: 0 }).await.unwrap().into_inner();
-    assert_eq!(state.last_fencing_token, 1 + expected.len() as u64, "no token went to the two");
+    assert_eq!(
+        granted, expected,
+        "granted in arrival order, skipping the two"
+    );
+    let state = client(&addrs[1])
+        .get(v1::GetRequest {
+            tenant_id: "t".into(),
+            lock_key: "fifo".into(),
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state.last_fencing_token,
+        1 + expected.len() as u64,
+        "no token went to the two"
+    );
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_val_004_bad_input_over_grpc_is_refused_with_its_reason_and_changes_nothing() {
+    let c = cluster().await;
+    let mut l = client(&c.addrs[&2]);
+    let lease = l
+        .acquire(as_owner("a", acquire("k", "a1", 10_000, 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let digests = |c: &Cluster| {
+        c.nodes
+            .values()
+            .map(|n| n.table.read().table.digest_hex())
+            .collect::<Vec<_>>()
+    };
+    let before = digests(&c);
+    let bad = |f: fn(&mut v1::AcquireRequest)| {
+        let mut r = acquire("k2", "x", 10_000, 0);
+        f(&mut r);
+        r
+    };
+    let long = "k".repeat(300);
+    let acquires: Vec<(v1::AcquireRequest, Reason)> = vec![
+        (bad(|r| r.tenant_id.clear()), Reason::InvalidRequest),
+        (bad(|r| r.lock_key.clear()), Reason::InvalidRequest),
+        (
+            v1::AcquireRequest {
+                lock_key: long.clone(),
+                ..acquire("k2", "x", 10_000, 0)
+            },
+            Reason::InvalidRequest,
+        ),
+        (
+            bad(|r| r.lock_key = "has space".into()),
+            Reason::InvalidRequest,
+        ),
+        (bad(|r| r.request_id.clear()), Reason::InvalidRequest),
+        (bad(|r| r.ttl_ms = 0), Reason::InvalidTtl),
+        (bad(|r| r.ttl_ms = u64::MAX), Reason::InvalidTtl),
+        (
+            bad(|r| r.wait_timeout_ms = u64::MAX),
+            Reason::InvalidRequest,
+        ),
+        (
+            bad(|r| r.owner_id = "someone-else".into()),
+            Reason::OwnerTokenMismatch,
+        ),
+    ];
+    for (request, want) in acquires {
+        let got = l
+            .acquire(as_owner("a", request.clone()))
+            .await
+            .expect_err("refused");
+        assert_eq!(reason(&got), Some(want), "{request:?}");
+    }
+    let anonymous = l
+        .acquire(tonic::Request::new(acquire("k2", "x", 10_000, 0)))
+        .await
+        .expect_err("refused");
+    assert_eq!(reason(&anonymous), Some(Reason::OwnerTokenRequired));
+    let renew = |lease_id: &str, ttl_ms| v1::RenewRequest {
+        tenant_id: "t".into(),
+        lease_id: lease_id.into(),
+        owner_id: String::new(),
+        request_id: "n".into(),
+        ttl_ms,
+    };
+    assert_eq!(
+        reason(
+            &l.renew(as_owner("a", renew("zz", 0)))
+                .await
+                .expect_err("bad id")
+        ),
+        Some(Reason::InvalidRequest)
+    );
+    assert_eq!(
+        reason(
+            &l.renew(as_owner("a", renew(&lease.lease_id, 5)))
+                .await
+                .expect_err("ttl")
+        ),
+        Some(Reason::InvalidTtl)
+    );
+    let release = |lease_id: &str, rid: &str| v1::ReleaseRequest {
+        tenant_id: "t".into(),
+        lease_id: lease_id.into(),
+        owner_id: String::new(),
+        request_id: rid.into(),
+    };
+    assert_eq!(
+        reason(
+            &l.release(as_owner("a", release("", "r")))
+                .await
+                .expect_err("no id")
+        ),
+        Some(Reason::InvalidRequest)
+    );
+    assert_eq!(
+        reason(
+            &l.release(as_owner("a", release(&lease.lease_id, "")))
+                .await
+                .expect_err("no rid")
+        ),
+        Some(Reason::InvalidRequest)
+    );
+    let get = |tenant: &str, key: &str| v1::GetRequest {
+        tenant_id: tenant.into(),
+        lock_key: key.into(),
+        consistency: 0,
+    };
+    assert_eq!(
+        reason(&l.get(get("", "k")).await.expect_err("no tenant")),
+        Some(Reason::InvalidRequest)
+    );
+    assert_eq!(
+        reason(&l.get(get("t", &long)).await.expect_err("long key")),
+        Some(Reason::InvalidRequest)
+    );
+    let list = v1::ListRequest {
+        tenant_id: "t".into(),
+        key_prefix: String::new(),
+        page_size: 10,
+        page_token: "zz".into(),
+        consistency: 0,
+    };
+    assert_eq!(
+        reason(&l.list(list).await.expect_err("bad token")),
+        Some(Reason::InvalidRequest)
+    );
+    let force = v1::ForceReleaseRequest {
+        tenant_id: "t".into(),
+        lock_key: "k".into(),
+        reason: String::new(),
+        lease_id: String::new(),
+    };
+    let mut admin = tenure_proto::v1::admin_client::AdminClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&1]))
+            .unwrap()
+            .connect_lazy(),
+    );
+    assert_eq!(
+        reason(
+            &admin
+                .force_release(as_owner("ops", force))
+                .await
+                .expect_err("no reason")
+        ),
+        Some(Reason::InvalidRequest)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        digests(&c),
+        before,
+        "no refusal of bad input reached the table"
+    );
+
+    // The wrong tenant or owner: refused by the table, the lock untouched.
+    let state = |l: &mut LockClient<tonic::transport::Channel>| {
+        let mut l = l.clone();
+        async move { l.get(get("t", "k")).await.unwrap().into_inner() }
+    };
+    let held = state(&mut l).await;
+    let other_tenant = v1::ReleaseRequest {
+        tenant_id: "u".into(),
+        ..release(&lease.lease_id, "x1")
+    };
+    assert_eq!(
+        reason(
+            &l.release(as_owner("a", other_tenant))
+                .await
+                .expect_err("other tenant")
+        ),
+        Some(Reason::LeaseNotFound)
+    );
+    assert_eq!(
+        reason(
+            &l.renew(as_owner("b", renew(&lease.lease_id, 0)))
+                .await
+                .expect_err("not b's")
+        ),
+        Some(Reason::OwnerMismatch)
+    );
+    assert_eq!(
+        reason(
+            &l.release(as_owner("b", release(&lease.lease_id, "x2")))
+                .await
+                .expect_err("not b's")
+        ),
+        Some(Reason::OwnerMismatch)
+    );
+    let after = state(&mut l).await;
+    assert_eq!(
+        after.active_lease.map(|x| (x.lease_id, x.version)),
+        held.active_lease.map(|x| (x.lease_id, x.version))
+    );
     for (_, n) in c.nodes {
         n.kill().await;
     }
