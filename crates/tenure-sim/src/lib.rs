@@ -14,4 +14,4 @@ pub mod cluster;
 pub mod net;
 
 pub use cluster::{Observation, SimCluster};
-pub use net::{TurmoilConnector, incoming};
+pub use net::{TurmoilConnector, admin_client, incoming, lock_client};

@@ -6,16 +6,12 @@ use std::time::Duration;
 
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
-use tenure_raft::{Connector, NodeId};
-use tenure_sim::cluster::{PORT, TICK};
-use tenure_sim::{SimCluster, TurmoilConnector};
+use tenure_raft::NodeId;
+use tenure_sim::SimCluster;
+use tenure_sim::cluster::TICK;
 
 fn admin(host: &str) -> AdminClient<tonic::transport::Channel> {
-    AdminClient::new(
-        TurmoilConnector
-            .channel(&format!("{host}:{PORT}"))
-            .expect("a channel"),
-    )
+    tenure_sim::admin_client(host)
 }
 
 async fn status(host: &str) -> Option<v1::StatusResponse> {
