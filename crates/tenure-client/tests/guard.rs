@@ -40,6 +40,7 @@ async fn cluster() -> Cluster {
             snapshot_every: 10_000,
             keep_after_snapshot: 100,
             auth_file: None,
+            rate_limit: 0,
         };
         let node = Node::start(
             config,

@@ -64,6 +64,7 @@ async fn cluster<D: Disk>(open: impl Fn(&std::path::Path) -> D) -> Cluster<D> {
             snapshot_every: 100_000,
             keep_after_snapshot: 1_000,
             auth_file: None,
+            rate_limit: 0,
         };
         let node = Node::start(
             config,

@@ -55,6 +55,8 @@ pub struct Settings {
     /// Principals, token hashes, roles and tenants (TOML); none: development
     /// mode, where callers are trusted by their `x-owner-id`.
     pub auth_file: Option<PathBuf>,
+    /// Calls per second one caller may make to the Lock service (0: no limit).
+    pub rate_limit: Option<u32>,
 }
 
 /// The final configuration of a node.
@@ -84,6 +86,8 @@ pub struct NodeConfig {
     pub keep_after_snapshot: u64,
     /// The auth file, if callers must present bearer tokens.
     pub auth_file: Option<PathBuf>,
+    /// Calls per second per caller (0: no limit); beyond it RATE_LIMITED.
+    pub rate_limit: u32,
 }
 
 /// Defaults that keep a failover under about a second on a LAN.
@@ -116,6 +120,7 @@ impl Settings {
             snapshot_every: self.snapshot_every.or(lower.snapshot_every),
             keep_after_snapshot: self.keep_after_snapshot.or(lower.keep_after_snapshot),
             auth_file: self.auth_file.or(lower.auth_file),
+            rate_limit: self.rate_limit.or(lower.rate_limit),
         }
     }
 
@@ -160,6 +165,7 @@ impl Settings {
             snapshot_every: self.snapshot_every.unwrap_or(10_000),
             keep_after_snapshot: self.keep_after_snapshot.unwrap_or(1_000),
             auth_file: self.auth_file,
+            rate_limit: self.rate_limit.unwrap_or(10_000),
         };
         if config.heartbeat_ms == 0
             || config.election_min_ms <= config.heartbeat_ms

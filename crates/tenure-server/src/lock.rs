@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tenure_core::{
@@ -29,6 +30,9 @@ use crate::auth::Auth;
 use crate::errors::{self, FORWARDED};
 use crate::leases::LeaseTimers;
 use crate::watch::History;
+
+/// One rate limiter, keyed by caller.
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -50,6 +54,8 @@ pub struct LockService<C: Connector> {
     history: History,
     connector: C,
     auth: Auth,
+    /// Calls per second per caller; `None`: no limit.
+    limiter: Option<Arc<Limiter>>,
 }
 
 /// Proposes `CancelWait(Abandoned)` if a waiting acquire's call goes away
@@ -100,6 +106,7 @@ impl<C: Connector> LockService<C> {
         history: History,
         connector: C,
         auth: Auth,
+        rate_limit: u32,
     ) -> LockService<C> {
         LockService {
             id,
@@ -109,6 +116,33 @@ impl<C: Connector> LockService<C> {
             history,
             connector,
             auth,
+            limiter: std::num::NonZeroU32::new(rate_limit).map(|n| {
+                let limiter = Arc::new(Limiter::keyed(governor::Quota::per_second(n)));
+                // Forget callers that went quiet, so the map stays small.
+                let weak = Arc::downgrade(&limiter);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        match weak.upgrade() {
+                            Some(l) => l.retain_recent(),
+                            None => return,
+                        }
+                    }
+                });
+                limiter
+            }),
+        }
+    }
+
+    /// RATE_LIMITED when `caller` went past its calls per second.
+    fn limit(&self, caller: &str) -> Result<(), Status> {
+        match &self.limiter {
+            Some(l) if l.check_key(&caller.to_owned()).is_err() => Err(convert::status(
+                Reason::RateLimited,
+                format!("{caller} is over its rate limit"),
+                self.hint().as_deref(),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -116,6 +150,7 @@ impl<C: Connector> LockService<C> {
     fn caller<T>(&self, request: &Request<T>, tenant: &str) -> Result<String, Status> {
         let who = self.auth.identify(request)?;
         who.check_tenant(tenant)?;
+        self.limit(&who.name)?;
         Ok(who.name)
     }
 
@@ -126,6 +161,11 @@ impl<C: Connector> LockService<C> {
         tenant: &str,
         all_tenants: bool,
     ) -> Result<(), Status> {
+        let named = request
+            .metadata()
+            .get(crate::errors::OWNER_METADATA)
+            .and_then(|v| v.to_str().ok());
+        self.limit(named.unwrap_or("anonymous"))?;
         if self.auth.enforced() {
             let who = self.auth.identify(request)?;
             if all_tenants {

@@ -126,6 +126,7 @@ impl Node {
             history,
             connector.clone(),
             auth,
+            config.rate_limit,
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(raft.clone(), health));

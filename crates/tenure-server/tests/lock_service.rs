@@ -671,3 +671,44 @@ async fn tn_val_004_bad_input_over_grpc_is_refused_with_its_reason_and_changes_n
         n.kill().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_rate_001_a_caller_over_its_rate_is_told_to_retry_later() {
+    let (l, addr) = listener().await;
+    let members = BTreeMap::from([(1, addr.clone())]);
+    let mut c = config(1, &addr, &members, ClusterState::New);
+    c.rate_limit = 5;
+    let node = start_with(c, SimDisk::new(), l).await;
+    node.wait_for_leader(common::WAIT).await.expect("a leader");
+    let mut lock = client(&addr);
+    let get = || {
+        as_owner(
+            "busy",
+            v1::GetRequest {
+                tenant_id: "t".into(),
+                lock_key: "k".into(),
+                consistency: 1,
+            },
+        )
+    };
+    let mut limited = 0;
+    for _ in 0..20 {
+        if let Err(s) = lock.get(get()).await {
+            assert_eq!(reason(&s), Some(Reason::RateLimited));
+            assert!(Reason::RateLimited.is_retryable());
+            limited += 1;
+        }
+    }
+    assert!(limited >= 10, "only {limited} of 20 calls limited at 5/s");
+    // Another caller has its own allowance.
+    let other = as_owner(
+        "calm",
+        v1::GetRequest {
+            tenant_id: "t".into(),
+            lock_key: "k".into(),
+            consistency: 1,
+        },
+    );
+    assert!(lock.get(other).await.is_ok());
+    node.kill().await;
+}

@@ -67,6 +67,7 @@ impl SimCluster {
             snapshot_every: 1_000,
             keep_after_snapshot: 100,
             auth_file: None,
+            rate_limit: 0,
         }
     }
 

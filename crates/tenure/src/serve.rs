@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// node trusts `x-owner-id` (development only).
     #[arg(long, env = "TENURE_AUTH_FILE")]
     auth_file: Option<PathBuf>,
+    /// Lock-service calls per second one caller may make (0: no limit);
+    /// beyond it, RATE_LIMITED (retry later). Default 10000.
+    #[arg(long, env = "TENURE_RATE_LIMIT")]
+    rate_limit: Option<u32>,
 }
 
 /// `--initial-cluster-state`.
@@ -84,6 +88,7 @@ impl ServeArgs {
             snapshot_every: self.snapshot_every,
             keep_after_snapshot: self.keep_after_snapshot,
             auth_file: self.auth_file.clone(),
+            rate_limit: self.rate_limit,
         }
     }
 }

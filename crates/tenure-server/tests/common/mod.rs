@@ -34,6 +34,7 @@ pub fn config(
         snapshot_every: 1_000,
         keep_after_snapshot: 100,
         auth_file: None,
+        rate_limit: 0,
     }
 }
 
