@@ -31,6 +31,14 @@ use crate::errors::{self, FORWARDED};
 use crate::leases::LeaseTimers;
 use crate::watch::History;
 
+/// Who may call, and how often.
+pub struct Access {
+    /// How callers are identified.
+    pub auth: Auth,
+    /// Calls per second per caller (0: no limit).
+    pub rate_limit: u32,
+}
+
 /// One rate limiter, keyed by caller.
 type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
@@ -105,9 +113,9 @@ impl<C: Connector> LockService<C> {
         timers: LeaseTimers,
         history: History,
         connector: C,
-        auth: Auth,
-        rate_limit: u32,
+        access: Access,
     ) -> LockService<C> {
+        let Access { auth, rate_limit } = access;
         LockService {
             id,
             raft,

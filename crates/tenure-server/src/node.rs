@@ -26,7 +26,7 @@ use crate::auth::Auth;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
 use crate::leases::LeaseTimers;
-use crate::lock::LockService;
+use crate::lock::{Access, LockService};
 use crate::transfer::{successor, transfer};
 use crate::watch::History;
 
@@ -125,8 +125,10 @@ impl Node {
             timers.clone(),
             history,
             connector.clone(),
-            auth,
-            config.rate_limit,
+            Access {
+                auth,
+                rate_limit: config.rate_limit,
+            },
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(raft.clone(), health));
