@@ -621,6 +621,62 @@ async fn tn_val_004_bad_input_over_grpc_is_refused_with_its_reason_and_changes_n
         ),
         Some(Reason::InvalidRequest)
     );
+    let watch = v1::WatchRequest {
+        tenant_id: "t".into(),
+        key_prefix: "has space".into(),
+        from_sequence: 0,
+        include_all_tenants: false,
+    };
+    assert_eq!(
+        reason(&l.watch(watch).await.err().expect("bad prefix")),
+        Some(Reason::InvalidRequest)
+    );
+    let added = admin
+        .add_node(as_owner(
+            "ops",
+            v1::AddNodeRequest {
+                node_id: 0,
+                address: String::new(),
+            },
+        ))
+        .await;
+    assert_eq!(
+        reason(&added.expect_err("no node")),
+        Some(Reason::InvalidRequest)
+    );
+    let removed = admin
+        .remove_node(as_owner("ops", v1::RemoveNodeRequest { node_id: 42 }))
+        .await;
+    assert_eq!(
+        reason(&removed.expect_err("not a member")),
+        Some(Reason::InvalidRequest)
+    );
+    // A keep-alive of a malformed lease id is answered, in-band, as invalid.
+    let leader = c
+        .nodes
+        .iter()
+        .find(|(_, n)| n.timers.active())
+        .map(|(id, _)| *id)
+        .expect("a leader");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = client(&c.addrs[&leader])
+        .keep_alive(as_owner(
+            "a",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    let bad_id = v1::KeepAliveRequest {
+        tenant_id: "t".into(),
+        lease_id: "zz".into(),
+        owner_id: String::new(),
+        client_seq: 1,
+    };
+    tx.send(bad_id).await.unwrap();
+    let answer = answers.next().await.expect("an answer").expect("ok");
+    assert!(!answer.alive);
+    assert_eq!(answer.reason, "INVALID_REQUEST");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         digests(&c),

@@ -406,3 +406,47 @@ async fn tn_cli_001_locks_from_the_shell_and_a_command_under_a_lock() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("free"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_acc_01_over_three_processes_ten_concurrent_clients_one_wins() {
+    let c = Cluster::new(3);
+    leader(&c, &[1, 2, 3]).await.expect("a leader");
+    write(&c.addrs[&1], 0).await.expect("the cluster commits");
+    let addrs: Vec<String> = c.addrs.values().cloned().collect();
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let addr = addrs[i % addrs.len()].clone();
+        calls.push(tokio::spawn(async move {
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect_lazy();
+            let mut request = tonic::Request::new(v1::AcquireRequest {
+                tenant_id: "t".into(),
+                lock_key: "acc-01".into(),
+                owner_id: String::new(),
+                request_id: format!("r{i}"),
+                ttl_ms: 30_000,
+                wait_timeout_ms: 0,
+            });
+            request
+                .metadata_mut()
+                .insert("x-owner-id", format!("owner-{i}").parse().expect("ascii"));
+            tenure_proto::v1::lock_client::LockClient::new(channel)
+                .acquire(request)
+                .await
+        }));
+    }
+    let mut outcomes = (0, 0);
+    for call in calls {
+        match call.await.expect("joined") {
+            Ok(_) => outcomes.0 += 1,
+            Err(s)
+                if tenure_proto::convert::reason_of(&s) == Some(tenure_core::Reason::LockHeld) =>
+            {
+                outcomes.1 += 1
+            }
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    }
+    assert_eq!(outcomes, (1, 9));
+}
