@@ -123,6 +123,29 @@ async fn leader(c: &Cluster, ids: &[u64]) -> Option<(u64, Duration)> {
     None
 }
 
+/// The leader every node names, once that has held for half a second.
+async fn settled_leader(c: &Cluster, ids: &[u64]) -> u64 {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < LIVENESS {
+        let mut named = Vec::new();
+        for id in ids {
+            named.push(status(&c.addrs[id]).await.map(|s| s.leader_id));
+        }
+        let agreed = named
+            .first()
+            .copied()
+            .flatten()
+            .filter(|l| *l != 0 && named.iter().all(|n| *n == Some(*l)));
+        match (agreed, last) {
+            (Some(l), Some(p)) if l == p => return l,
+            _ => last = agreed,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the cluster never settled on a leader");
+}
+
 /// A committed no-op, retried as a client would while the answer is
 /// retryable (a leader change in progress), for up to ten seconds.
 async fn write(addr: &str, n: u32) -> Result<(), tonic::Status> {
@@ -281,8 +304,10 @@ async fn tn_repl_004_five_processes_commit_with_two_down_and_refuse_with_three_d
 async fn tn_ops_001_sigterm_of_the_leader_hands_over_and_exits_0() {
     let mut c = Cluster::new(3);
     let all = [1, 2, 3];
-    let (first, _) = leader(&c, &all).await.expect("a leader");
-    write(&c.addrs[&first], 0).await.expect("commits");
+    leader(&c, &all).await.expect("a leader");
+    write(&c.addrs[&1], 0).await.expect("commits");
+    // Let formation settle: every node names the same leader, twice in a row.
+    let first = settled_leader(&c, &all).await;
     let before = status(&c.addrs[&first]).await.expect("answers");
     let mut child = c.nodes.remove(&first).expect("the leader's process");
     let stopped_at = Instant::now();
