@@ -129,6 +129,30 @@ enum LockCommand {
     },
 }
 
+/// Sends a call again while the cluster answers with a retryable reason (a
+/// leader change in progress), for up to ten seconds; the request is the
+/// same every time (same request_id), so a retry never acts twice.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Error>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        match call().await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(Error::Status(s))
+                if start.elapsed() < Duration::from_secs(10)
+                    && tenure_proto::convert::reason_of(&s).is_some_and(|r| r.is_retryable()) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(Error::Status(s)) => return Err(admin_error(s)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn request_id() -> String {
     format!("cli-{:016x}", rand::random::<u64>())
 }
@@ -255,27 +279,28 @@ pub fn run(args: LockArgs, out: &mut impl Write) -> Result<Option<ExitStatus>, E
         match args.command {
             LockCommand::Acquire { key, ttl_ms, wait_ms, request_id: rid } => {
                 let req = v1::AcquireRequest { tenant_id: tenant, lock_key: key, owner_id: String::new(), request_id: rid.unwrap_or_else(request_id), ttl_ms, wait_timeout_ms: wait_ms };
-                let l = lock.acquire(owned(&owner, req)?).await.map_err(admin_error)?.into_inner();
+                let l = retrying(|| { let (mut c, r) = (lock.clone(), owned(&owner, req.clone())); async move { c.acquire(r?).await.map_err(Error::from) } }).await?;
                 print_lease(out, json, &l)?;
             }
             LockCommand::Renew { lease, ttl_ms } => {
                 let req = v1::RenewRequest { tenant_id: tenant, lease_id: lease, owner_id: String::new(), request_id: request_id(), ttl_ms };
-                let l = lock.renew(owned(&owner, req)?).await.map_err(admin_error)?.into_inner();
+                let l = retrying(|| { let (mut c, r) = (lock.clone(), owned(&owner, req.clone())); async move { c.renew(r?).await.map_err(Error::from) } }).await?;
                 print_lease(out, json, &l)?;
             }
             LockCommand::Release { lease, request_id: rid } => {
                 let req = v1::ReleaseRequest { tenant_id: tenant, lease_id: lease, owner_id: String::new(), request_id: rid.unwrap_or_else(request_id) };
-                let l = lock.release(owned(&owner, req)?).await.map_err(admin_error)?.into_inner();
+                let l = retrying(|| { let (mut c, r) = (lock.clone(), owned(&owner, req.clone())); async move { c.release(r?).await.map_err(Error::from) } }).await?;
                 print_lease(out, json, &l)?;
             }
             LockCommand::Get { key, stale } => {
                 let consistency = if stale { v1::Consistency::Stale } else { v1::Consistency::Linearizable } as i32;
-                let s = lock.get(owned(&owner, v1::GetRequest { tenant_id: tenant, lock_key: key, consistency })?).await.map_err(admin_error)?.into_inner();
+                let req = v1::GetRequest { tenant_id: tenant, lock_key: key, consistency };
+                let s = retrying(|| { let (mut c, r) = (lock.clone(), owned(&owner, req.clone())); async move { c.get(r?).await.map_err(Error::from) } }).await?;
                 print_lock(out, json, &s)?;
             }
             LockCommand::List { prefix, limit } => {
                 let req = v1::ListRequest { tenant_id: tenant, key_prefix: prefix, page_size: limit, page_token: String::new(), consistency: 0 };
-                let r = lock.list(owned(&owner, req)?).await.map_err(admin_error)?.into_inner();
+                let r = retrying(|| { let (mut c, r) = (lock.clone(), owned(&owner, req.clone())); async move { c.list(r?).await.map_err(Error::from) } }).await?;
                 for s in &r.locks {
                     print_lock(out, json, s)?;
                 }
@@ -301,7 +326,8 @@ pub fn run(args: LockArgs, out: &mut impl Write) -> Result<Option<ExitStatus>, E
             }
             LockCommand::ForceRelease { key, reason, lease } => {
                 let req = v1::ForceReleaseRequest { tenant_id: tenant, lock_key: key, reason, lease_id: lease.unwrap_or_default() };
-                let s = AdminClient::new(channel).force_release(owned(&owner, req)?).await.map_err(admin_error)?.into_inner();
+                let admin = AdminClient::new(channel);
+                let s = retrying(|| { let (mut c, r) = (admin.clone(), owned(&owner, req.clone())); async move { c.force_release(r?).await.map_err(Error::from) } }).await?;
                 print_lock(out, json, &s)?;
             }
             LockCommand::Run { key, ttl_ms, wait_ms, command } => {

@@ -445,20 +445,32 @@ async fn ls_acc_01_over_three_processes_ten_concurrent_clients_one_wins() {
             let channel = Endpoint::from_shared(format!("http://{addr}"))
                 .expect("uri")
                 .connect_lazy();
-            let mut request = tonic::Request::new(v1::AcquireRequest {
-                tenant_id: "t".into(),
-                lock_key: "acc-01".into(),
-                owner_id: String::new(),
-                request_id: format!("r{i}"),
-                ttl_ms: 30_000,
-                wait_timeout_ms: 0,
-            });
-            request
-                .metadata_mut()
-                .insert("x-owner-id", format!("owner-{i}").parse().expect("ascii"));
-            tenure_proto::v1::lock_client::LockClient::new(channel)
-                .acquire(request)
-                .await
+            let mut client = tenure_proto::v1::lock_client::LockClient::new(channel);
+            let start = Instant::now();
+            loop {
+                let mut request = tonic::Request::new(v1::AcquireRequest {
+                    tenant_id: "t".into(),
+                    lock_key: "acc-01".into(),
+                    owner_id: String::new(),
+                    request_id: format!("r{i}"),
+                    ttl_ms: 30_000,
+                    wait_timeout_ms: 0,
+                });
+                request
+                    .metadata_mut()
+                    .insert("x-owner-id", format!("owner-{i}").parse().expect("ascii"));
+                match client.acquire(request).await {
+                    // A leader change in progress: retry, as a client does.
+                    Err(s)
+                        if start.elapsed() < Duration::from_secs(10)
+                            && tenure_proto::convert::reason_of(&s)
+                                .is_some_and(|r| r.is_retryable()) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    done => return done,
+                }
+            }
         }));
     }
     let mut outcomes = (0, 0);
