@@ -63,6 +63,15 @@ impl<C: Connector> AdminService<C> {
         }
     }
 
+    /// An answer, with the leader's address in its metadata.
+    fn respond<T>(&self, body: T) -> Response<T> {
+        let mut response = Response::new(body);
+        if let Some((_, addr)) = self.leader() {
+            convert::set_leader(response.metadata_mut(), &addr);
+        }
+        response
+    }
+
     /// The caller, who must be an admin. Without an auth file every caller
     /// is one, named by `x-owner-id` or else "admin".
     fn admin<T>(&self, request: &Request<T>) -> Result<crate::auth::Identity, Status> {
@@ -144,7 +153,7 @@ impl<C: Connector> AdminService<C> {
             .change_membership(change, false)
             .await
             .map_err(|e| errors::write(&e, self.leader()))?;
-        Ok(Response::new(v1::MembershipResponse {
+        Ok(self.respond(v1::MembershipResponse {
             members: self.members(),
             log_index: written.log_id.index,
         }))
@@ -196,7 +205,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         who.check_tenant(&request.get_ref().tenant_id)?;
         let command = convert::force_release(request.get_ref(), &who.name).map_err(Status::from)?;
         match self.propose(Command::ForceRelease(command)).await? {
-            (_, Reply::Lock(view)) => Ok(Response::new(convert::lock_state(&view, 0))),
+            (_, Reply::Lock(view)) => Ok(self.respond(convert::lock_state(&view, 0))),
             (_, other) => Err(Status::internal(format!(
                 "force-release answered {other:?}"
             ))),
@@ -226,7 +235,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         let leader = self.leader();
         let table = self.table.read();
         let stats = table.table.stats();
-        Ok(Response::new(v1::StatusResponse {
+        Ok(self.respond(v1::StatusResponse {
             node_id: self.id,
             role: role as i32,
             leader_id: leader.as_ref().map_or(0, |l| l.0),
@@ -318,10 +327,9 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
             crate::transfer::transfer(&self.raft, self.id, &self.connector, target, self.lease)
                 .await;
         match done {
-            Ok((leader_id, term)) => Ok(Response::new(v1::TransferLeaderResponse {
-                leader_id,
-                term,
-            })),
+            Ok((leader_id, term)) => {
+                Ok(self.respond(v1::TransferLeaderResponse { leader_id, term }))
+            }
             Err(e @ crate::transfer::TransferError::NotAVoter(_)) => {
                 Err(convert::status(Reason::InvalidRequest, e.to_string(), None))
             }
@@ -373,7 +381,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
                 })
             })
             .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        Ok(self.respond(Box::pin(tokio_stream::iter(chunks))))
     }
 
     async fn import_snapshot(
@@ -426,7 +434,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         {
             (_, Reply::Imported { index, audit_seq }) => {
                 let digest = self.table.read().table.digest_hex();
-                Ok(Response::new(v1::ImportSnapshotResponse {
+                Ok(self.respond(v1::ImportSnapshotResponse {
                     bytes_received: received,
                     index,
                     table_digest: digest,
