@@ -21,7 +21,7 @@ use tenure_raft::{Connector, NodeId, Proposal, Raft, TableReader};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::errors::{self, FORWARDED};
+use crate::errors::{self, FORWARDED, marked};
 
 /// Chunks of an exported snapshot.
 const CHUNK: usize = 1 << 20;
@@ -88,18 +88,8 @@ impl<C: Connector> AdminService<C> {
         Ok(who)
     }
 
-    /// The leader's id and address, as this node knows them.
     fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        let addr = m
-            .membership_config
-            .nodes()
-            .find(|(n, _)| **n == id)?
-            .1
-            .addr
-            .clone();
-        Some((id, addr))
+        errors::leader(&self.raft)
     }
 
     /// A client to the leader, for a call that only the leader can serve;
@@ -182,13 +172,6 @@ impl<C: Connector> AdminService<C> {
             .map_err(|e| convert::error_status(&e, None))?;
         Ok((index, reply))
     }
-}
-
-fn marked<T>(mut request: Request<T>) -> Request<T> {
-    request
-        .metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    request
 }
 
 #[tonic::async_trait]

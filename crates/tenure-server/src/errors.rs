@@ -6,7 +6,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use tenure_core::Reason;
 use tenure_proto::convert;
 use tenure_raft::NodeId;
-use tonic::Status;
+use tenure_raft::Raft;
+use tonic::{Request, Status};
 
 /// Marks a call a follower forwarded to the leader, so it is forwarded once.
 pub const FORWARDED: &str = "tenure-forwarded";
@@ -33,4 +34,26 @@ pub fn write(
         }
         RaftError::Fatal(f) => convert::status(Reason::Unavailable, f.to_string(), hint),
     }
+}
+
+/// Marks a request as forwarded once, so it is never forwarded again.
+pub fn marked<T>(mut request: Request<T>) -> Request<T> {
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
+/// The leader's id and address, as `raft` knows them.
+pub fn leader(raft: &Raft) -> Option<(NodeId, String)> {
+    let m = raft.metrics().borrow().clone();
+    let id = m.current_leader?;
+    let addr = m
+        .membership_config
+        .nodes()
+        .find(|(n, _)| **n == id)?
+        .1
+        .addr
+        .clone();
+    Some((id, addr))
 }

@@ -27,7 +27,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Auth;
-use crate::errors::{self, FORWARDED};
+use crate::errors::{self, FORWARDED, marked};
 use crate::leases::LeaseTimers;
 use crate::watch::History;
 
@@ -186,20 +186,21 @@ impl<C: Connector> LockService<C> {
     }
 
     fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        let addr = m
-            .membership_config
-            .nodes()
-            .find(|(n, _)| **n == id)?
-            .1
-            .addr
-            .clone();
-        Some((id, addr))
+        errors::leader(&self.raft)
     }
 
     fn hint(&self) -> Option<String> {
         self.leader().map(|l| l.1)
+    }
+
+    /// Confirms with a quorum that this node still leads (read-index),
+    /// after the call arrived: a deposed leader answers NOT_LEADER.
+    async fn quorum_read(&self) -> Result<(), Status> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| convert::status(Reason::NotLeader, e.to_string(), self.hint().as_deref()))
     }
 
     /// An answer, with the leader's address in its metadata.
@@ -373,13 +374,6 @@ fn lost_answers(
     answers
 }
 
-fn marked<T>(mut request: Request<T>) -> Request<T> {
-    request
-        .metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    request
-}
-
 #[tonic::async_trait]
 impl<C: Connector> v1::lock_server::Lock for LockService<C> {
     async fn acquire(
@@ -432,9 +426,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
                     .check_renew(&t.tenant, t.lease_id, &t.owner)
                     .map_err(|e| self.fail(&e))?;
                 // Still the leader, confirmed by a quorum after the renewal arrived.
-                self.raft.ensure_linearizable().await.map_err(|e| {
-                    convert::status(Reason::NotLeader, e.to_string(), self.hint().as_deref())
-                })?;
+                self.quorum_read().await?;
                 let left = self
                     .timers
                     .renew(view.id, Duration::from_millis(view.ttl_ms), view.version)
@@ -470,9 +462,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
             if let Some(mut leader) = self.route(&request).await? {
                 return leader.get(marked(request)).await;
             }
-            self.raft.ensure_linearizable().await.map_err(|e| {
-                convert::status(Reason::NotLeader, e.to_string(), self.hint().as_deref())
-            })?;
+            self.quorum_read().await?;
         }
         let r = request.get_ref();
         self.reader(&request, &r.tenant_id, false)?;
@@ -495,9 +485,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
             if let Some(mut leader) = self.route(&request).await? {
                 return leader.list(marked(request)).await;
             }
-            self.raft.ensure_linearizable().await.map_err(|e| {
-                convert::status(Reason::NotLeader, e.to_string(), self.hint().as_deref())
-            })?;
+            self.quorum_read().await?;
         }
         let r = request.get_ref();
         self.reader(&request, &r.tenant_id, false)?;
@@ -566,8 +554,7 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
                             continue;
                         };
                         let requests: Vec<v1::KeepAliveRequest> = batch.into_iter().filter_map(Result::ok).collect();
-                        if let Err(e) = service.raft.ensure_linearizable().await {
-                            let s = convert::status(Reason::NotLeader, e.to_string(), service.hint().as_deref());
+                        if let Err(s) = service.quorum_read().await {
                             let _ = tx.send(Err(s)).await;
                             return;
                         }
