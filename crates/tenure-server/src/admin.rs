@@ -17,7 +17,7 @@ use tenure_core::{Command, Import, Reason, Reply};
 use tenure_proto::convert;
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
-use tenure_raft::{Connector, NodeId, Proposal, Raft, TableReader};
+use tenure_raft::{Connector, NodeId, Raft, TableReader};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -150,27 +150,10 @@ impl<C: Connector> AdminService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, Reply), Status> {
-        // Input the table would refuse never reaches the log.
-        self.table
-            .read()
-            .table
-            .precheck(&command)
-            .map_err(|e| convert::error_status(&e, None))?;
-        let proposal = Proposal {
-            at_ms: crate::clock::wall_clock_ms(),
-            command,
-        };
-        let written = self
-            .raft
-            .client_write(proposal)
-            .await
-            .map_err(|e| errors::write(&e, self.leader()))?;
-        let index = written.log_id.index;
-        let reply = written
-            .data
-            .result
-            .map_err(|e| convert::error_status(&e, None))?;
-        Ok((index, reply))
+        errors::propose(&self.raft, &self.table, command, |e| {
+            convert::error_status(e, None)
+        })
+        .await
     }
 }
 

@@ -57,3 +57,29 @@ pub fn leader(raft: &Raft) -> Option<(NodeId, String)> {
         .clone();
     Some((id, addr))
 }
+
+/// Proposes `command` through raft and returns its log index and the
+/// table's answer. Input the table would refuse never reaches the log:
+/// the precheck runs first. `fail` maps the table's refusals to a status.
+pub async fn propose(
+    raft: &Raft,
+    table: &tenure_raft::TableReader,
+    command: tenure_core::Command,
+    fail: impl Fn(&tenure_core::Error) -> Status,
+) -> Result<(u64, tenure_core::Reply), Status> {
+    table
+        .read()
+        .table
+        .precheck(&command)
+        .map_err(|e| fail(&e))?;
+    let proposal = tenure_raft::Proposal {
+        at_ms: crate::clock::wall_clock_ms(),
+        command,
+    };
+    let written = raft
+        .client_write(proposal)
+        .await
+        .map_err(|e| write(&e, leader(raft)))?;
+    let reply = written.data.result.map_err(|e| fail(&e))?;
+    Ok((written.log_id.index, reply))
+}

@@ -255,22 +255,9 @@ impl<C: Connector> LockService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<Reply, Status> {
-        // Input the table would refuse never reaches the log.
-        self.table
-            .read()
-            .table
-            .precheck(&command)
-            .map_err(|e| self.fail(&e))?;
-        let proposal = Proposal {
-            at_ms: crate::clock::wall_clock_ms(),
-            command,
-        };
-        let written = self
-            .raft
-            .client_write(proposal)
+        errors::propose(&self.raft, &self.table, command, |e| self.fail(e))
             .await
-            .map_err(|e| errors::write(&e, self.leader()))?;
-        written.data.result.map_err(|e| self.fail(&e))
+            .map(|(_, reply)| reply)
     }
 
     fn lease_reply(&self, view: &LeaseView) -> v1::Lease {
