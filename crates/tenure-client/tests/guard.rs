@@ -62,10 +62,7 @@ async fn cluster() -> Cluster {
     let mut configured = false;
     for _ in 0..200 {
         if let Some((_, n)) = nodes.iter().find(|(_, n)| n.timers.active()) {
-            let p = Proposal {
-                at_ms: 0,
-                command: Command::Configure(short.clone()),
-            };
+            let p = Proposal::one(0, Command::Configure(short.clone()));
             if n.raft.client_write(p).await.is_ok() {
                 configured = true;
                 break;

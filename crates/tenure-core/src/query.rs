@@ -126,6 +126,14 @@ impl Table {
         self.state.last_index
     }
 
+    /// The `ApplyCtx::index` to give the next command when commands are
+    /// numbered one by one rather than by their log entry (several commands
+    /// share a replicated entry): the applied position that follows the
+    /// last one. Every replica computes the same number from the same state.
+    pub fn next_index(&self) -> u64 {
+        (self.state.last_index - self.state.index_offset).saturating_add(1)
+    }
+
     /// Counts of what the table holds.
     pub fn stats(&self) -> Stats {
         let mut s = Stats {

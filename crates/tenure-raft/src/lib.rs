@@ -29,6 +29,7 @@
 
 pub mod disk;
 pub mod log_store;
+pub mod proposer;
 pub mod runtime;
 pub mod state_machine;
 pub mod transport;
@@ -36,6 +37,7 @@ pub mod types;
 
 pub use disk::{Disk, DiskError, SimDisk, SledDisk, Space};
 pub use log_store::LogStore;
+pub use proposer::{Committed, Proposer, WriteError};
 pub use runtime::{SeededRuntime, seed_thread_rng};
 pub use state_machine::{Applier, Notice, StateMachineStore, TableReader};
 pub use transport::{Connector, Control, Network, Observed, RaftService, TcpConnector, control};

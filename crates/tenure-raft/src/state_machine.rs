@@ -166,7 +166,7 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -176,26 +176,32 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
         for entry in entries {
             a.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => Applied::nothing(),
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(p) => {
-                    let ctx = ApplyCtx {
-                        index: entry.log_id.index,
-                        at_ms: p.at_ms,
-                    };
-                    let applied = a.table.apply(ctx, p.command);
-                    if !applied.events.is_empty() {
+                    let mut answers = Vec::with_capacity(p.commands.len());
+                    let mut events = Vec::new();
+                    for command in p.commands {
+                        let ctx = ApplyCtx {
+                            index: a.table.next_index(),
+                            at_ms: p.at_ms,
+                        };
+                        let applied = a.table.apply(ctx, command);
+                        events.extend(applied.events.iter().cloned());
+                        answers.push(applied);
+                    }
+                    if !events.is_empty() {
                         let notice = Notice {
                             log_id: entry.log_id,
-                            events: applied.events.clone(),
+                            events,
                         };
                         // No listener is fine: nobody leads or watches here.
                         let _ = self.shared.notices.send(Arc::new(notice));
                     }
-                    applied
+                    answers
                 }
                 EntryPayload::Membership(m) => {
                     a.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Applied::nothing()
+                    Vec::new()
                 }
             };
             replies.push(reply);

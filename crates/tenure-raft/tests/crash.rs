@@ -29,10 +29,7 @@ fn entry(index: u64) -> Entry {
     });
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(Proposal {
-            at_ms: index,
-            command,
-        }),
+        payload: EntryPayload::Normal(Proposal::one(index, command)),
     }
 }
 

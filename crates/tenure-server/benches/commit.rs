@@ -23,13 +23,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// A command that commits and changes nothing: clearing a lock-delay that
 /// does not exist.
 fn noop(n: u64) -> Proposal {
-    Proposal {
-        at_ms: 0,
-        command: Command::ClearLockDelay(ClearLockDelay {
+    Proposal::one(
+        0,
+        Command::ClearLockDelay(ClearLockDelay {
             tenant: "bench".into(),
             key: format!("noop-{}", n % 1024),
         }),
-    }
+    )
 }
 
 struct Cluster<D: Disk> {

@@ -17,7 +17,7 @@ use tenure_core::{Command, Import, Reason, Reply};
 use tenure_proto::convert;
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
-use tenure_raft::{Connector, NodeId, Raft, TableReader};
+use tenure_raft::{Connector, NodeId, Proposer, Raft, TableReader};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -33,6 +33,7 @@ pub const MAX_IMPORT_BYTES: usize = 48 << 20;
 pub struct AdminService<C: Connector> {
     id: NodeId,
     raft: Raft,
+    proposer: Proposer,
     table: TableReader,
     connector: C,
     /// The election timeout's upper bound: the lease a transfer waits out.
@@ -48,6 +49,7 @@ impl<C: Connector> AdminService<C> {
     pub fn new(
         id: NodeId,
         raft: Raft,
+        proposer: Proposer,
         table: TableReader,
         connector: C,
         lease: std::time::Duration,
@@ -56,6 +58,7 @@ impl<C: Connector> AdminService<C> {
         AdminService {
             id,
             raft,
+            proposer,
             table,
             connector,
             lease,
@@ -150,7 +153,7 @@ impl<C: Connector> AdminService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, Reply), Status> {
-        errors::propose(&self.raft, &self.table, command, |e| {
+        errors::propose(&self.raft, &self.proposer, &self.table, command, |e| {
             convert::error_status(e, None)
         })
         .await

@@ -63,6 +63,7 @@ pub fn leader(raft: &Raft) -> Option<(NodeId, String)> {
 /// the precheck runs first. `fail` maps the table's refusals to a status.
 pub async fn propose(
     raft: &Raft,
+    proposer: &tenure_raft::Proposer,
     table: &tenure_raft::TableReader,
     command: tenure_core::Command,
     fail: impl Fn(&tenure_core::Error) -> Status,
@@ -72,14 +73,10 @@ pub async fn propose(
         .table
         .precheck(&command)
         .map_err(|e| fail(&e))?;
-    let proposal = tenure_raft::Proposal {
-        at_ms: crate::clock::wall_clock_ms(),
-        command,
-    };
-    let written = raft
-        .client_write(proposal)
+    let committed = proposer
+        .propose(crate::clock::wall_clock_ms(), command)
         .await
         .map_err(|e| write(&e, leader(raft)))?;
-    let reply = written.data.result.map_err(|e| fail(&e))?;
-    Ok((written.log_id.index, reply))
+    let reply = committed.applied.result.map_err(|e| fail(&e))?;
+    Ok((committed.log_id.index, reply))
 }

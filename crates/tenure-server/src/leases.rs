@@ -29,7 +29,7 @@ use tenure_core::{
     AuditKind, CancelCause, CancelWait, ClearLockDelay, Command, Expire, LeaseId, LeaseState,
     Reason,
 };
-use tenure_raft::{Notice, Proposal, Raft, TableReader};
+use tenure_raft::{Notice, Proposer, Raft, TableReader};
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
@@ -317,7 +317,7 @@ impl LeaseTimers {
 
     /// Runs the timers of this node for as long as raft runs: follows
     /// leadership, applied entries and the clock, and proposes what falls due.
-    pub async fn run(self, raft: Raft, table: TableReader, tick: Duration) {
+    pub async fn run(self, raft: Raft, proposer: Proposer, table: TableReader, tick: Duration) {
         let mut notices = table.subscribe();
         let mut metrics = raft.metrics();
         let mut last_tick = Instant::now();
@@ -353,10 +353,9 @@ impl LeaseTimers {
                 }
                 _ = tokio::time::sleep_until(next) => {
                     for command in self.fire(Instant::now()) {
-                        let raft = raft.clone();
+                        let proposer = proposer.clone();
                         tokio::spawn(async move {
-                            let proposal = Proposal { at_ms: crate::clock::wall_clock_ms(), command };
-                            if let Err(e) = raft.client_write(proposal).await {
+                            if let Err(e) = proposer.propose(crate::clock::wall_clock_ms(), command).await {
                                 tracing::debug!(error = %e, "a timer's proposal did not commit");
                             }
                         });

@@ -20,7 +20,7 @@ use tenure_core::{
 use tenure_proto::convert::{self, RenewCall};
 use tenure_proto::v1;
 use tenure_proto::v1::lock_client::LockClient;
-use tenure_raft::{Connector, NodeId, Proposal, Raft, TableReader};
+use tenure_raft::{Connector, NodeId, Proposer, Raft, TableReader};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -57,6 +57,7 @@ const IN_OFFICE_WAIT: Duration = Duration::from_secs(2);
 pub struct LockService<C: Connector> {
     id: NodeId,
     raft: Raft,
+    proposer: Proposer,
     table: TableReader,
     timers: LeaseTimers,
     history: History,
@@ -69,24 +70,22 @@ pub struct LockService<C: Connector> {
 /// Proposes `CancelWait(Abandoned)` if a waiting acquire's call goes away
 /// before its outcome: the waiter leaves the queue.
 struct AbandonGuard {
-    raft: Raft,
+    proposer: Proposer,
     lease: Option<LeaseId>,
 }
 
 impl Drop for AbandonGuard {
     fn drop(&mut self) {
         if let Some(lease_id) = self.lease.take() {
-            let raft = self.raft.clone();
+            let proposer = self.proposer.clone();
             tokio::spawn(async move {
                 let command = Command::CancelWait(CancelWait {
                     lease_id,
                     cause: CancelCause::Abandoned,
                 });
-                let proposal = Proposal {
-                    at_ms: crate::clock::wall_clock_ms(),
-                    command,
-                };
-                let _ = raft.client_write(proposal).await;
+                let _ = proposer
+                    .propose(crate::clock::wall_clock_ms(), command)
+                    .await;
             });
         }
     }
@@ -109,6 +108,7 @@ impl<C: Connector> LockService<C> {
     pub fn new(
         id: NodeId,
         raft: Raft,
+        proposer: Proposer,
         table: TableReader,
         timers: LeaseTimers,
         history: History,
@@ -119,6 +119,7 @@ impl<C: Connector> LockService<C> {
         LockService {
             id,
             raft,
+            proposer,
             table,
             timers,
             history,
@@ -255,9 +256,11 @@ impl<C: Connector> LockService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<Reply, Status> {
-        errors::propose(&self.raft, &self.table, command, |e| self.fail(e))
-            .await
-            .map(|(_, reply)| reply)
+        errors::propose(&self.raft, &self.proposer, &self.table, command, |e| {
+            self.fail(e)
+        })
+        .await
+        .map(|(_, reply)| reply)
     }
 
     fn lease_reply(&self, view: &LeaseView) -> v1::Lease {
@@ -271,7 +274,7 @@ impl<C: Connector> LockService<C> {
         view: LeaseView,
     ) -> Result<LeaseView, Status> {
         let mut guard = AbandonGuard {
-            raft: self.raft.clone(),
+            proposer: self.proposer.clone(),
             lease: Some(view.id),
         };
         let give_up =

@@ -12,7 +12,8 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tenure_core::TableConfig;
 use tenure_raft::{
-    Connector, Disk, LogStore, Network, NodeId, Raft, RaftService, StateMachineStore, TableReader,
+    Connector, Disk, LogStore, Network, NodeId, Proposer, Raft, RaftService, StateMachineStore,
+    TableReader,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
@@ -101,16 +102,19 @@ impl Node {
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
 
+        let proposer = Proposer::new(raft.clone());
         let lease = Duration::from_millis(config.election_max_ms);
         let timers = LeaseTimers::new(lease);
         tokio::spawn(timers.clone().run(
             raft.clone(),
+            proposer.clone(),
             table.clone(),
             Duration::from_millis(config.heartbeat_ms),
         ));
         let admin = AdminService::new(
             config.id,
             raft.clone(),
+            proposer.clone(),
             table.clone(),
             connector.clone(),
             lease,
@@ -121,6 +125,7 @@ impl Node {
         let lock = LockService::new(
             config.id,
             raft.clone(),
+            proposer,
             table.clone(),
             timers.clone(),
             history,

@@ -65,9 +65,9 @@ async fn write(nodes: &BTreeMap<NodeId, Node>, leader: NodeId, p: Proposal) -> u
         }
     };
     assert!(
-        matches!(reply.data.result, Ok(Reply::Lease(_))),
+        matches!(reply.data[0].result, Ok(Reply::Lease(_))),
         "{:?}",
-        reply.data.result
+        reply.data[0].result
     );
     reply.log_id.index
 }

@@ -54,10 +54,7 @@ async fn cluster() -> Cluster {
     };
     let mut via = leader;
     for _ in 0..100 {
-        let configure = Proposal {
-            at_ms: 0,
-            command: Command::Configure(short.clone()),
-        };
+        let configure = Proposal::one(0, Command::Configure(short.clone()));
         match nodes[&via].raft.client_write(configure).await {
             Ok(_) => break,
             Err(_) => {

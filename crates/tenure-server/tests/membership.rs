@@ -49,7 +49,7 @@ async fn writer(nodes: Nodes, stop: Arc<AtomicBool>) -> Vec<String> {
         };
         let written = tokio::time::timeout(WAIT, raft.client_write(acquire(&key, "w"))).await;
         if let Ok(Ok(reply)) = written
-            && reply.data.result.is_ok()
+            && reply.data[0].result.is_ok()
         {
             acked.push(key);
         }

@@ -54,12 +54,9 @@ async fn leader(nodes: &BTreeMap<NodeId, Node>) -> NodeId {
 async fn propose(nodes: &BTreeMap<NodeId, Node>, command: Command) -> Reply {
     for _ in 0..200 {
         if let Some((_, n)) = nodes.iter().find(|(_, n)| n.timers.active()) {
-            let proposal = Proposal {
-                at_ms: 0,
-                command: command.clone(),
-            };
+            let proposal = Proposal::one(0, command.clone());
             if let Ok(written) = n.raft.client_write(proposal).await {
-                return written.data.result.expect("accepted");
+                return written.data[0].result.clone().expect("accepted");
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,7 +1,7 @@
 //! The command line: clap derive, one variant per working subcommand.
 //!
-//! Only commands that work are listed. The checker (`check`), simulations
-//! (`sim`) and the benchmark (`bench`) join as their issues land.
+//! Only commands that work are listed. The checker (`check`) and the
+//! simulations (`sim`) join as their issue lands.
 
 use std::io::Write as _;
 
@@ -50,6 +50,9 @@ enum Command {
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         ttl_ms: u64,
     },
+    /// Put load on a running cluster and report throughput, latency
+    /// percentiles and errors by reason (`scripts/bench` compares with etcd).
+    Bench(Box<crate::bench::BenchCommand>),
     /// Authentication helpers.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -90,6 +93,7 @@ impl Cli {
                 Some(status) => std::process::exit(status.code().unwrap_or(1)),
                 None => Ok(()),
             },
+            Command::Bench(args) => crate::bench::run(*args, &mut out),
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
             Command::Auth(AuthCommand::HashToken { token }) => {

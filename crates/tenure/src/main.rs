@@ -1,6 +1,7 @@
 //! `tenure`: the one binary. `main` parses the command line, runs the
 //! command and prints the error; everything else lives in the modules.
 
+mod bench;
 mod cli;
 mod cluster;
 mod demo;

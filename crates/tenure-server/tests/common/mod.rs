@@ -57,9 +57,9 @@ pub async fn start_with(config: NodeConfig, disk: SimDisk, listener: TcpListener
 }
 
 pub fn acquire(key: &str, owner: &str) -> Proposal {
-    Proposal {
-        at_ms: 0,
-        command: Command::Acquire(Acquire {
+    Proposal::one(
+        0,
+        Command::Acquire(Acquire {
             tenant: "t".into(),
             key: key.into(),
             owner: owner.into(),
@@ -67,7 +67,7 @@ pub fn acquire(key: &str, owner: &str) -> Proposal {
             ttl_ms: 10_000,
             wait_timeout_ms: 0,
         }),
-    }
+    )
 }
 
 pub async fn applied(node: &Node, index: u64) {
