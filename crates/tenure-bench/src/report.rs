@@ -29,6 +29,9 @@ pub struct Report {
     pub seconds: f64,
     /// Operations that succeeded in the window.
     pub ok: u64,
+    /// Operations that succeeded in the whole run, warm-up included (for
+    /// operations per fsync against a disk counter read around the run).
+    pub total_ok: u64,
     /// Successful operations per second.
     pub throughput: f64,
     /// Latency percentiles of successful operations, milliseconds.

@@ -92,9 +92,12 @@ pub struct SledDisk {
 
 impl SledDisk {
     /// Opens (or creates) the database in `dir`. sled holds an exclusive
-    /// lock on it until every handle is dropped.
+    /// lock on it until every handle is dropped. sled's own periodic flush
+    /// is off: every write that must be durable is flushed explicitly (the
+    /// log's group commit, the vote, snapshots), and a timer flush in
+    /// between only competes with those for the disk.
     pub fn open(dir: &Path) -> Result<SledDisk, DiskError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         let trees = [
             db.open_tree(Space::Log.name())?,
             db.open_tree(Space::Meta.name())?,

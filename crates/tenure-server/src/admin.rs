@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use openraft::ChangeMembers;
 use openraft::{BasicNode, ServerState};
@@ -40,6 +41,8 @@ pub struct AdminService<C: Connector> {
     lease: std::time::Duration,
     /// Who may call what.
     auth: crate::auth::Auth,
+    /// The disk's flush count.
+    flushes: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<v1::SnapshotChunk, Status>> + Send>>;
@@ -63,7 +66,17 @@ impl<C: Connector> AdminService<C> {
             connector,
             lease,
             auth,
+            flushes: Arc::new(|| 0),
         }
+    }
+
+    /// Reports `flushes()` as the disk's flush count in `Status`.
+    pub fn with_flush_counter(
+        mut self,
+        flushes: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> AdminService<C> {
+        self.flushes = Arc::new(flushes);
+        self
     }
 
     /// An answer, with the leader's address in its metadata.
@@ -219,6 +232,7 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
             active_leases: stats.active as u64,
             waiting_leases: stats.waiting as u64,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            disk_flushes: (self.flushes)(),
         }))
     }
 

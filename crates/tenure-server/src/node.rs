@@ -89,6 +89,7 @@ impl Node {
             None => Auth::development(),
         };
         let log = LogStore::new(disk.clone());
+        let flush_counter = disk.clone();
         let sm = StateMachineStore::open(disk, TableConfig::default())
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         let table = sm.reader();
@@ -119,7 +120,8 @@ impl Node {
             connector.clone(),
             lease,
             auth.clone(),
-        );
+        )
+        .with_flush_counter(move || flush_counter.flushes());
         let history = History::default();
         tokio::spawn(history.clone().run(table.clone()));
         let lock = LockService::new(

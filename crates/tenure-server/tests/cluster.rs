@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::{WAIT, acquire, applied, config, start_with};
 use tenure_core::Reply;
-use tenure_raft::{NodeId, Proposal, SimDisk};
+use tenure_raft::{NodeId, Proposal, Proposer, SimDisk};
 use tenure_server::{ClusterState, Node};
 use tokio::net::TcpListener;
 
@@ -121,6 +121,62 @@ async fn tn_repl_003_a_three_node_cluster_forms_replicates_and_survives_its_lead
     nodes.insert(leader, back);
     same_state(&nodes, index).await;
     assert_eq!(nodes[&leader].table.read().table.stats().active, 2);
+    for (_, n) in nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_repl_009_concurrent_commands_share_log_entries_and_each_caller_gets_its_own_answer() {
+    let mut listeners = BTreeMap::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        members.insert(id, l.local_addr().unwrap().to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start(id, &members, SimDisk::new(), l).await);
+    }
+    let leader = nodes[&1].wait_for_leader(WAIT).await.expect("a leader");
+    // Settle leadership with one write before the burst.
+    let first = write(&nodes, leader, acquire("warm-up", "o")).await;
+    let raft = nodes[&leader].raft.clone();
+    // One entry in flight at a time: the rest of the burst queues behind it.
+    let proposer = Proposer::with_limits(raft, 512, 1);
+
+    const N: usize = 64;
+    let mut calls = Vec::new();
+    for i in 0..N {
+        let (proposer, p) = (proposer.clone(), acquire(&format!("k{i}"), &format!("o{i}")));
+        let command = p.commands.into_iter().next().unwrap();
+        calls.push(tokio::spawn(async move { proposer.propose(0, command).await }));
+    }
+    let mut entries = BTreeSet::new();
+    let mut leases = BTreeSet::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let committed = call.await.unwrap().expect("committed");
+        entries.insert(committed.log_id.index);
+        match committed.applied.result {
+            Ok(Reply::Lease(view)) => {
+                assert_eq!(&*view.key, format!("k{i}"), "caller {i} got another's answer");
+                assert_eq!(&*view.owner, format!("o{i}"));
+                leases.insert(view.id);
+            }
+            other => panic!("caller {i}: {other:?}"),
+        }
+    }
+    assert_eq!(leases.len(), N, "every command has its own lease id");
+    assert!(
+        entries.len() < N,
+        "{N} concurrent commands took {} log entries: no batching",
+        entries.len()
+    );
+    let last = *entries.last().unwrap();
+    assert!(last > first);
+    same_state(&nodes, last).await;
+    assert_eq!(nodes[&leader].table.read().table.stats().active, N + 1);
     for (_, n) in nodes {
         n.kill().await;
     }

@@ -140,7 +140,7 @@ fn status_json(s: &v1::StatusResponse) -> serde_json::Value {
         "leader_address": s.leader_address, "term": s.term, "commit_index": s.commit_index,
         "applied_index": s.applied_index, "table_digest": s.table_digest,
         "audit_sequence": s.audit_sequence, "locks": s.locks, "active_leases": s.active_leases,
-        "waiting_leases": s.waiting_leases, "version": s.version,
+        "waiting_leases": s.waiting_leases, "version": s.version, "disk_flushes": s.disk_flushes,
         "members": s.members.iter().map(|m| serde_json::json!({
             "node_id": m.node_id, "address": m.address, "voter": m.voter })).collect::<Vec<_>>(),
     })

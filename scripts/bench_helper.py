@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The small parts of scripts/bench that are easier in Python.
+
+  bench_helper.py fsync-rate DIR SECS          the disk's fsync rate in DIR (4 KiB write + fsync)
+  bench_helper.py flushes tenure|etcd ENDPOINTS BIN
+                                               the leader's flush count (Tenure: disk_flushes of
+                                               Admin.Status; etcd: WAL fsyncs from /metrics)
+  bench_helper.py kill-leader tenure|etcd DIR ENDPOINTS BIN
+                                               kill -9 the leader's process (pid files in DIR)
+  bench_helper.py report RESULTS.jsonl OUT.md OUT.json
+                                               the Tenure-vs-etcd tables from the runs
+"""
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def fsync_rate(directory, secs):
+    path = os.path.join(directory, "fsync-probe")
+    block = b"x" * 4096
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        n, start = 0, time.monotonic()
+        while time.monotonic() - start < secs:
+            os.write(fd, block)
+            os.fsync(fd)
+            n += 1
+        return n / (time.monotonic() - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def tenure_status(endpoints, binary):
+    out = subprocess.run(
+        [binary, "cluster", "status", "--json", "--endpoints", endpoints],
+        capture_output=True, text=True, timeout=20, check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def etcd_status(endpoints):
+    out = subprocess.run(
+        ["etcdctl", "--endpoints", endpoints, "endpoint", "status", "-w", "json"],
+        capture_output=True, text=True, timeout=20, check=True,
+        env=dict(os.environ, ETCDCTL_API="3"),
+    ).stdout
+    return json.loads(out)
+
+
+def etcd_leader_endpoint(endpoints):
+    for s in etcd_status(endpoints):
+        st = s["Status"]
+        if st["leader"] == st["header"]["member_id"]:
+            return s["Endpoint"]
+    raise SystemExit("etcd has no leader")
+
+
+def flushes(system, endpoints, binary):
+    if system == "tenure":
+        status = tenure_status(endpoints, binary)
+        for node in status["nodes"]:
+            if node.get("node_id") == status["leader_id"] and "disk_flushes" in node:
+                return node["disk_flushes"]
+        raise SystemExit("no leader in the Tenure status")
+    leader = etcd_leader_endpoint(endpoints)
+    url = leader if leader.startswith("http") else "http://" + leader
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith("etcd_disk_wal_fsync_duration_seconds_count"):
+            return int(float(line.split()[-1]))
+    raise SystemExit("etcd reported no WAL fsync count")
+
+
+def kill_leader(system, directory, endpoints, binary):
+    if system == "tenure":
+        leader = tenure_status(endpoints, binary)["leader_id"]
+        pidfile = os.path.join(directory, f"node-{leader}.pid")
+    else:
+        port = etcd_leader_endpoint(endpoints).rsplit(":", 1)[1]
+        member = {"2379": 1, "22379": 2, "32379": 3}[port]
+        pidfile = os.path.join(directory, f"member-{member}.pid")
+    with open(pidfile) as f:
+        pid = int(f.read().strip())
+    os.kill(pid, signal.SIGKILL)
+    print(f"killed the {system} leader (pid {pid}, {pidfile})", file=sys.stderr)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=0):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def report(results_path, md_path, json_path):
+    with open(results_path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    meta = next((r for r in runs if r.get("kind") == "meta"), {})
+    benches = [r for r in runs if r.get("kind") == "run"]
+    groups = {}
+    for r in benches:
+        key = (r["workload"], r["clients"], r["leases"] if r["workload"] == "keep-alive" else 0)
+        groups.setdefault(key, {}).setdefault(r["system"], []).append(r)
+
+    def summary(rs):
+        errors = {}
+        for r in rs:
+            for reason, n in r["errors"].items():
+                errors[reason] = errors.get(reason, 0) + n
+        cores = [max((c["cores"] for c in r["cpu"]), default=None) for r in rs]
+        per_fsync = [r.get("ops_per_fsync") for r in rs]
+        return {
+            "rounds": len(rs),
+            "throughput": median([r["throughput"] for r in rs]),
+            "p50_ms": median([r["p50_ms"] for r in rs]),
+            "p99_ms": median([r["p99_ms"] for r in rs]),
+            "p999_ms": median([r["p999_ms"] for r in rs]),
+            "errors": errors,
+            "leader_cores": median(cores),
+            "ops_per_fsync": median(per_fsync),
+        }
+
+    table = []
+    for (workload, clients, leases), by_system in sorted(groups.items()):
+        row = {"workload": workload, "clients": clients, "leases": leases}
+        for system in ("tenure", "etcd"):
+            if system in by_system:
+                row[system] = summary(by_system[system])
+        t, e = row.get("tenure"), row.get("etcd")
+        if t and e and e["throughput"]:
+            row["throughput_ratio"] = t["throughput"] / e["throughput"]
+        if t and e and t["p99_ms"]:
+            row["p99_ratio"] = e["p99_ms"] / t["p99_ms"]
+        table.append(row)
+
+    failovers = [r for r in runs if r.get("kind") == "failover"]
+    failover = {}
+    for system in ("tenure", "etcd"):
+        fs = [r["fault"] for r in failovers if r["system"] == system and r.get("fault")]
+        if fs:
+            failover[system] = {
+                "rounds": len(fs),
+                "window_ms": median([f["window_ms"] for f in fs]),
+                "window_ms_each": [f["window_ms"] for f in fs],
+                "recovery_ms": median([f["recovery_ms"] for f in fs]),
+                "recovery_ms_each": [f["recovery_ms"] for f in fs],
+                "before_per_s": median([f["before_per_s"] for f in fs]),
+            }
+    big = [r for r in runs if r.get("kind") == "keep-alive-100k"]
+
+    lines = [f"# Tenure vs etcd ({meta.get('date', '?')})", ""]
+    lines.append(
+        f"One machine ({meta.get('cpus', '?')} cores), one run of `scripts/bench`: a 3-node Tenure "
+        f"cluster and a 3-node etcd {meta.get('etcd_version', '')} cluster on loopback, both with "
+        "fsync on and elections after 300–600 ms, data on the same disk. The load generator "
+        "(`tenure bench`, `tenure-bench-etcd`: the same runner) runs on the same machine. Each cell is the "
+        f"median of {meta.get('rounds', '?')} rounds of {meta.get('secs', '?')} s after a 1 s warm-up; "
+        "the systems alternate run by run (A B A B) so machine noise hits both. "
+        f"The disk's own rate: {fmt(meta.get('fsync_per_s'))} fsync/s (4 KiB write + fsync)."
+    )
+    lines.append("")
+    lines.append(
+        "Workloads: **lock-cycle** acquire (TTL 10 s) + release — etcd: `Lock(name, lease)` + `Unlock` "
+        "with one session lease per client; **fenced** the same with a write to a downstream store that "
+        "refuses stale tokens (etcd's token: the lock response's revision); **keep-alive** "
+        f"{meta.get('keepalive_leases', '?')} leases split across the clients, each renewed every 3.3 s "
+        "(Tenure: one KeepAlive stream per client; etcd: `LeaseKeepAlive` per lease), ops = renewals; "
+        "**contended** every client on 4 keys with acquires that wait their turn (etcd's `Lock` "
+        "blocks); **get** a linearizable read of one lock. Clients use disjoint keys except in "
+        "*contended*. A failed op is counted under its reason after the client's own retries (10 s)."
+    )
+    lines.append("")
+    lines.append(
+        "| workload | clients | Tenure ops/s | etcd ops/s | ratio | Tenure p50 | etcd p50 | Tenure p99 | "
+        "etcd p99 | p99 etcd÷Tenure | Tenure errors | etcd errors | leader cores T / e |"
+    )
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
+    for row in table:
+        t, e = row.get("tenure", {}), row.get("etcd", {})
+
+        def errs(s):
+            return ", ".join(f"{k} {v}" for k, v in sorted(s.get("errors", {}).items())) or "-"
+
+        lines.append(
+            f"| {row['workload']} | {row['clients']} | {fmt(t.get('throughput'))} | {fmt(e.get('throughput'))} | "
+            f"{fmt(row.get('throughput_ratio'), 2)} | {fmt(t.get('p50_ms'), 2)} | {fmt(e.get('p50_ms'), 2)} | "
+            f"{fmt(t.get('p99_ms'), 2)} | {fmt(e.get('p99_ms'), 2)} | {fmt(row.get('p99_ratio'), 2)} | "
+            f"{errs(t)} | {errs(e)} | {fmt(t.get('leader_cores'), 2)} / {fmt(e.get('leader_cores'), 2)} |"
+        )
+    lines.append("")
+    lines.append("Latencies in ms. *ratio*: Tenure ÷ etcd throughput; *p99 etcd÷Tenure* above 1 means Tenure's p99 is lower.")
+    lines.append("")
+
+    lines.append("## Operations per fsync (64 clients)")
+    lines.append("")
+    lines.append("Successful operations of the whole run (warm-up included) per fsync of the leader "
+                 "(Tenure: `disk_flushes` in Admin.Status; etcd: `etcd_disk_wal_fsync_duration_seconds_count`).")
+    lines.append("")
+    lines.append("| workload | Tenure ops per fsync | etcd ops per fsync |")
+    lines.append("| --- | ---: | ---: |")
+    for row in table:
+        if row["clients"] == 64 and row["workload"] in ("lock-cycle", "fenced", "contended"):
+            lines.append(f"| {row['workload']} | {fmt(row.get('tenure', {}).get('ops_per_fsync'), 2)} | "
+                         f"{fmt(row.get('etcd', {}).get('ops_per_fsync'), 2)} |")
+    lines.append("")
+
+    lines.append("## Failover: `kill -9` of the leader under a 64-client lock-cycle load")
+    lines.append("")
+    lines.append("*window*: the longest stretch without a successful cycle, starting near the kill; "
+                 "*recovery*: from the kill to the first full second at ≥ 90 % of the throughput before it.")
+    lines.append("")
+    lines.append("| system | rounds | before (ops/s) | window ms (median; each) | recovery ms (median; each) |")
+    lines.append("| --- | ---: | ---: | --- | --- |")
+    for system, f in failover.items():
+        lines.append(f"| {system} | {f['rounds']} | {fmt(f['before_per_s'])} | {fmt(f['window_ms'])}; "
+                     f"{', '.join(fmt(w) for w in f['window_ms_each'])} | {fmt(f['recovery_ms'])}; "
+                     f"{', '.join(fmt(w) for w in f['recovery_ms_each'])} |")
+    lines.append("")
+
+    if big:
+        lines.append("## Keep-alive of many leases")
+        lines.append("")
+        lines.append("| system | leases | clients | renewals/s | leader cores | leader RSS MiB | errors |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        for r in big:
+            cpu = max(r["cpu"], key=lambda c: c["cores"], default={"cores": None, "rss_mib": None})
+            errs = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "-"
+            lines.append(f"| {r['system']} | {r['leases']} | {r['clients']} | {fmt(r['throughput'])} | "
+                         f"{fmt(cpu['cores'], 3)} | {fmt(cpu['rss_mib'])} | {errs} |")
+        lines.append("")
+
+    lock64 = next((r for r in table if r["workload"] == "lock-cycle" and r["clients"] == 64), None)
+    lines.append("## Against the goals")
+    lines.append("")
+    if lock64 and "throughput_ratio" in lock64:
+        lines.append(f"- Lock cycles at 64 clients: Tenure ÷ etcd = **{lock64['throughput_ratio']:.2f}** (goal ≥ 2); "
+                     f"p99 {fmt(lock64['tenure']['p99_ms'], 1)} ms vs {fmt(lock64['etcd']['p99_ms'], 1)} ms (goal: no worse).")
+    tenure_big = next((r for r in big if r["system"] == "tenure"), None)
+    if tenure_big:
+        cores = max((c["cores"] for c in tenure_big["cpu"]), default=None)
+        lines.append(f"- Keep-alive of {tenure_big['leases']} leases: the leader used **{fmt(cores, 3)} cores** (goal ≤ 1).")
+    if "tenure" in failover and "etcd" in failover:
+        lines.append(f"- Failover window: Tenure **{fmt(failover['tenure']['window_ms'])} ms** vs etcd "
+                     f"{fmt(failover['etcd']['window_ms'])} ms (goal: no longer than etcd's).")
+    lines.append("")
+    lines.append("Rerun: `scripts/bench` (about 20 minutes; `BENCH_SECS`, `BENCH_ROUNDS`, `BENCH_CLIENTS`, "
+                 "`BENCH_WORKLOADS` scale it).")
+
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(json_path, "w") as f:
+        json.dump({"meta": meta, "table": table, "failover": failover, "keep_alive_many": big}, f, indent=1)
+        f.write("\n")
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "fsync-rate":
+        print(f"{fsync_rate(args[0], float(args[1])):.0f}")
+    elif cmd == "flushes":
+        print(flushes(args[0], args[1], args[2]))
+    elif cmd == "kill-leader":
+        kill_leader(args[0], args[1], args[2], args[3])
+    elif cmd == "report":
+        report(args[0], args[1], args[2])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
