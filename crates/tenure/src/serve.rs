@@ -7,6 +7,7 @@ use tenure_raft::{Disk as _, SledDisk, TcpConnector};
 use tenure_server::config::parse_members;
 use tenure_server::{ClusterState, Node, Settings};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::error::Error;
@@ -138,7 +139,15 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
             config,
             disk.clone(),
             TcpConnector::default(),
-            TcpListenerStream::new(listener),
+            // Small replies (raft acks, lock answers) must not wait for
+            // Nagle's algorithm to meet a delayed ACK: 40 ms stalls.
+            TcpListenerStream::new(listener).map(|accepted| {
+                accepted.inspect(|stream| {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
+                    }
+                })
+            }),
             signal(),
         )
         .await?;
