@@ -168,11 +168,12 @@ impl Settings {
             rate_limit: self.rate_limit.unwrap_or(10_000),
         };
         if config.heartbeat_ms == 0
-            || config.election_min_ms <= config.heartbeat_ms
+            || config.election_min_ms / 2 <= config.heartbeat_ms
             || config.election_max_ms <= config.election_min_ms
         {
             return bad(
-                "timing must satisfy 0 < heartbeat_ms < election_min_ms < election_max_ms".into(),
+                "timing must satisfy 0 < heartbeat_ms < election_min_ms / 2 and election_min_ms < election_max_ms"
+                    .into(),
             );
         }
         if config.snapshot_every == 0 {

@@ -47,12 +47,21 @@ pub struct Node {
 }
 
 /// The openraft configuration of a node.
+///
+/// openraft 0.9 lets a follower campaign only after its leader lease (its
+/// `election_timeout_max`) *plus* a random election timeout have passed
+/// since the leader was last heard; given Tenure's bounds as they are, a
+/// dead leader would be replaced after 900–1200 ms for 300–600. openraft
+/// gets half of each bound instead, so a follower campaigns between
+/// (min + max) / 2 and max after the last heartbeat: within the window
+/// `election_min_ms`…`election_max_ms` configures, as etcd's
+/// `--election-timeout` means it.
 pub fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, ServerError> {
     let raft = openraft::Config {
         cluster_name: "tenure".into(),
         heartbeat_interval: config.heartbeat_ms,
-        election_timeout_min: config.election_min_ms,
-        election_timeout_max: config.election_max_ms,
+        election_timeout_min: config.election_min_ms / 2,
+        election_timeout_max: config.election_max_ms / 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: config.keep_after_snapshot,
         install_snapshot_timeout: 2_000,

@@ -149,9 +149,14 @@ async fn tn_repl_009_concurrent_commands_share_log_entries_and_each_caller_gets_
     const N: usize = 64;
     let mut calls = Vec::new();
     for i in 0..N {
-        let (proposer, p) = (proposer.clone(), acquire(&format!("k{i}"), &format!("o{i}")));
+        let (proposer, p) = (
+            proposer.clone(),
+            acquire(&format!("k{i}"), &format!("o{i}")),
+        );
         let command = p.commands.into_iter().next().unwrap();
-        calls.push(tokio::spawn(async move { proposer.propose(0, command).await }));
+        calls.push(tokio::spawn(
+            async move { proposer.propose(0, command).await },
+        ));
     }
     let mut entries = BTreeSet::new();
     let mut leases = BTreeSet::new();
@@ -160,7 +165,11 @@ async fn tn_repl_009_concurrent_commands_share_log_entries_and_each_caller_gets_
         entries.insert(committed.log_id.index);
         match committed.applied.result {
             Ok(Reply::Lease(view)) => {
-                assert_eq!(&*view.key, format!("k{i}"), "caller {i} got another's answer");
+                assert_eq!(
+                    &*view.key,
+                    format!("k{i}"),
+                    "caller {i} got another's answer"
+                );
                 assert_eq!(&*view.owner, format!("o{i}"));
                 leases.insert(view.id);
             }

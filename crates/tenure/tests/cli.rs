@@ -31,6 +31,7 @@ fn help_lists_only_commands_that_work() {
             "cluster",
             "lock",
             "demo",
+            "bench",
             "auth",
             "completions",
             "reasons",

@@ -487,3 +487,92 @@ async fn ls_acc_01_over_three_processes_ten_concurrent_clients_one_wins() {
     }
     assert_eq!(outcomes, (1, 9));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_bench_001_tenure_bench_runs_every_workload_against_real_processes() {
+    let c = Cluster::new(3);
+    leader(&c, &[1, 2, 3]).await.expect("a leader");
+    write(&c.addrs[&1], 0).await.expect("the cluster commits");
+    let pids = c
+        .nodes
+        .values()
+        .map(|n| n.id().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for workload in ["lock-cycle", "fenced", "keep-alive", "contended", "get"] {
+        let (code, out, err) = tenure(
+            &c,
+            &[
+                "bench",
+                "--workload",
+                workload,
+                "--clients",
+                "4",
+                "--keys",
+                "8",
+                "--leases",
+                "20",
+                "--renew-ms",
+                "100",
+                "--duration",
+                "1.5",
+                "--warmup",
+                "0.5",
+                "--watch-pid",
+                &pids,
+                "--quiet",
+                "--no-write",
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{workload}: {err}");
+        let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON report");
+        eprintln!("{workload}: {report}");
+        assert_eq!(report["workload"], workload);
+        assert!(
+            report["ok"].as_u64().unwrap() > 0,
+            "{workload}: nothing succeeded"
+        );
+        assert_eq!(report["errors"], serde_json::json!({}), "{workload}");
+        assert!(report["p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(report["p50_ms"].as_f64() <= report["p99_ms"].as_f64());
+        assert_eq!(report["cpu"].as_array().unwrap().len(), 3);
+    }
+
+    // CSV and Markdown files, and settings out of range refused.
+    let out_dir = c.dir.path().join("bench-out");
+    let (code, _, err) = tenure(
+        &c,
+        &[
+            "bench",
+            "--clients",
+            "2",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--quiet",
+            "--format",
+            "csv",
+            "--name",
+            "smoke",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(out_dir.join("smoke.csv")).expect("the CSV file");
+    assert!(csv.starts_with("system,workload,clients,"), "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("tenure,lock-cycle,2,"),
+        "{csv}"
+    );
+    let md = std::fs::read_to_string(out_dir.join("smoke.md")).expect("the Markdown file");
+    assert!(md.contains("| tenure | lock-cycle | 2 |"), "{md}");
+    let (code, _, err) = tenure(&c, &["bench", "--contention", "2", "--quiet", "--no-write"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--contention"), "{err}");
+}
