@@ -75,6 +75,7 @@ fn reason(e: &etcd_client::Error) -> (String, bool) {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             ("TRANSPORT".into(), true)
         }
+        etcd_client::Error::LeaseKeepAliveError(_) => ("STREAM_CLOSED".into(), false),
         other => (format!("{other}"), false),
     }
 }

@@ -159,12 +159,12 @@ impl BenchArgs {
         if !(0.0..=3_600.0).contains(&self.warmup) {
             return Err(Error::Invalid("--warmup must be within 0…3600 s".into()));
         }
-        if let Some(at) = self.fault_at {
-            if !(0.0..self.duration).contains(&at) {
-                return Err(Error::Invalid(
-                    "--fault-at must fall inside --duration".into(),
-                ));
-            }
+        if let Some(at) = self.fault_at
+            && !(0.0..self.duration).contains(&at)
+        {
+            return Err(Error::Invalid(
+                "--fault-at must fall inside --duration".into(),
+            ));
         }
         if self.ttl_ms == 0 || self.renew_ms == Some(0) {
             return Err(Error::Invalid(
@@ -289,22 +289,22 @@ pub async fn run<T: Target>(target: Arc<T>, args: &BenchArgs) -> Result<Report, 
             shared.measuring.store(true, Ordering::Relaxed);
             cpu_before = Some((now, proc_usage(&args.watch_pids)));
         }
-        if let (Some(at), Some(cmd)) = (fault, &fault_cmd) {
-            if now >= at {
-                tracing::info!(command = %cmd, "injecting the fault");
-                let cmd = cmd.clone();
-                tokio::spawn(async move {
-                    let status = tokio::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(&cmd)
-                        .status()
-                        .await;
-                    if !status.is_ok_and(|s| s.success()) {
-                        tracing::warn!(command = %cmd, "the fault command failed");
-                    }
-                });
-                fault_cmd = None;
-            }
+        if let (Some(at), Some(cmd)) = (fault, &fault_cmd)
+            && now >= at
+        {
+            tracing::info!(command = %cmd, "injecting the fault");
+            let cmd = cmd.clone();
+            tokio::spawn(async move {
+                let status = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .status()
+                    .await;
+                if !status.is_ok_and(|s| s.success()) {
+                    tracing::warn!(command = %cmd, "the fault command failed");
+                }
+            });
+            fault_cmd = None;
         }
         if let Some(bar) = &progress {
             let done: u64 = shared
@@ -409,11 +409,13 @@ async fn hold_leases<C: Send + 'static, T: Target<Conn = C>>(
     args: &BenchArgs,
 ) -> Result<(), Error> {
     let clients = conns.len() as u64;
+    // Keys of their own, so no lease an earlier run left behind is in the way.
+    let run: u32 = rand::random();
     let mut tasks = Vec::new();
     for (i, mut conn) in conns.drain(..).enumerate() {
         let keys: Vec<String> = (0..args.leases)
             .filter(|k| k % clients == i as u64)
-            .map(|k| format!("keep-alive/{k}"))
+            .map(|k| format!("keep-alive/{run:08x}/{k}"))
             .collect();
         let ttl = args.ttl();
         tasks.push(tokio::spawn(async move {

@@ -176,6 +176,20 @@ impl TenureConn {
             .map(|_| ())
     }
 
+    async fn read(
+        &mut self,
+        key: &str,
+        consistency: v1::Consistency,
+    ) -> Result<v1::LockState, OpError> {
+        let request = v1::GetRequest {
+            tenant_id: self.tenant.clone(),
+            lock_key: key.to_owned(),
+            consistency: consistency as i32,
+        };
+        self.call(request, |mut c, r| async move { c.get(r).await })
+            .await
+    }
+
     async fn open_stream(&mut self) -> Result<(), OpError> {
         let (tx, rx) = mpsc::channel(self.held.len().max(1));
         let mut node = self.nodes[self.current].clone();
@@ -218,21 +232,10 @@ impl Target for TenureTarget {
             held: Vec::new(),
             stream: None,
         };
-        // One read finds the leader (and proves the cluster answers).
-        let probe = v1::GetRequest {
-            tenant_id: conn.tenant.clone(),
-            lock_key: "bench/probe".into(),
-            consistency: v1::Consistency::Stale as i32,
-        };
-        conn.call(probe, |mut c, r| async move { c.get(r).await })
-            .await?;
-        let probe = v1::GetRequest {
-            tenant_id: conn.tenant.clone(),
-            lock_key: "bench/probe".into(),
-            consistency: v1::Consistency::Linearizable as i32,
-        };
-        conn.call(probe, |mut c, r| async move { c.get(r).await })
-            .await?;
+        // A read finds the leader (and proves the cluster answers).
+        for consistency in [v1::Consistency::Stale, v1::Consistency::Linearizable] {
+            conn.read("bench/probe", consistency).await?;
+        }
         Ok(conn)
     }
 
@@ -250,12 +253,7 @@ impl Target for TenureTarget {
     }
 
     async fn get(conn: &mut TenureConn, key: &str) -> Result<(), OpError> {
-        let request = v1::GetRequest {
-            tenant_id: conn.tenant.clone(),
-            lock_key: key.to_owned(),
-            consistency: v1::Consistency::Linearizable as i32,
-        };
-        conn.call(request, |mut c, r| async move { c.get(r).await })
+        conn.read(key, v1::Consistency::Linearizable)
             .await
             .map(|_| ())
     }

@@ -105,6 +105,9 @@ fn millis(d: Option<Duration>) -> u64 {
 
 impl<C: Connector> LockService<C> {
     /// The service of node `id`.
+    // One argument per collaborator the node wires in; a parameter struct
+    // would only give them a second name.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft,

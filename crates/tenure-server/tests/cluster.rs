@@ -27,6 +27,23 @@ async fn start(
     .await
 }
 
+/// Three nodes on loopback, each on its own simulated disk: their
+/// addresses and the nodes.
+async fn three_nodes() -> (BTreeMap<NodeId, String>, BTreeMap<NodeId, Node>) {
+    let mut listeners = BTreeMap::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        members.insert(id, l.local_addr().expect("its address").to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start(id, &members, SimDisk::new(), l).await);
+    }
+    (members, nodes)
+}
+
 /// Every node applies `index` and holds the same table (INV-5).
 async fn same_state(nodes: &BTreeMap<NodeId, Node>, index: u64) {
     for node in nodes.values() {
@@ -128,17 +145,7 @@ async fn tn_repl_003_a_three_node_cluster_forms_replicates_and_survives_its_lead
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tn_repl_009_concurrent_commands_share_log_entries_and_each_caller_gets_its_own_answer() {
-    let mut listeners = BTreeMap::new();
-    let mut members = BTreeMap::new();
-    for id in 1..=3 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        members.insert(id, l.local_addr().unwrap().to_string());
-        listeners.insert(id, l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(id, start(id, &members, SimDisk::new(), l).await);
-    }
+    let (_, nodes) = three_nodes().await;
     let leader = nodes[&1].wait_for_leader(WAIT).await.expect("a leader");
     // Settle leadership with one write before the burst.
     let first = write(&nodes, leader, acquire("warm-up", "o")).await;
@@ -217,17 +224,7 @@ fn tn_ops_003_the_deploy_configs_resolve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tn_ops_002_leadership_moves_to_the_voter_asked_for_and_writes_go_on() {
-    let mut members = BTreeMap::new();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        members.insert(id, l.local_addr().unwrap().to_string());
-        listeners.insert(id, l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(id, start(id, &members, SimDisk::new(), l).await);
-    }
+    let (members, nodes) = three_nodes().await;
     let first = nodes[&1].wait_for_leader(WAIT).await.expect("a leader");
     write(&nodes, first, acquire("a", "o")).await;
     for target in (1..=3).filter(|id| *id != first) {

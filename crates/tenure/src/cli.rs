@@ -1,7 +1,7 @@
 //! The command line: clap derive, one variant per working subcommand.
 //!
-//! Only commands that work are listed. The checker (`check`) and the
-//! simulations (`sim`) join as their issue lands.
+//! Only commands that work are listed. The simulations (`sim`) join as
+//! their issue lands.
 
 use std::io::Write as _;
 
@@ -53,6 +53,9 @@ enum Command {
     /// Put load on a running cluster and report throughput, latency
     /// percentiles and errors by reason (`scripts/bench` compares with etcd).
     Bench(Box<crate::bench::BenchCommand>),
+    /// Check a history or an audit stream against Tenure's invariants; exit
+    /// 0 pass, 1 violation, 2 inconclusive.
+    Check(crate::check::CheckArgs),
     /// Authentication helpers.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -94,6 +97,13 @@ impl Cli {
                 None => Ok(()),
             },
             Command::Bench(args) => crate::bench::run(*args, &mut out),
+            Command::Check(args) => match crate::check::run(args, &mut out)? {
+                0 => Ok(()),
+                code => {
+                    out.flush()?;
+                    std::process::exit(i32::from(code))
+                }
+            },
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
             Command::Auth(AuthCommand::HashToken { token }) => {

@@ -32,6 +32,7 @@ fn help_lists_only_commands_that_work() {
             "lock",
             "demo",
             "bench",
+            "check",
             "auth",
             "completions",
             "reasons",
@@ -148,4 +149,93 @@ fn tn_auth_003_without_an_auth_file_a_node_listens_on_loopback_only() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback only"), "{err}");
+}
+
+/// Runs `tenure ARGS` with `input` on stdin: (exit code, stdout).
+fn tenure_with_input(args: &[&str], input: &str) -> (i32, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the tenure binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("input written");
+    let out = child.wait_with_output().expect("it ends");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn tn_check_002_the_demos_audit_stream_passes_and_a_tampered_one_does_not() {
+    let (ok, stream) = tenure(&["demo", "--json"]);
+    assert!(ok);
+    let (code, out) = tenure_with_input(&["check", "audit", "-"], &stream);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("verdict: pass\n"), "{out}");
+    // Drop the second event: a gap in the sequence.
+    let tampered: Vec<&str> = stream
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .collect();
+    let (code, out) = tenure_with_input(&["check", "audit", "-", "--json"], &tampered.join("\n"));
+    assert_eq!(code, 1, "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(report["violations"][0]["invariant"], "AUDIT-SEQ");
+}
+
+#[test]
+fn tn_check_001_check_history_exits_1_on_a_violation_and_2_when_inconclusive() {
+    let line = |p: u64, op: &str, kind: &str, t: u64, extra: &str| {
+        format!(
+            r#"{{"process":{p},"op":"{op}","type":"{kind}","time_ns":{t},"clock_ns":{t},"tenant":"t","key":"k"{extra}}}"#
+        )
+    };
+    let two_holders = [
+        line(1, "acquire", "invoke", 0, ""),
+        line(
+            1,
+            "acquire",
+            "ok",
+            10,
+            r#","lease_id":"a","token":1,"deadline_ns":1000"#,
+        ),
+        line(2, "acquire", "invoke", 20, ""),
+        line(
+            2,
+            "acquire",
+            "ok",
+            30,
+            r#","lease_id":"b","token":2,"deadline_ns":1000"#,
+        ),
+    ]
+    .join("\n");
+    let (code, out) = tenure_with_input(&["check", "history", "-"], &two_holders);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("VIOLATION INV-1 on t/k"), "{out}");
+
+    let gets: Vec<String> = (0..10)
+        .map(|p| line(p, "get", "invoke", p, ""))
+        .chain((0..10).map(|p| line(p, "get", "ok", 100 + p, r#","token":0"#)))
+        .collect();
+    let (code, out) = tenure_with_input(
+        &["check", "history", "-", "--max-steps", "3"],
+        &gets.join("\n"),
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("INCONCLUSIVE INV-3 on t/k"), "{out}");
+    let (code, out) = tenure_with_input(&["check", "history", "-"], &gets.join("\n"));
+    assert_eq!(code, 0, "{out}");
+
+    let (code, _) = tenure_with_input(&["check", "history", "-"], "not json\n");
+    assert_eq!(code, 1);
 }
