@@ -280,6 +280,9 @@ pub async fn run<T: Target>(target: Arc<T>, args: &BenchArgs) -> Result<Report, 
         .fault_at
         .map(|at| warmup_end + Duration::from_secs_f64(at));
     let mut fault_cmd = args.fault_cmd.clone();
+    // When the fault command finished: the fault has happened by then (a
+    // command that must first find its target can take a while).
+    let fault_done: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let mut cpu_before = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -293,13 +296,14 @@ pub async fn run<T: Target>(target: Arc<T>, args: &BenchArgs) -> Result<Report, 
             && now >= at
         {
             tracing::info!(command = %cmd, "injecting the fault");
-            let cmd = cmd.clone();
+            let (cmd, done) = (cmd.clone(), fault_done.clone());
             tokio::spawn(async move {
                 let status = tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(&cmd)
                     .status()
                     .await;
+                let _ = done.set(Instant::now());
                 if !status.is_ok_and(|s| s.success()) {
                     tracing::warn!(command = %cmd, "the fault command failed");
                 }
@@ -368,9 +372,14 @@ pub async fn run<T: Target>(target: Arc<T>, args: &BenchArgs) -> Result<Report, 
     let first_measured = (args.warmup * 1000.0) as usize / report::BUCKET_MS as usize;
     let fault = args.fault_at.map(|at| {
         let measured = &timeline[first_measured.min(timeline.len())..];
+        let at = fault_done
+            .get()
+            .map_or(Duration::from_secs_f64(at), |done| {
+                done.saturating_duration_since(warmup_end)
+            });
         report::fault_effect(
             measured,
-            (at * 1000.0) as usize / report::BUCKET_MS as usize,
+            (at.as_millis() as u64 / report::BUCKET_MS) as usize,
         )
     });
     let [p50, p90, p99, p999, max] = report::percentiles(&tally.latency);

@@ -68,12 +68,13 @@ pub struct ProcessCpu {
 /// The effect of an injected fault (`--fault-at`).
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultReport {
-    /// When the fault command ran, seconds into the window.
+    /// When the fault command finished (the fault had happened), seconds
+    /// into the window.
     pub at_s: f64,
     /// Successful operations per second over the 5 s before it.
     pub before_per_s: f64,
     /// The longest stretch without a successful operation that began
-    /// within a second either side of the fault, ms.
+    /// within a second either side of the fault's completion, ms.
     pub window_ms: f64,
     /// From the fault until the first full second whose throughput is at
     /// least 90 % of `before_per_s`, ms; `None`: not within the run.
