@@ -49,15 +49,7 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
     let mut report = Report::new("audit");
     let mut locks: BTreeMap<(String, String), Lock> = BTreeMap::new();
     let mut last_seq: Option<(u64, usize)> = None;
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let e: Event = serde_json::from_str(line).map_err(|e| Error::Parse {
-            line: line_no,
-            message: e.to_string(),
-        })?;
+    for (line_no, e) in crate::ndjson::<Event>(text)? {
         report.operations += 1;
         let key = format!("{}/{}", e.tenant, e.key);
         match last_seq {

@@ -188,17 +188,10 @@ impl Clocks {
 impl History {
     /// Parses NDJSON text (blank lines are skipped).
     pub fn parse(text: &str) -> Result<History, Error> {
-        let mut events = Vec::new();
+        let events = crate::ndjson::<Event>(text)?;
         let mut last_time = 0;
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let e: Event = serde_json::from_str(line).map_err(|e| Error::Parse {
-                line: line_no,
-                message: e.to_string(),
-            })?;
+        for (line_no, e) in &events {
+            let line_no = *line_no;
             if e.time_ns < last_time {
                 return Err(Error::Malformed {
                     line: line_no,
@@ -209,7 +202,6 @@ impl History {
                 });
             }
             last_time = e.time_ns;
-            events.push((line_no, e));
         }
 
         let mut clocks = Clocks::default();

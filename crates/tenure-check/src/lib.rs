@@ -51,6 +51,22 @@ pub enum Error {
     },
 }
 
+/// The non-blank lines of NDJSON `text`, parsed, with their 1-based numbers.
+pub(crate) fn ndjson<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<(usize, T)>, Error> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map(|value| (i + 1, value))
+                .map_err(|e| Error::Parse {
+                    line: i + 1,
+                    message: e.to_string(),
+                })
+        })
+        .collect()
+}
+
 /// How hard the linearizability search may try.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
