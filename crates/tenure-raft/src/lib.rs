@@ -30,6 +30,7 @@
 pub mod disk;
 pub mod log_store;
 pub mod proposer;
+pub mod reads;
 pub mod runtime;
 pub mod state_machine;
 pub mod transport;
@@ -38,6 +39,7 @@ pub mod types;
 pub use disk::{Disk, DiskError, SimDisk, SledDisk, Space};
 pub use log_store::LogStore;
 pub use proposer::{Committed, Proposer, WriteError};
+pub use reads::{QuorumReads, ReadError};
 pub use runtime::{SeededRuntime, seed_thread_rng};
 pub use state_machine::{Applier, Notice, StateMachineStore, TableReader};
 pub use transport::{Connector, Control, Network, Observed, RaftService, TcpConnector, control};

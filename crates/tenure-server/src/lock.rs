@@ -20,7 +20,7 @@ use tenure_core::{
 use tenure_proto::convert::{self, RenewCall};
 use tenure_proto::v1;
 use tenure_proto::v1::lock_client::LockClient;
-use tenure_raft::{Connector, NodeId, Proposer, Raft, TableReader};
+use tenure_raft::{Connector, NodeId, Proposer, QuorumReads, Raft, TableReader};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -58,6 +58,8 @@ pub struct LockService<C: Connector> {
     id: NodeId,
     raft: Raft,
     proposer: Proposer,
+    /// Read-index rounds, one for every read waiting.
+    reads: QuorumReads,
     table: TableReader,
     timers: LeaseTimers,
     history: History,
@@ -121,6 +123,7 @@ impl<C: Connector> LockService<C> {
         let Access { auth, rate_limit } = access;
         LockService {
             id,
+            reads: QuorumReads::new(raft.clone()),
             raft,
             proposer,
             table,
@@ -200,10 +203,9 @@ impl<C: Connector> LockService<C> {
     /// Confirms with a quorum that this node still leads (read-index),
     /// after the call arrived: a deposed leader answers NOT_LEADER.
     async fn quorum_read(&self) -> Result<(), Status> {
-        self.raft
-            .ensure_linearizable()
+        self.reads
+            .confirm()
             .await
-            .map(|_| ())
             .map_err(|e| convert::status(Reason::NotLeader, e.to_string(), self.hint().as_deref()))
     }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{WAIT, acquire, applied, config, start_with};
 use tenure_core::Reply;
-use tenure_raft::{NodeId, Proposal, Proposer, SimDisk};
+use tenure_raft::{NodeId, Proposal, Proposer, QuorumReads, SimDisk};
 use tenure_server::{ClusterState, Node};
 use tokio::net::TcpListener;
 
@@ -193,6 +193,36 @@ async fn tn_repl_009_concurrent_commands_share_log_entries_and_each_caller_gets_
     assert!(last > first);
     same_state(&nodes, last).await;
     assert_eq!(nodes[&leader].table.read().table.stats().active, N + 1);
+    for (_, n) in nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_repl_010_waiting_reads_share_a_quorum_round_and_a_follower_confirms_none() {
+    let (_, nodes) = three_nodes().await;
+    let leader = nodes[&1].wait_for_leader(WAIT).await.expect("a leader");
+    write(&nodes, leader, acquire("warm-up", "o")).await;
+    let reads = QuorumReads::new(nodes[&leader].raft.clone());
+    const N: usize = 64;
+    let calls: Vec<_> = (0..N)
+        .map(|_| {
+            let reads = reads.clone();
+            tokio::spawn(async move { reads.confirm().await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().expect("the leader confirms");
+    }
+    assert!(
+        reads.rounds() < N as u64,
+        "{N} waiting reads took {} rounds: no batching",
+        reads.rounds()
+    );
+    // A node that does not lead confirms nothing.
+    let follower = *nodes.keys().find(|&&id| id != leader).unwrap();
+    let theirs = QuorumReads::new(nodes[&follower].raft.clone());
+    assert!(theirs.confirm().await.is_err());
     for (_, n) in nodes {
         n.kill().await;
     }
