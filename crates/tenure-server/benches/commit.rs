@@ -2,7 +2,9 @@
 //! (sled, flushed before every append is acknowledged), at 1, 16 and 128
 //! concurrent proposers; and, measured by the same tool in the same run, the
 //! disk's own fsync rate. Commits per leader fsync show whether appends are
-//! batched. Writes artifacts/bench/commit.md and commit.json.
+//! batched: one `client_write` per command (raw) against the node's
+//! `Proposer` (many commands per entry), alternately. Writes
+//! artifacts/bench/commit.md and commit.json.
 //!
 //! `cargo bench -p tenure-server --bench commit` (or `scripts/bench-commit`).
 //! Under `cargo test` it runs a short smoke version and writes nothing.
@@ -94,15 +96,31 @@ struct Run {
     p99_us: u64,
 }
 
-async fn load<D: Disk>(c: &Cluster<D>, leader: NodeId, proposers: usize, secs: f64) -> Run {
+/// How the load's commands reach raft.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// One `client_write` per command: one entry each.
+    Raw,
+    /// Through the node's `Proposer`: concurrent commands share entries.
+    Batched,
+}
+
+async fn load<D: Disk>(
+    c: &Cluster<D>,
+    leader: NodeId,
+    proposers: usize,
+    secs: f64,
+    path: Path,
+) -> Run {
     let raft = c.nodes[&leader].raft.clone();
+    let batcher = tenure_raft::Proposer::new(raft.clone());
     let fsyncs_before = c.disks[&leader].flushes();
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for p in 0..proposers {
-        let raft = raft.clone();
+        let (raft, batcher) = (raft.clone(), batcher.clone());
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -110,7 +128,14 @@ async fn load<D: Disk>(c: &Cluster<D>, leader: NodeId, proposers: usize, secs: f
             while Instant::now() < until {
                 n += 1;
                 let t = Instant::now();
-                if raft.client_write(noop(n)).await.is_ok() {
+                let committed = match path {
+                    Path::Raw => raft.client_write(noop(n)).await.is_ok(),
+                    Path::Batched => {
+                        let command = noop(n).commands.remove(0);
+                        batcher.propose(0, command).await.is_ok()
+                    }
+                };
+                if committed {
                     lat.push(t.elapsed().as_micros() as u64);
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
@@ -169,8 +194,11 @@ fn main() {
         let leader = c.nodes[&1].wait_for_leader(Duration::from_secs(10)).await.expect("a leader");
         let disk_rate = fsync_rate(secs).await;
         let mut runs = Vec::new();
+        let mut batched = Vec::new();
         for p in [1, 16, 128] {
-            runs.push(load(&c, leader, p, secs).await);
+            // Raw and batched alternate, so machine noise hits both.
+            runs.push(load(&c, leader, p, secs, Path::Raw).await);
+            batched.push(load(&c, leader, p, secs, Path::Batched).await);
         }
         let disk_rate_after = fsync_rate(secs).await;
         // The same cluster on the in-memory disk: what raft and the network
@@ -179,7 +207,7 @@ fn main() {
         let mem_leader = mem.nodes[&1].wait_for_leader(Duration::from_secs(10)).await.expect("a leader");
         let mut mem_runs = Vec::new();
         for p in [1, 16, 128] {
-            mem_runs.push(load(&mem, mem_leader, p, secs).await);
+            mem_runs.push(load(&mem, mem_leader, p, secs, Path::Raw).await);
         }
         if !full {
             println!("smoke run: {} commits at 128 proposers, disk {disk_rate:.0} fsync/s", runs[2].commits);
@@ -204,6 +232,22 @@ fn main() {
             json.push(serde_json::json!({"proposers": r.proposers, "commits_per_sec": cps, "p50_us": r.p50_us, "p99_us": r.p99_us,
                 "leader_fsyncs_per_sec": r.fsyncs as f64 / r.seconds, "commits_per_fsync": per_fsync}));
         }
+        let _ = writeln!(md, "\nThe same commands through the node's `Proposer`, which puts the commands of concurrent callers into one entry (up to 512, two entries in flight), measured alternately with the rows above:\n");
+        let _ = writeln!(md, "| proposers | commands/s | p50 | p99 | leader fsyncs/s | commands per fsync | ÷ raw commits/s |");
+        let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |");
+        let mut batched_json = Vec::new();
+        for (r, raw) in batched.iter().zip(&runs) {
+            let cps = r.commits as f64 / r.seconds;
+            let per_fsync = r.commits as f64 / r.fsyncs.max(1) as f64;
+            let raw_cps = raw.commits as f64 / raw.seconds;
+            let _ = writeln!(
+                md,
+                "| {} | {cps:.0} | {:.2} ms | {:.2} ms | {:.0} | {per_fsync:.2} | {:.2} |",
+                r.proposers, r.p50_us as f64 / 1000.0, r.p99_us as f64 / 1000.0, r.fsyncs as f64 / r.seconds, cps / raw_cps.max(1.0)
+            );
+            batched_json.push(serde_json::json!({"proposers": r.proposers, "commands_per_sec": cps, "p50_us": r.p50_us, "p99_us": r.p99_us,
+                "leader_fsyncs_per_sec": r.fsyncs as f64 / r.seconds, "commands_per_fsync": per_fsync}));
+        }
         let _ = writeln!(md, "\nWithout fsync (the simulations' in-memory disk), same cluster shape:\n");
         let _ = writeln!(md, "| proposers | commits/s | p50 | p99 | flushes per commit |\n| --- | --- | --- | --- | --- |");
         let mut mem_json = Vec::new();
@@ -217,7 +261,7 @@ fn main() {
             mem_json.push(serde_json::json!({"proposers": r.proposers, "commits_per_sec": cps, "p50_us": r.p50_us, "p99_us": r.p99_us}));
         }
         print!("{md}");
-        let out = serde_json::json!({"date": date, "disk_fsync_per_sec": [disk_rate, disk_rate_after], "runs": json, "in_memory_runs": mem_json});
+        let out = serde_json::json!({"date": date, "disk_fsync_per_sec": [disk_rate, disk_rate_after], "runs": json, "batched_runs": batched_json, "in_memory_runs": mem_json});
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../artifacts/bench");
         let written = std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(format!("{dir}/commit.md"), &md))
