@@ -514,41 +514,45 @@ async fn work<T: Target>(
 }
 
 /// CPU time and resident memory of a process.
-struct Usage {
-    pid: u32,
-    cpu_secs: f64,
-    rss_mib: f64,
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// The process.
+    pub pid: u32,
+    /// User + system CPU time so far, seconds.
+    pub cpu_secs: f64,
+    /// Resident memory now, MiB.
+    pub rss_mib: f64,
 }
 
-/// Reads utime + stime and VmRSS of each pid from /proc (zeros where it
+/// Reads utime + stime and VmRSS of `pid` from /proc (zeros where it
 /// cannot be read: the process is gone).
+pub fn process_usage(pid: u32) -> Usage {
+    const TICKS_PER_SEC: f64 = 100.0; // USER_HZ on Linux
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Usage {
+        pid,
+        cpu_secs: (field(11) + field(12)) as f64 / TICKS_PER_SEC,
+        rss_mib: rss_kib / 1024.0,
+    }
+}
+
 fn proc_usage(pids: &[u32]) -> Vec<Usage> {
-    const TICKS_PER_SEC: f64 = 100.0;
-    pids.iter()
-        .map(|&pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let field = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let rss_kib: f64 = status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-            Usage {
-                pid,
-                cpu_secs: (field(11) + field(12)) as f64 / TICKS_PER_SEC,
-                rss_mib: rss_kib / 1024.0,
-            }
-        })
-        .collect()
+    pids.iter().map(|&pid| process_usage(pid)).collect()
 }
 
 /// Prints the table and writes the result files (unless `--no-write`):

@@ -25,29 +25,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// utime + stime of a process, in clock ticks, and its resident set in KiB.
-fn usage(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks, rss)
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let leases = if full {
@@ -136,19 +113,19 @@ fn main() {
             .expect("status")
             .into_inner();
         let leader_pid = nodes[&status.leader_id].id();
-        let (ticks_before, _) = usage(leader_pid);
+        let before = tenure_bench::process_usage(leader_pid);
         let started = Instant::now();
         tokio::time::sleep(hold).await;
         let held_secs = started.elapsed().as_secs_f64();
-        let (ticks_after, rss_kib) = usage(leader_pid);
+        let after = tenure_bench::process_usage(leader_pid);
         let valid = guards.iter().filter(|g| g.is_valid()).count();
         let status = admin
             .status(v1::StatusRequest {})
             .await
             .expect("status")
             .into_inner();
-        let ticks_per_sec = 100.0; // USER_HZ on Linux
-        let cpu = (ticks_after - ticks_before) as f64 / ticks_per_sec / held_secs;
+        let cpu = (after.cpu_secs - before.cpu_secs) / held_secs;
+        let rss_kib = (after.rss_mib * 1024.0).round() as u64;
         (
             acquire_secs,
             held_secs,
