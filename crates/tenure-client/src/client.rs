@@ -57,6 +57,19 @@ pub struct ClientConfig {
     pub max_drift: f64,
     /// How long one call, with its retries, may take.
     pub call_timeout: Duration,
+    /// How to open a channel to an endpoint; `None`: TCP.
+    pub dialer: Option<Dialer>,
+}
+
+/// Opens a channel to `host:port` some other way than TCP (a simulated
+/// network, say).
+#[derive(Clone)]
+pub struct Dialer(pub Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>);
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer(..)")
+    }
 }
 
 impl ClientConfig {
@@ -72,6 +85,7 @@ impl ClientConfig {
             owner: owner.into(),
             max_drift: 0.1,
             call_timeout: Duration::from_secs(10),
+            dialer: None,
         }
     }
 }
@@ -153,6 +167,11 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
+        }
+        if let Some(Dialer(dial)) = &self.inner.config.dialer {
+            let c = dial(addr).map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
+            channels.insert(addr.to_owned(), c.clone());
+            return Ok(c);
         }
         let c = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?

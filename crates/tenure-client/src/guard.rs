@@ -56,6 +56,16 @@ impl LockGuard {
         *self.deadline.borrow()
     }
 
+    /// The deadline as it moves: each acknowledged renewal moves it later.
+    pub fn deadlines(&self) -> watch::Receiver<Instant> {
+        self.deadline.clone()
+    }
+
+    /// The lease's time to live.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.lease.ttl_ms)
+    }
+
     /// Whether the guard may still be used: before its deadline, not lost.
     pub fn is_valid(&self) -> bool {
         !*self.lost.borrow() && Instant::now() < self.deadline()

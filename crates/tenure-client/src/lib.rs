@@ -35,6 +35,6 @@ mod client;
 mod guard;
 mod keepalive;
 
-pub use client::{Client, ClientConfig, Error};
+pub use client::{Client, ClientConfig, Dialer, Error};
 pub use guard::LockGuard;
 pub use tenure_core::{FencedResource, Reason};

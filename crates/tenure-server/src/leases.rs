@@ -33,6 +33,8 @@ use tenure_raft::{Notice, Proposer, Raft, TableReader};
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
+use crate::clock::{Harness, NodeClock, Sabotage};
+
 /// What a timer does when it fires.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Due {
@@ -87,6 +89,10 @@ pub struct LeaseTimers {
     wake: Arc<Notify>,
     /// Added to every lease at a change of leader: the election timeout.
     election: Duration,
+    /// The clock deadlines live on.
+    clock: NodeClock,
+    /// Deliberate breaks, for the simulation's negative controls.
+    sabotage: Sabotage,
 }
 
 /// Why a renewal was not extended.
@@ -109,13 +115,31 @@ impl RenewRefusal {
 }
 
 impl LeaseTimers {
-    /// Timers that add `election` to every lease at a change of leader.
+    /// Timers on the machine's clock that add `election` to every lease at
+    /// a change of leader.
     pub fn new(election: Duration) -> LeaseTimers {
+        LeaseTimers::with_harness(election, &Harness::default())
+    }
+
+    /// Timers on the harness's clock, with its negative controls.
+    pub fn with_harness(election: Duration, harness: &Harness) -> LeaseTimers {
         LeaseTimers {
             timers: Arc::default(),
             wake: Arc::default(),
             election,
+            clock: harness.clock.clone(),
+            sabotage: harness.sabotage,
         }
+    }
+
+    /// The node's clocks.
+    pub fn clock(&self) -> &NodeClock {
+        &self.clock
+    }
+
+    /// The negative controls in force (none outside simulations).
+    pub fn sabotage(&self) -> Sabotage {
+        self.sabotage
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Timers> {
@@ -135,7 +159,7 @@ impl LeaseTimers {
         ttl: Duration,
         version: u64,
     ) -> Result<Duration, RenewRefusal> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut t = self.lock();
         if !t.active {
             return Err(RenewRefusal::NotLeader);
@@ -152,7 +176,7 @@ impl LeaseTimers {
 
     /// The time left on a lease's deadline, if this node keeps one.
     pub fn remaining(&self, id: LeaseId) -> Option<Duration> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let t = self.lock();
         t.at.get(&Due::Expire(id))
             .map(|(d, _)| d.saturating_duration_since(now))
@@ -173,9 +197,14 @@ impl LeaseTimers {
             // Spread expiries that would fall due together: extending is safe.
             let spread = Duration::from_millis((i % 1_000) as u64);
             let ttl = Duration::from_millis(lease.ttl_ms);
+            let extension = if self.sabotage.no_extension_on_promotion {
+                Duration::ZERO
+            } else {
+                ttl + self.election + spread
+            };
             t.arm(
                 Due::Expire(lease.id),
-                now + ttl + self.election + spread,
+                now + extension,
                 lease.version,
                 false,
             );
@@ -320,20 +349,22 @@ impl LeaseTimers {
     pub async fn run(self, raft: Raft, proposer: Proposer, table: TableReader, tick: Duration) {
         let mut notices = table.subscribe();
         let mut metrics = raft.metrics();
+        // Stalls are measured on the true monotonic clock, not on the
+        // deadline clock (which, in a negative control, can step).
         let mut last_tick = Instant::now();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let next = self
                 .next_due()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                .unwrap_or_else(|| self.clock.now() + Duration::from_secs(3600));
             tokio::select! {
                 notice = notices.recv() => match notice {
-                    Ok(n) => self.on_notice(&table, &n, Instant::now()),
+                    Ok(n) => self.on_notice(&table, &n, self.clock.now()),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "lease timers fell behind the log: re-reading the table");
                         if self.active() {
-                            self.take_office(&table, Instant::now());
+                            self.take_office(&table, self.clock.now());
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -346,16 +377,16 @@ impl LeaseTimers {
                     let in_office = m.state == ServerState::Leader
                         && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
                     match (in_office, self.active()) {
-                        (true, false) => self.take_office(&table, Instant::now()),
+                        (true, false) => self.take_office(&table, self.clock.now()),
                         (false, true) if m.state != ServerState::Leader => self.step_down(),
                         _ => {}
                     }
                 }
-                _ = tokio::time::sleep_until(next) => {
-                    for command in self.fire(Instant::now()) {
-                        let proposer = proposer.clone();
+                _ = self.clock.sleep_until(next) => {
+                    for command in self.fire(self.clock.now()) {
+                        let (proposer, clock) = (proposer.clone(), self.clock.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = proposer.propose(crate::clock::wall_clock_ms(), command).await {
+                            if let Err(e) = proposer.propose(clock.wall_ms(), command).await {
                                 tracing::debug!(error = %e, "a timer's proposal did not commit");
                             }
                         });
@@ -367,7 +398,7 @@ impl LeaseTimers {
                     last_tick = now;
                     if stalled && self.active() {
                         tracing::warn!("the timer loop stalled: taking office again rather than expiring every lease");
-                        self.take_office(&table, now);
+                        self.take_office(&table, self.clock.now());
                     }
                 }
                 _ = self.wake.notified() => {}

@@ -26,7 +26,7 @@
 
 pub mod admin;
 pub mod auth;
-mod clock;
+pub mod clock;
 pub mod config;
 mod error;
 pub mod errors;
@@ -38,5 +38,6 @@ pub mod watch;
 
 pub use admin::AdminService;
 pub use config::{ClusterState, NodeConfig, Settings};
+pub use clock::{Harness, NodeClock, Sabotage};
 pub use error::ServerError;
 pub use node::{Node, raft_config};

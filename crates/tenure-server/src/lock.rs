@@ -268,6 +268,26 @@ impl<C: Connector> LockService<C> {
         .map(|(_, reply)| reply)
     }
 
+    /// Negative control `grant_before_commit`: answers from the command
+    /// applied to a copy of the table, and proposes it in the background.
+    /// A leader cut off from its quorum thus grants what never commits.
+    fn speculate(&self, command: Command) -> Result<LeaseView, Status> {
+        let mut copy = self.table.read().table.clone();
+        let ctx = tenure_core::ApplyCtx {
+            index: copy.next_index(),
+            at_ms: self.timers.clock().wall_ms(),
+        };
+        let reply = copy.apply(ctx, command.clone()).result.map_err(|e| self.fail(&e))?;
+        let Reply::Lease(view) = reply else {
+            return Err(Status::internal(format!("acquire answered {reply:?}")));
+        };
+        let (proposer, at_ms) = (self.proposer.clone(), ctx.at_ms);
+        tokio::spawn(async move {
+            let _ = proposer.propose(at_ms, command).await;
+        });
+        Ok(view)
+    }
+
     fn lease_reply(&self, view: &LeaseView) -> v1::Lease {
         convert::lease(view, millis(self.timers.remaining(view.id)))
     }
@@ -382,6 +402,10 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
         let command = convert::acquire(request.get_ref(), &caller).map_err(Status::from)?;
         // Listen before proposing, so a grant right after cannot be missed.
         let notices = self.table.subscribe();
+        if self.timers.sabotage().grant_before_commit && command.wait_timeout_ms == 0 {
+            let view = self.speculate(Command::Acquire(command))?;
+            return Ok(self.respond(convert::lease(&view, view.ttl_ms)));
+        }
         let view = match self.propose(Command::Acquire(command)).await? {
             Reply::Lease(v) => v,
             other => return Err(Status::internal(format!("acquire answered {other:?}"))),
@@ -421,7 +445,9 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
                     .check_renew(&t.tenant, t.lease_id, &t.owner)
                     .map_err(|e| self.fail(&e))?;
                 // Still the leader, confirmed by a quorum after the renewal arrived.
-                self.quorum_read().await?;
+                if !self.timers.sabotage().renew_without_read_index {
+                    self.quorum_read().await?;
+                }
                 let left = self
                     .timers
                     .renew(view.id, Duration::from_millis(view.ttl_ms), view.version)
@@ -549,7 +575,9 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
                             continue;
                         };
                         let requests: Vec<v1::KeepAliveRequest> = batch.into_iter().filter_map(Result::ok).collect();
-                        if let Err(s) = service.quorum_read().await {
+                        if !service.timers.sabotage().renew_without_read_index
+                            && let Err(s) = service.quorum_read().await
+                        {
                             let _ = tx.send(Err(s)).await;
                             return;
                         }

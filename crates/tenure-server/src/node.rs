@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
-use tenure_core::TableConfig;
 use tenure_raft::{
     Connector, Disk, LogStore, Network, NodeId, Proposer, Raft, RaftService, StateMachineStore,
     TableReader,
@@ -24,6 +23,7 @@ use tenure_proto::v1;
 
 use crate::admin::AdminService;
 use crate::auth::Auth;
+use crate::clock::Harness;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
 use crate::leases::LeaseTimers;
@@ -92,6 +92,37 @@ impl Node {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
+        Node::start_with(
+            config,
+            disk,
+            connector,
+            incoming,
+            shutdown,
+            Harness::default(),
+        )
+        .await
+    }
+
+    /// [`Node::start`] with the clocks and negative controls a simulation
+    /// gives each host.
+    pub async fn start_with<D, C, I, IO, IE>(
+        config: NodeConfig,
+        disk: D,
+        connector: C,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        harness: Harness,
+    ) -> Result<Node, ServerError>
+    where
+        D: Disk,
+        C: Connector,
+        I: Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        if harness.sabotage.any() {
+            tracing::warn!(sabotage = ?harness.sabotage, "negative controls in force: this node is deliberately unsafe");
+        }
         let raft_config = raft_config(&config)?;
         let auth = match &config.auth_file {
             Some(path) => Auth::from_file(path)?,
@@ -99,7 +130,7 @@ impl Node {
         };
         let log = LogStore::new(disk.clone());
         let flush_counter = disk.clone();
-        let sm = StateMachineStore::open(disk, TableConfig::default())
+        let sm = StateMachineStore::open(disk, harness.table.clone())
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         let table = sm.reader();
         let raft = Raft::new(
@@ -114,7 +145,7 @@ impl Node {
 
         let proposer = Proposer::new(raft.clone());
         let lease = Duration::from_millis(config.election_max_ms);
-        let timers = LeaseTimers::new(lease);
+        let timers = LeaseTimers::with_harness(lease, &harness);
         tokio::spawn(timers.clone().run(
             raft.clone(),
             proposer.clone(),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tenure_raft::{NodeId, SimDisk};
-use tenure_server::{ClusterState, Node, NodeConfig};
+use tenure_server::{ClusterState, Harness, Node, NodeClock, NodeConfig, Sabotage};
 
 use crate::net::{TurmoilConnector, incoming};
 
@@ -35,7 +35,40 @@ pub struct SimCluster {
     pub disks: BTreeMap<NodeId, SimDisk>,
     /// Every node's role and term changes, in simulated time order.
     pub observations: Arc<Mutex<Vec<Observation>>>,
+    /// Each node's clock setting: rate, and wall clock offset from the
+    /// simulation's epoch (ms).
+    pub clocks: BTreeMap<NodeId, ClockSetting>,
+    /// The clocks of the running nodes (replaced at each restart), so a
+    /// nemesis can step their wall clocks.
+    pub running_clocks: Arc<Mutex<BTreeMap<NodeId, NodeClock>>>,
+    /// Deliberate breaks every node runs with (none: the real thing).
+    pub sabotage: Sabotage,
+    /// Negative control: lease deadlines on the wall clock.
+    pub wall_deadlines: bool,
+    /// The bounds the table starts with: TTLs from 500 ms.
+    pub table: tenure_core::TableConfig,
 }
+
+/// One host's clocks: how fast they run, and where its wall clock starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockSetting {
+    /// Local seconds per true second.
+    pub rate: f64,
+    /// The wall clock's offset from the simulation's epoch, ms.
+    pub wall_offset_ms: i64,
+}
+
+impl Default for ClockSetting {
+    fn default() -> ClockSetting {
+        ClockSetting {
+            rate: 1.0,
+            wall_offset_ms: 0,
+        }
+    }
+}
+
+/// The simulated wall clock's epoch: 2026-01-01T00:00:00Z, in Unix ms.
+pub const WALL_EPOCH_MS: u64 = 1_767_225_600_000;
 
 impl SimCluster {
     /// `n` nodes named `n1`, `n2`, ….
@@ -44,6 +77,48 @@ impl SimCluster {
             hosts: (1..=n).map(|id| (id, format!("n{id}"))).collect(),
             disks: (1..=n).map(|id| (id, SimDisk::new())).collect(),
             observations: Arc::default(),
+            clocks: (1..=n).map(|id| (id, ClockSetting::default())).collect(),
+            running_clocks: Arc::default(),
+            sabotage: Sabotage::default(),
+            wall_deadlines: false,
+            table: tenure_core::TableConfig {
+                min_ttl_ms: 500,
+                ..tenure_core::TableConfig::default()
+            },
+        }
+    }
+
+    /// Steps node `id`'s wall clock by `ms` (if it runs).
+    pub fn step_wall(&self, id: NodeId, ms: i64) {
+        if let Some(c) = self
+            .running_clocks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            c.step_wall(ms);
+        }
+    }
+
+    /// The clocks node `id` starts with now.
+    fn harness(&self, id: NodeId) -> Harness {
+        let setting = self.clocks.get(&id).copied().unwrap_or_default();
+        let since = turmoil::sim_elapsed().unwrap_or_default();
+        let wall = WALL_EPOCH_MS
+            .saturating_add_signed(setting.wall_offset_ms)
+            .saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        let mut clock = NodeClock::simulated(setting.rate, wall);
+        if self.wall_deadlines {
+            clock = clock.with_wall_deadlines();
+        }
+        self.running_clocks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, clock.clone());
+        Harness {
+            clock,
+            table: self.table.clone(),
+            sabotage: self.sabotage,
         }
     }
 
@@ -89,12 +164,13 @@ impl SimCluster {
 
     async fn start(&self, id: NodeId) -> Result<Node, Box<dyn std::error::Error>> {
         let incoming = incoming(PORT).await?;
-        let node = Node::start(
+        let node = Node::start_with(
             self.config(id),
             self.disks[&id].clone(),
             TurmoilConnector,
             incoming,
             std::future::pending::<()>(),
+            self.harness(id),
         )
         .await?;
         Ok(node)

@@ -2,16 +2,27 @@
 //!
 //! The real node code (tenure-server on tenure-raft) runs as turmoil hosts:
 //! the network is turmoil's, the disks are [`tenure_raft::SimDisk`]s that
-//! live outside the hosts (a crashed host keeps only what it flushed), and
-//! one seed fixes turmoil's randomness and every election timeout
-//! ([`tenure_raft::seed_thread_rng`]).
+//! live outside the hosts (a crashed host keeps only what it flushed), each
+//! node has its own clocks (a rate drift and a wall-clock offset), and one
+//! seed fixes turmoil's randomness, every election timeout
+//! ([`tenure_raft::seed_thread_rng`]), the clients' choices and the faults.
 //!
-//! This crate holds the network adapters and the cluster harness; the
-//! nemeses, workloads, histories and the checker grow here with the
-//! simulation issue.
+//! - [`cluster`]: the nodes as hosts, and what they are seen to do;
+//! - [`workload`]: clients on tenure-client, recording a history;
+//! - [`nemesis`]: the faults;
+//! - [`scenario`]: named scenarios, negative controls, one seeded run
+//!   checked by tenure-check;
+//! - [`store`]: the fenced downstream store;
+//! - [`history`]: the recorder.
 
 pub mod cluster;
+pub mod history;
+pub mod nemesis;
 pub mod net;
+pub mod scenario;
+pub mod store;
+pub mod workload;
 
 pub use cluster::{Observation, SimCluster};
 pub use net::{TurmoilConnector, admin_client, incoming, lock_client};
+pub use scenario::{Control, Outcome, Scenario, run, scenario, scenarios};

@@ -1,6 +1,7 @@
 //! tonic over turmoil's simulated network: a [`Connector`] for the raft
 //! transport and the clients, and an incoming stream for the servers.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,20 +21,38 @@ pub struct TurmoilConnector;
 
 impl Connector for TurmoilConnector {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let connector = tower::service_fn(|uri: Uri| async move {
-            let host = uri.host().unwrap_or_default().to_owned();
-            let port = uri.port_u16().unwrap_or(80);
-            let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
-            Ok::<_, io::Error>(TokioIo::new(stream))
-        });
-        // Keep-alive finds a connection a partition silently broke, so the
-        // channel reconnects once the partition heals.
-        Ok(Endpoint::from_shared(format!("http://{addr}"))?
-            .http2_keep_alive_interval(Duration::from_millis(500))
-            .keep_alive_timeout(Duration::from_millis(500))
-            .keep_alive_while_idle(true)
-            .connect_with_connector_lazy(connector))
+        endpoint(addr).map(|e| e.connect_with_connector_lazy(dial()))
     }
+}
+
+/// A channel to `addr` over turmoil whose calls give up after `timeout`
+/// (what a client library sets; the raft transport has its own).
+pub fn channel(addr: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    endpoint(addr).map(|e| e.timeout(timeout).connect_with_connector_lazy(dial()))
+}
+
+fn dial() -> impl tower::Service<
+    Uri,
+    Response = TokioIo<turmoil::net::TcpStream>,
+    Error = io::Error,
+    Future = impl Future<Output = io::Result<TokioIo<turmoil::net::TcpStream>>> + Send,
+> + Clone
++ Send {
+    tower::service_fn(|uri: Uri| async move {
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+        Ok::<_, io::Error>(TokioIo::new(stream))
+    })
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    // Keep-alive finds a connection a partition silently broke, so the
+    // channel reconnects once the partition heals.
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .http2_keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_millis(500))
+        .keep_alive_while_idle(true))
 }
 
 /// An accepted simulated connection, as tonic's server wants it.

@@ -56,6 +56,9 @@ enum Command {
     /// Check a history or an audit stream against Tenure's invariants; exit
     /// 0 pass, 1 violation, 2 inconclusive.
     Check(crate::check::CheckArgs),
+    /// Deterministic simulations of a cluster under faults: `sim list`,
+    /// `sim run SCENARIO --seed N`; exit 0 pass, 1 violation, 2 inconclusive.
+    Sim(crate::sim::SimArgs),
     /// Authentication helpers.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -85,6 +88,11 @@ enum AuthCommand {
 }
 
 impl Cli {
+    /// Whether logs are off unless asked for.
+    pub fn quiet(&self) -> bool {
+        matches!(self.command, Command::Sim(_))
+    }
+
     /// Runs the chosen command.
     pub fn run(self) -> Result<(), Error> {
         let mut out = std::io::stdout().lock();
@@ -98,6 +106,13 @@ impl Cli {
             },
             Command::Bench(args) => crate::bench::run(*args, &mut out),
             Command::Check(args) => match crate::check::run(args, &mut out)? {
+                0 => Ok(()),
+                code => {
+                    out.flush()?;
+                    std::process::exit(i32::from(code))
+                }
+            },
+            Command::Sim(args) => match crate::sim::run(args, &mut out)? {
                 0 => Ok(()),
                 code => {
                     out.flush()?;
@@ -130,10 +145,13 @@ impl Cli {
     }
 }
 
-/// Structured logs to stderr, filtered by `RUST_LOG` (default: warnings).
-pub fn init_logging(format: LogFormat) {
+/// Structured logs to stderr, filtered by `RUST_LOG` (default: warnings;
+/// for `tenure sim`, none: simulated faults make the nodes complain by
+/// design, and the report says what matters).
+pub fn init_logging(format: LogFormat, quiet: bool) {
+    let default = if quiet { "off" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

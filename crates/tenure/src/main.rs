@@ -10,6 +10,7 @@ mod error;
 mod lock;
 mod reasons;
 mod serve;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    cli::init_logging(cli.log_format);
+    cli::init_logging(cli.log_format, cli.quiet());
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`tenure demo | head`) is the reader's choice, not a failure.

@@ -1,0 +1,379 @@
+//! Faults, planned from the seed and applied between simulation steps:
+//! partitions (the leader cut off with some of its clients: split brain),
+//! one-way partitions, flapping links and slow messages, crashes with the
+//! unflushed writes lost, a node paused longer than a TTL, wall-clock
+//! steps. One fault at a time; each heals when its window ends, and all
+//! heal before the clients stop.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tenure_raft::NodeId;
+
+use crate::cluster::SimCluster;
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// A minority of nodes, with some clients, cut off from the rest.
+    Partition,
+    /// The leader cut off, with some of its clients.
+    SplitBrain,
+    /// Messages get through in one direction only.
+    Asymmetric,
+    /// Links that flap (messages lost in flight) and slow messages.
+    Lossy,
+    /// A node crashes, losing what it had not flushed, and restarts.
+    Crash,
+    /// A node (the leader, mostly) stops answering for longer than a TTL
+    /// (a GC pause), then carries on as if nothing happened.
+    Pause,
+    /// A node's wall clock is set forward or back.
+    ClockStep,
+}
+
+impl Fault {
+    /// The name in schedules and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Partition => "partition",
+            Fault::SplitBrain => "split-brain",
+            Fault::Asymmetric => "asymmetric",
+            Fault::Lossy => "lossy",
+            Fault::Crash => "crash",
+            Fault::Pause => "pause",
+            Fault::ClockStep => "clock-step",
+        }
+    }
+}
+
+/// One planned fault.
+#[derive(Clone, Copy, Debug)]
+pub struct Planned {
+    /// When it starts (true time since the simulation began).
+    pub at: Duration,
+    /// When it heals.
+    pub until: Duration,
+    /// What it is.
+    pub fault: Fault,
+}
+
+/// Plans faults from `kinds` between `start` and `end`: windows of
+/// `min_len`…`max_len`, with quiet gaps between them.
+pub fn plan(
+    rng: &mut StdRng,
+    kinds: &[Fault],
+    start: Duration,
+    end: Duration,
+    (min_len, max_len): (Duration, Duration),
+) -> Vec<Planned> {
+    let mut out = Vec::new();
+    if kinds.is_empty() {
+        return out;
+    }
+    let mut at = start + Duration::from_millis(rng.gen_range(0..1_000));
+    loop {
+        let len = Duration::from_millis(
+            rng.gen_range(min_len.as_millis() as u64..=max_len.as_millis() as u64),
+        );
+        if at + len >= end {
+            return out;
+        }
+        let fault = kinds[rng.gen_range(0..kinds.len())];
+        out.push(Planned {
+            at,
+            until: at + len,
+            fault,
+        });
+        at += len + Duration::from_millis(rng.gen_range(200..2_000));
+    }
+}
+
+/// What a fault changed, to heal it.
+enum Active {
+    /// Links were cut or held: release every link.
+    Links,
+    /// Links flap and are slow: steady them.
+    Lossy,
+    /// A node is down: restart it.
+    Crashed(NodeId),
+    /// Nothing to heal (a clock step stays).
+    Nothing,
+}
+
+/// A line of the fault log.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// When, true time.
+    pub at: Duration,
+    /// What happened.
+    pub what: String,
+}
+
+impl fmt::Display for Applied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>8.3}s {}", self.at.as_secs_f64(), self.what)
+    }
+}
+
+/// Applies a plan to a running simulation.
+pub struct Nemesis {
+    cluster: SimCluster,
+    clients: Vec<String>,
+    plan: std::vec::IntoIter<Planned>,
+    next: Option<Planned>,
+    active: Option<(Duration, Active)>,
+    rng: StdRng,
+    ttl: Duration,
+    base_latency: Duration,
+    /// What it did, in order.
+    pub log: Vec<Applied>,
+}
+
+impl Nemesis {
+    /// A nemesis over `cluster` and the client hosts.
+    pub fn new(
+        cluster: SimCluster,
+        clients: Vec<String>,
+        plan: Vec<Planned>,
+        seed: u64,
+        ttl: Duration,
+        base_latency: Duration,
+    ) -> Nemesis {
+        let mut plan = plan.into_iter();
+        let next = plan.next();
+        Nemesis {
+            cluster,
+            clients,
+            plan,
+            next,
+            active: None,
+            rng: StdRng::seed_from_u64(seed),
+            ttl,
+            base_latency,
+            log: Vec::new(),
+        }
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.cluster.hosts.keys().copied().collect()
+    }
+
+    fn host(&self, id: NodeId) -> String {
+        self.cluster.hosts.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// The leader most nodes name, else any node.
+    fn leader(&mut self) -> NodeId {
+        let nodes = self.nodes();
+        match self.cluster.agreed_leader(&nodes) {
+            Some((l, _)) => l,
+            None => nodes[self.rng.gen_range(0..nodes.len())],
+        }
+    }
+
+    fn note(&mut self, at: Duration, what: String) {
+        tracing::info!(at_ms = at.as_millis() as u64, %what, "nemesis");
+        self.log.push(Applied { at, what });
+    }
+
+    /// Starts and heals faults due at `now`.
+    pub fn tick(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) {
+        if let Some((until, _)) = &self.active
+            && *until <= now
+            && let Some((_, active)) = self.active.take()
+        {
+            self.heal(sim, active, now);
+        }
+        if self.active.is_none()
+            && let Some(p) = self.next
+            && p.at <= now
+        {
+            self.next = self.plan.next();
+            let active = self.start(sim, p.fault, now);
+            self.active = Some((p.until, active));
+        }
+    }
+
+    /// Heals whatever is active (at the end of the faults).
+    pub fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) {
+        self.next = None;
+        if let Some((_, active)) = self.active.take() {
+            self.heal(sim, active, now);
+        }
+    }
+
+    /// Cuts every link between `a` and `b`.
+    fn cut(sim: &turmoil::Sim<'_>, a: &[String], b: &[String]) {
+        for x in a {
+            for y in b {
+                sim.partition(x.as_str(), y.as_str());
+            }
+        }
+    }
+
+    fn start(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault, now: Duration) -> Active {
+        let nodes = self.nodes();
+        match fault {
+            Fault::Partition | Fault::SplitBrain => {
+                let mut side: BTreeSet<NodeId> = BTreeSet::new();
+                if fault == Fault::SplitBrain {
+                    side.insert(self.leader());
+                } else {
+                    let k = self.rng.gen_range(1..=(nodes.len() - 1) / 2);
+                    let mut shuffled = nodes.clone();
+                    shuffled.shuffle(&mut self.rng);
+                    side.extend(shuffled.into_iter().take(k));
+                }
+                let mut clients_a: Vec<String> = self
+                    .clients
+                    .iter()
+                    .filter(|_| self.rng.gen_bool(0.5))
+                    .cloned()
+                    .collect();
+                if fault == Fault::SplitBrain && clients_a.is_empty() {
+                    clients_a.push(self.clients[self.rng.gen_range(0..self.clients.len())].clone());
+                }
+                let a: Vec<String> = side.iter().map(|n| self.host(*n)).collect();
+                let b: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| !side.contains(n))
+                    .map(|n| self.host(*n))
+                    .collect();
+                let clients_b: Vec<String> = self
+                    .clients
+                    .iter()
+                    .filter(|c| !clients_a.contains(c))
+                    .cloned()
+                    .collect();
+                Self::cut(sim, &a, &b);
+                Self::cut(sim, &clients_a, &b);
+                Self::cut(sim, &clients_b, &a);
+                self.note(
+                    now,
+                    format!(
+                        "{}: {a:?} with clients {clients_a:?} | {b:?} with clients {clients_b:?}",
+                        fault.name()
+                    ),
+                );
+                Active::Links
+            }
+            Fault::Asymmetric => {
+                let leader = self.leader();
+                let others: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != leader).collect();
+                let other = others[self.rng.gen_range(0..others.len())];
+                let (from, to) = if self.rng.gen_bool(0.5) {
+                    (leader, other)
+                } else {
+                    (other, leader)
+                };
+                sim.partition_oneway(self.host(from).as_str(), self.host(to).as_str());
+                let mut what = format!("asymmetric: n{from} -> n{to} lost");
+                // Sometimes the leader's answers to a client are lost too.
+                if self.rng.gen_bool(0.5) {
+                    let c = self.clients[self.rng.gen_range(0..self.clients.len())].clone();
+                    sim.partition_oneway(self.host(leader).as_str(), c.as_str());
+                    what.push_str(&format!(", n{leader} -> {c} lost"));
+                }
+                self.note(now, what);
+                Active::Links
+            }
+            Fault::Lossy => {
+                let rate = self.rng.gen_range(0.0005..0.004);
+                let latency = Duration::from_millis(self.rng.gen_range(10..60));
+                sim.set_fail_rate(rate);
+                sim.set_max_message_latency(latency);
+                self.note(
+                    now,
+                    format!(
+                        "lossy: links fail at {rate:.4} per ms, messages up to {} ms late",
+                        latency.as_millis()
+                    ),
+                );
+                Active::Lossy
+            }
+            Fault::Crash => {
+                let victim = if self.rng.gen_bool(0.5) {
+                    self.leader()
+                } else {
+                    nodes[self.rng.gen_range(0..nodes.len())]
+                };
+                let host = self.host(victim);
+                sim.crash(host.as_str());
+                if let Some(d) = self.cluster.disks.get(&victim) {
+                    d.crash();
+                }
+                self.note(now, format!("crash: n{victim}, unflushed writes lost"));
+                Active::Crashed(victim)
+            }
+            Fault::Pause => {
+                let victim = if self.rng.gen_bool(0.8) {
+                    self.leader()
+                } else {
+                    nodes[self.rng.gen_range(0..nodes.len())]
+                };
+                let host = self.host(victim);
+                let everyone: Vec<String> = self
+                    .cluster
+                    .hosts
+                    .values()
+                    .filter(|h| **h != host)
+                    .chain(self.clients.iter())
+                    .cloned()
+                    .collect();
+                for other in &everyone {
+                    sim.hold(host.as_str(), other.as_str());
+                }
+                self.note(now, format!("pause: n{victim} hears and says nothing"));
+                Active::Links
+            }
+            Fault::ClockStep => {
+                let victim = if self.rng.gen_bool(0.6) {
+                    self.leader()
+                } else {
+                    nodes[self.rng.gen_range(0..nodes.len())]
+                };
+                let ttl = self.ttl.as_millis() as i64;
+                let by = self.rng.gen_range(ttl / 2..=ttl * 3);
+                let by = if self.rng.gen_bool(0.7) { by } else { -by };
+                self.cluster.step_wall(victim, by);
+                self.note(now, format!("clock-step: n{victim}'s wall clock {by:+} ms"));
+                Active::Nothing
+            }
+        }
+    }
+
+    fn heal(&mut self, sim: &mut turmoil::Sim<'_>, active: Active, now: Duration) {
+        match active {
+            Active::Links => {
+                let hosts: Vec<String> = self
+                    .cluster
+                    .hosts
+                    .values()
+                    .chain(self.clients.iter())
+                    .cloned()
+                    .collect();
+                for (i, a) in hosts.iter().enumerate() {
+                    for b in &hosts[i + 1..] {
+                        sim.release(a.as_str(), b.as_str());
+                    }
+                }
+                self.note(now, "heal: every link".into());
+            }
+            Active::Lossy => {
+                sim.set_fail_rate(0.0);
+                sim.set_max_message_latency(self.base_latency);
+                self.note(now, "heal: links steady".into());
+            }
+            Active::Crashed(id) => {
+                sim.bounce(self.host(id).as_str());
+                self.note(now, format!("heal: n{id} restarted"));
+            }
+            Active::Nothing => {}
+        }
+    }
+}
