@@ -57,6 +57,9 @@ pub struct ClientConfig {
     pub max_drift: f64,
     /// How long one call, with its retries, may take.
     pub call_timeout: Duration,
+    /// How long one attempt at one endpoint may take before the next
+    /// endpoint is tried (a leader that went silent, say).
+    pub try_timeout: Duration,
     /// How to open a channel to an endpoint; `None`: TCP.
     pub dialer: Option<Dialer>,
 }
@@ -85,6 +88,7 @@ impl ClientConfig {
             owner: owner.into(),
             max_drift: 0.1,
             call_timeout: Duration::from_secs(10),
+            try_timeout: Duration::from_secs(2),
             dialer: None,
         }
     }
@@ -176,7 +180,6 @@ impl Client {
         let c = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(self.inner.config.call_timeout)
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(1))
             .connect_lazy();
@@ -226,18 +229,50 @@ impl Client {
     /// Sends one request, following leader hints and retrying what may
     /// succeed elsewhere, within the call timeout. The request is the same
     /// on every try (same request_id), so a retry never acts twice.
-    pub(crate) async fn call<B, R, F, Fut>(&self, body: B, mut send: F) -> Result<R, Error>
+    pub(crate) async fn call<B, R, F, Fut>(&self, body: B, send: F) -> Result<R, Error>
     where
         B: Clone,
         F: FnMut(LockClient<Channel>, tonic::Request<B>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
-        let deadline = Instant::now() + self.inner.config.call_timeout;
+        self.call_for(body, Duration::ZERO, send).await
+    }
+
+    /// [`Client::call`] for a call the server may hold `extra` longer than
+    /// an ordinary one (a waiting acquire waits in the queue).
+    pub(crate) async fn call_for<B, R, F, Fut>(
+        &self,
+        body: B,
+        extra: Duration,
+        mut send: F,
+    ) -> Result<R, Error>
+    where
+        B: Clone,
+        F: FnMut(LockClient<Channel>, tonic::Request<B>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.inner.config.call_timeout + extra;
         let mut last = String::from("no endpoint tried");
         loop {
             for addr in self.candidates() {
                 let lock = LockClient::new(self.channel(&addr)?);
-                match send(lock, self.request(body.clone())?).await {
+                let attempt = send(lock, self.request(body.clone())?);
+                let give_up = deadline.min(Instant::now() + self.inner.config.try_timeout + extra);
+                let answer = match tokio::time::timeout_at(give_up, attempt).await {
+                    Ok(answer) => answer,
+                    Err(_) if give_up < deadline => {
+                        // Silent: forget it as leader, try the others.
+                        last = format!("{addr}: no answer in time");
+                        self.inner
+                            .leader
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .take_if(|l| *l == addr);
+                        continue;
+                    }
+                    Err(_) => return Err(Error::Unavailable(format!("{addr}: no answer in time"))),
+                };
+                match answer {
                     Ok(r) => {
                         self.follow(r.metadata());
                         return Ok(r.into_inner());
@@ -285,7 +320,7 @@ impl Client {
         // Rule 5: the deadline counts from the first attempt's send time.
         let sent = Instant::now();
         let lease = self
-            .call(body, |mut c, r| async move { c.acquire(r).await })
+            .call_for(body, wait, |mut c, r| async move { c.acquire(r).await })
             .await?;
         Ok(LockGuard::new(self.clone(), lease, sent))
     }

@@ -144,7 +144,9 @@ impl NodeClock {
             Some(epoch) => {
                 let run = u64::try_from(i.created.elapsed().mul_f64(i.rate).as_millis())
                     .unwrap_or(u64::MAX);
-                epoch.saturating_add(run).saturating_add_signed(self.steps())
+                epoch
+                    .saturating_add(run)
+                    .saturating_add_signed(self.steps())
             }
         }
     }

@@ -60,9 +60,14 @@ struct Timers {
 
 impl Timers {
     /// Sets a timer; a lease deadline only moves later unless `exact`.
+    /// A lease's version only grows: the timer keeps the highest seen, so
+    /// a late arm with an older version cannot make its `Expire` stale.
     fn arm(&mut self, due: Due, when: Instant, version: u64, exact: bool) {
-        if let Some((old, _)) = self.at.get(&due).copied() {
+        let mut version = version;
+        if let Some((old, old_version)) = self.at.get(&due).copied() {
+            version = version.max(old_version);
             if !exact && old >= when {
+                self.at.insert(due, (old, version));
                 return;
             }
             self.timeline.remove(&(old, due.clone()));
@@ -202,12 +207,7 @@ impl LeaseTimers {
             } else {
                 ttl + self.election + spread
             };
-            t.arm(
-                Due::Expire(lease.id),
-                now + extension,
-                lease.version,
-                false,
-            );
+            t.arm(Due::Expire(lease.id), now + extension, lease.version, false);
             if lease.state == LeaseState::Waiting {
                 let wait = Duration::from_millis(lease.wait_timeout_ms);
                 t.arm(

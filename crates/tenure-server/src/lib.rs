@@ -37,7 +37,7 @@ pub mod transfer;
 pub mod watch;
 
 pub use admin::AdminService;
-pub use config::{ClusterState, NodeConfig, Settings};
 pub use clock::{Harness, NodeClock, Sabotage};
+pub use config::{ClusterState, NodeConfig, Settings};
 pub use error::ServerError;
 pub use node::{Node, raft_config};

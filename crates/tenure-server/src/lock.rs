@@ -277,7 +277,10 @@ impl<C: Connector> LockService<C> {
             index: copy.next_index(),
             at_ms: self.timers.clock().wall_ms(),
         };
-        let reply = copy.apply(ctx, command.clone()).result.map_err(|e| self.fail(&e))?;
+        let reply = copy
+            .apply(ctx, command.clone())
+            .result
+            .map_err(|e| self.fail(&e))?;
         let Reply::Lease(view) = reply else {
             return Err(Status::internal(format!("acquire answered {reply:?}")));
         };
@@ -304,6 +307,11 @@ impl<C: Connector> LockService<C> {
         };
         let give_up =
             tokio::time::Instant::now() + Duration::from_millis(view.wait_timeout_ms) + WAIT_SLACK;
+        // The open call is the owner's renewal of its WAITING lease: while
+        // it waits, the lease keeps its place however long the wait.
+        let ttl = Duration::from_millis(view.ttl_ms);
+        let mut keep = tokio::time::interval((ttl / 3).max(Duration::from_millis(1)));
+        keep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = self.table.read().table.lease(&view.tenant, view.id);
             match now {
@@ -321,7 +329,21 @@ impl<C: Connector> LockService<C> {
                     return Err(self.fail(&e));
                 }
             }
-            match tokio::time::timeout_at(give_up, notices.recv()).await {
+            let notice = tokio::select! {
+                notice = tokio::time::timeout_at(give_up, notices.recv()) => notice,
+                _ = keep.tick() => {
+                    // Refused when this node no longer leads: the caller
+                    // retries on the new leader, which extended the lease.
+                    let waiting = self.table.read().table.lease(&view.tenant, view.id);
+                    if let Ok(v) = waiting
+                        && v.state == LeaseState::Waiting
+                    {
+                        let _ = self.timers.renew(v.id, ttl, v.version);
+                    }
+                    continue;
+                }
+            };
+            match notice {
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => {
                     return Err(convert::status(

@@ -297,7 +297,7 @@ impl Nemesis {
                 Active::Lossy
             }
             Fault::Crash => {
-                let victim = if self.rng.gen_bool(0.5) {
+                let victim = if self.rng.gen_bool(0.8) {
                     self.leader()
                 } else {
                     nodes[self.rng.gen_range(0..nodes.len())]

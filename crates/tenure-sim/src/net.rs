@@ -25,12 +25,6 @@ impl Connector for TurmoilConnector {
     }
 }
 
-/// A channel to `addr` over turmoil whose calls give up after `timeout`
-/// (what a client library sets; the raft transport has its own).
-pub fn channel(addr: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    endpoint(addr).map(|e| e.timeout(timeout).connect_with_connector_lazy(dial()))
-}
-
 fn dial() -> impl tower::Service<
     Uri,
     Response = TokioIo<turmoil::net::TcpStream>,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tenure_check::history::{Kind, Op};
-use tenure_client::{Client, ClientConfig, Dialer, Error, LockGuard};
+use tenure_client::{Client, ClientConfig, Dialer, Error, LockGuard, Reason};
 use tokio::time::Instant;
 
 use crate::history::Process;
@@ -72,10 +72,13 @@ fn now_true() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
-/// A channel over turmoil, with a per-call timeout.
-pub fn dialer(timeout: Duration) -> Dialer {
-    Dialer(Arc::new(move |addr: &str| {
-        crate::net::channel(addr, timeout).map_err(|e| e.to_string())
+/// Channels over turmoil (the client library times its calls out).
+pub fn dialer() -> Dialer {
+    Dialer(Arc::new(|addr: &str| {
+        use tenure_raft::Connector as _;
+        crate::net::TurmoilConnector
+            .channel(addr)
+            .map_err(|e| e.to_string())
     }))
 }
 
@@ -92,9 +95,14 @@ async fn connect(config: &ClientConfig) -> Client {
 }
 
 /// Records an error as `fail` (a refusal: it had no effect) or `unknown`.
+/// An acquire answered LEASE_NOT_ACTIVE or LEASE_EXPIRED did create its
+/// lease, which ended before the answer (a wait abandoned by a timed-out
+/// call, say): it may have been granted meanwhile, so it is `unknown`.
 fn completion(p: &Process, op: Op, key: &str, e: &Error) -> tenure_check::history::Event {
+    let created =
+        op == Op::Acquire && matches!(e.reason(), Reason::LeaseNotActive | Reason::LeaseExpired);
     match e {
-        Error::Refused { reason, .. } => {
+        Error::Refused { reason, .. } if !created => {
             let mut ev = p.event(op, Kind::Fail, key);
             ev.reason = Some(reason.as_str().to_owned());
             ev

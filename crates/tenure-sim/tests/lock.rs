@@ -178,3 +178,67 @@ fn tn_req_004_an_acquire_whose_reply_was_lost_is_retried_into_the_same_lease() {
     });
     sim.run().expect("the simulation passes");
 }
+
+#[test]
+fn tn_wait_006_a_waiter_whose_call_is_open_is_kept_alive_past_its_ttl() {
+    let mut sim = sim(seed());
+    let cluster = SimCluster::new(3);
+    cluster.install(&mut sim);
+    let c = cluster.clone();
+    sim.client("client", async move {
+        let (l, _) = leader(&c, &[1, 2, 3], 0).await;
+        let host = c.hosts[&l].clone();
+        let short = |rid: &str, wait_ms: u64| v1::AcquireRequest {
+            ttl_ms: 1_000,
+            wait_timeout_ms: wait_ms,
+            ..acquire("k", rid)
+        };
+        let held = lock_client(&host)
+            .acquire(as_owner("a", short("a1", 0)))
+            .await
+            .expect("granted")
+            .into_inner();
+        // The waiter waits up to 6 TTLs; its call stays open meanwhile.
+        let waiter = tokio::spawn({
+            let host = host.clone();
+            async move {
+                let mut r = as_owner("b", short("b1", 6_000));
+                r.set_timeout(Duration::from_secs(10));
+                lock_client(&host).acquire(r).await
+            }
+        });
+        // The holder keeps its lease for 3 TTLs, then lets go.
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let renew = v1::RenewRequest {
+                tenant_id: "t".into(),
+                lease_id: held.lease_id.clone(),
+                owner_id: String::new(),
+                request_id: format!("a-renew-{i}"),
+                ttl_ms: 0,
+            };
+            lock_client(&host)
+                .renew(as_owner("a", renew))
+                .await
+                .expect("the holder renews");
+        }
+        let release = v1::ReleaseRequest {
+            tenant_id: "t".into(),
+            lease_id: held.lease_id.clone(),
+            owner_id: String::new(),
+            request_id: "a-release".into(),
+        };
+        lock_client(&host)
+            .release(as_owner("a", release))
+            .await
+            .expect("released");
+        let granted = waiter
+            .await
+            .expect("the waiter's task")
+            .expect("the waiter is granted, not expired while it waited")
+            .into_inner();
+        assert_eq!(granted.fencing_token, 2);
+        Ok(())
+    });
+    sim.run().expect("the simulation passes");
+}

@@ -374,7 +374,11 @@ fn report_seed(args: &RunArgs, d: &Done, out: &mut impl Write) -> Result<(), Err
     }
     if failed {
         for v in &o.report.violations {
-            writeln!(out, "  {} {}: {} (lines {:?})", v.invariant, v.key, v.message, v.lines)?;
+            writeln!(
+                out,
+                "  {} {}: {} (lines {:?})",
+                v.invariant, v.key, v.message, v.lines
+            )?;
         }
         for i in &o.report.inconclusive {
             writeln!(

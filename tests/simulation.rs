@@ -1,0 +1,223 @@
+//! Whole clusters in a deterministic simulation (tenure-sim on turmoil),
+//! each run's client history checked by tenure-check: every scenario keeps
+//! the invariants, the same seed gives the same history, and every
+//! deliberately broken variant of the time model is caught.
+//!
+//! Each scenario test runs a fixed seed and `TENURE_SIM_SEEDS` random ones
+//! (default 1). `TENURE_SIM_SEED=N` runs seed N alone; every failure prints
+//! the command that reproduces it, byte for byte.
+
+use tenure_sim::scenario::{self, Control, Outcome};
+use tenure_tests::seeds;
+
+/// Runs `name` on the test's seeds; fails with the report and the
+/// reproduction command of each seed that did not pass.
+fn keeps_every_invariant(name: &str, test: &str, fixed: u64) {
+    let s = scenario::scenario(name).expect("the scenario exists");
+    let mut failures = Vec::new();
+    for seed in seeds(fixed) {
+        match scenario::run(&s, seed, None) {
+            Ok(o) if o.verdict() == "pass" => {}
+            Ok(o) => failures.push(describe(&o, test)),
+            Err(e) => failures.push(format!(
+                "seed {seed}: {e}\n  TENURE_SIM_SEED={seed} cargo test -p tenure-tests --test simulation {test}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn describe(o: &Outcome, test: &str) -> String {
+    let mut out = format!(
+        "{} seed {}: {}\n{}",
+        o.scenario, o.seed, o.verdict(), o.report
+    );
+    for l in &o.liveness {
+        out.push_str(&format!("{l}\n"));
+    }
+    out.push_str("faults:\n");
+    for f in &o.faults {
+        out.push_str(&format!("  {f}\n"));
+    }
+    out.push_str(&format!(
+        "  TENURE_SIM_SEED={} cargo test -p tenure-tests --test simulation {test}\n  or: {}",
+        o.seed,
+        scenario::reproduce(o.scenario, o.seed, o.control)
+    ));
+    out
+}
+
+/// The most seeds a broken variant may survive before its test fails.
+const CATCH_WITHIN: u64 = 16;
+
+/// Runs seeds 1, 2, … of `name` (or the pinned seed) until one is caught
+/// violating an invariant; fails if none is within [`CATCH_WITHIN`].
+fn is_caught(name: &str, control: Option<Control>) -> u64 {
+    let s = scenario::scenario(name).expect("the scenario exists");
+    let seeds: Vec<u64> = match tenure_tests::pinned_seed() {
+        Some(seed) => vec![seed],
+        None => (1..=CATCH_WITHIN).collect(),
+    };
+    for seed in &seeds {
+        let o = scenario::run(&s, *seed, control).expect("the simulation runs");
+        if o.violated() {
+            return *seed;
+        }
+    }
+    panic!(
+        "{name} with {control:?}: no violation in seeds {seeds:?}; the simulation does not bite"
+    );
+}
+
+#[test]
+fn tn_sim_001_a_minority_cut_off_with_its_clients_keeps_every_invariant() {
+    keeps_every_invariant(
+        "partitions",
+        "tn_sim_001_a_minority_cut_off_with_its_clients_keeps_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_a_leader_isolated_with_its_clients_cannot_split_the_brain() {
+    keeps_every_invariant(
+        "split-brain",
+        "tn_sim_001_a_leader_isolated_with_its_clients_cannot_split_the_brain",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_one_way_partitions_and_lost_answers_keep_every_invariant() {
+    keeps_every_invariant(
+        "asymmetric",
+        "tn_sim_001_one_way_partitions_and_lost_answers_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_lost_and_late_messages_keep_every_invariant() {
+    keeps_every_invariant(
+        "lossy",
+        "tn_sim_001_lost_and_late_messages_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_crashes_that_lose_unflushed_writes_keep_every_invariant() {
+    keeps_every_invariant(
+        "crash-restart",
+        "tn_sim_001_crashes_that_lose_unflushed_writes_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_a_leader_paused_past_the_ttl_cannot_hand_a_lock_out_twice() {
+    keeps_every_invariant(
+        "leader-pause",
+        "tn_sim_001_a_leader_paused_past_the_ttl_cannot_hand_a_lock_out_twice",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_a_client_paused_past_its_ttl_has_its_stale_writes_fenced_off() {
+    keeps_every_invariant(
+        "client-pause",
+        "tn_sim_001_a_client_paused_past_its_ttl_has_its_stale_writes_fenced_off",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_many_keys_through_partitions_and_crashes_keep_every_invariant() {
+    keeps_every_invariant(
+        "many-keys",
+        "tn_sim_001_many_keys_through_partitions_and_crashes_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_five_nodes_under_every_fault_keep_every_invariant() {
+    keeps_every_invariant(
+        "five-nodes",
+        "tn_sim_001_five_nodes_under_every_fault_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_001_three_nodes_under_every_fault_keep_every_invariant() {
+    keeps_every_invariant(
+        "mixed",
+        "tn_sim_001_three_nodes_under_every_fault_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_005_clock_drift_within_the_allowance_and_wall_clock_steps_do_not_matter() {
+    keeps_every_invariant(
+        "clock-drift",
+        "tn_sim_005_clock_drift_within_the_allowance_and_wall_clock_steps_do_not_matter",
+        1,
+    );
+}
+
+#[test]
+fn tn_sim_005_clocks_drifting_beyond_the_allowance_are_caught_breaking_mutual_exclusion() {
+    is_caught("drift-beyond", None);
+}
+
+#[test]
+fn tn_sim_002_the_same_seed_gives_the_same_history_byte_for_byte() {
+    let s = scenario::scenario("mixed").expect("the scenario exists");
+    let seed = tenure_tests::pinned_seed().unwrap_or(7);
+    let a = scenario::run(&s, seed, None).expect("the simulation runs");
+    let b = scenario::run(&s, seed, None).expect("the simulation runs");
+    assert!(a.report.operations > 50, "a history worth comparing");
+    assert_eq!(a.hash, b.hash, "seed {seed} gave two histories");
+    assert_eq!(a.history, b.history);
+    assert_eq!(a.faults, b.faults);
+    let other = scenario::run(&s, seed + 1, None).expect("the simulation runs");
+    assert_ne!(a.hash, other.hash, "another seed, another history");
+}
+
+fn control_is_caught(control: Control) {
+    let seed = is_caught(control.scenario(), Some(control));
+    eprintln!("{control} caught by {} seed {seed}", control.scenario());
+}
+
+#[test]
+fn tn_sim_003_renewing_without_a_read_index_is_caught() {
+    control_is_caught(Control::RenewWithoutReadIndex);
+}
+
+#[test]
+fn tn_sim_003_a_new_leader_that_does_not_extend_leases_is_caught() {
+    control_is_caught(Control::NoExtensionOnPromotion);
+}
+
+#[test]
+fn tn_sim_003_deadlines_on_the_wall_clock_are_caught() {
+    control_is_caught(Control::SharedWallClock);
+}
+
+#[test]
+fn tn_sim_003_granting_before_the_entry_commits_is_caught() {
+    control_is_caught(Control::GrantBeforeCommit);
+}
+
+#[test]
+fn tn_sim_003_a_client_deadline_without_the_drift_margin_is_caught() {
+    control_is_caught(Control::NoDriftMargin);
+}
+
+#[test]
+fn tn_sim_003_a_store_that_skips_the_fencing_check_is_caught() {
+    control_is_caught(Control::NoFencingCheck);
+}
