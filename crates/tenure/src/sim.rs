@@ -196,12 +196,18 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
         .iter()
         .flat_map(|seed| chosen.iter().map(move |s| (s.clone(), *seed)))
         .collect();
+    let total = jobs.len();
     let queue = Mutex::new(jobs.into_iter().enumerate());
-    let results = Mutex::new(Vec::new());
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Done)>();
     let started = stopwatch();
-    std::thread::scope(|scope| {
+    let (mut pass, mut violated, mut inconclusive, mut failed) = (0, 0, 0, 0);
+    let mut simulated = Duration::ZERO;
+    let mut caught = Vec::new();
+    let printed: Result<(), Error> = std::thread::scope(|scope| {
         for _ in 0..args.jobs {
-            scope.spawn(|| {
+            let tx = tx.clone();
+            let (queue, control) = (&queue, args.control);
+            scope.spawn(move || {
                 loop {
                     let next = queue
                         .lock()
@@ -209,55 +215,55 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
                         .next();
                     let Some((i, (s, seed))) = next else { return };
                     let t = stopwatch();
-                    let outcome = scenario::run(&s, seed, args.control).map_err(|e| e.to_string());
-                    results
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((
-                            i,
-                            Done {
-                                outcome,
-                                scenario: s.name,
-                                seed,
-                                wall: t.elapsed(),
-                            },
-                        ));
+                    let outcome = scenario::run(&s, seed, control).map_err(|e| e.to_string());
+                    let done = Done {
+                        outcome,
+                        scenario: s.name,
+                        seed,
+                        wall: t.elapsed(),
+                    };
+                    if tx.send((i, done)).is_err() {
+                        return;
+                    }
                 }
             });
         }
-    });
-    let wall = started.elapsed();
-    let mut results = results
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    results.sort_by_key(|(i, _)| *i);
-
-    let (mut pass, mut violated, mut inconclusive, mut failed) = (0, 0, 0, 0);
-    let mut simulated = Duration::ZERO;
-    let mut caught = Vec::new();
-    for (_, d) in &results {
-        report_seed(&args, d, out)?;
-        match &d.outcome {
-            Ok(o) => {
-                simulated += o.simulated;
-                caught.push(o.violated());
-                match o.verdict() {
-                    "pass" => pass += 1,
-                    "violation" => violated += 1,
-                    _ => inconclusive += 1,
+        drop(tx);
+        // Print in seed order as results arrive.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        for (i, d) in rx {
+            waiting.insert(i, d);
+            while let Some(d) = waiting.remove(&next) {
+                next += 1;
+                report_seed(&args, &d, out)?;
+                out.flush()?;
+                match &d.outcome {
+                    Ok(o) => {
+                        simulated += o.simulated;
+                        caught.push(o.violated());
+                        match o.verdict() {
+                            "pass" => pass += 1,
+                            "violation" => violated += 1,
+                            _ => inconclusive += 1,
+                        }
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        caught.push(false);
+                    }
                 }
             }
-            Err(_) => {
-                failed += 1;
-                caught.push(false);
-            }
         }
-    }
+        Ok(())
+    });
+    printed?;
+    let wall = started.elapsed();
     let speed = simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9);
     if args.json {
         let v = serde_json::json!({
             "summary": true,
-            "runs": results.len(),
+            "runs": total,
             "pass": pass,
             "violation": violated,
             "inconclusive": inconclusive,
@@ -273,7 +279,7 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
         writeln!(
             out,
             "{} runs: {pass} pass, {violated} violation, {inconclusive} inconclusive, {failed} failed to run; {:.1} s simulated in {:.1} s ({speed:.1} simulated s per wall s, {} jobs)",
-            results.len(),
+            total,
             simulated.as_secs_f64(),
             wall.as_secs_f64(),
             args.jobs
@@ -282,10 +288,9 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
             match scenario::median_seeds_to_catch(&caught) {
                 Some(m) => writeln!(
                     out,
-                    "control {c}: caught in {violated} of {} runs; median seeds to catch: {m}",
-                    results.len()
+                    "control {c}: caught in {violated} of {total} runs; median seeds to catch: {m}"
                 )?,
-                None => writeln!(out, "control {c}: NOT caught in {} runs", results.len())?,
+                None => writeln!(out, "control {c}: NOT caught in {total} runs")?,
             }
         }
     }
