@@ -30,7 +30,10 @@ fn keeps_every_invariant(name: &str, test: &str, fixed: u64) {
 fn describe(o: &Outcome, test: &str) -> String {
     let mut out = format!(
         "{} seed {}: {}\n{}",
-        o.scenario, o.seed, o.verdict(), o.report
+        o.scenario,
+        o.seed,
+        o.verdict(),
+        o.report
     );
     for l in &o.liveness {
         out.push_str(&format!("{l}\n"));

@@ -1,6 +1,6 @@
 //! The client: endpoints, the leader it follows, retries.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -62,12 +62,19 @@ pub struct ClientConfig {
     pub try_timeout: Duration,
     /// How to open a channel to an endpoint; `None`: TCP.
     pub dialer: Option<Dialer>,
+    /// The first half of every request_id this client makes (the second
+    /// counts up); `None`: random. A simulation fixes it, so that a seed
+    /// replays the same bytes.
+    pub request_id_prefix: Option<u64>,
 }
 
 /// Opens a channel to `host:port` some other way than TCP (a simulated
 /// network, say).
 #[derive(Clone)]
-pub struct Dialer(pub Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>);
+pub struct Dialer(pub Arc<Dial>);
+
+/// What a [`Dialer`] calls: `host:port` in, a channel or why not out.
+pub type Dial = dyn Fn(&str) -> Result<Channel, String> + Send + Sync;
 
 impl std::fmt::Debug for Dialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,14 +97,19 @@ impl ClientConfig {
             call_timeout: Duration::from_secs(10),
             try_timeout: Duration::from_secs(2),
             dialer: None,
+            request_id_prefix: None,
         }
     }
 }
 
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
+    /// request_id = prefix, then a count.
+    id_prefix: u64,
+    id_count: std::sync::atomic::AtomicU64,
     leader: Mutex<Option<String>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Ordered, so they close in the same order every run.
+    channels: Mutex<BTreeMap<String, Channel>>,
     pub(crate) keepalive: KeepAlive,
 }
 
@@ -129,15 +141,17 @@ fn retryable(status: &tonic::Status) -> bool {
     }
 }
 
-pub(crate) fn request_id() -> String {
-    format!(
-        "rc-{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
-}
-
 impl Client {
+    /// A fresh request_id: unique to this client, the same on every retry
+    /// of one request.
+    pub(crate) fn request_id(&self) -> String {
+        let n = self
+            .inner
+            .id_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("rc-{:016x}{n:016x}", self.inner.id_prefix)
+    }
+
     /// Connects: one endpoint must answer.
     pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
         if config.endpoints.is_empty() {
@@ -145,9 +159,11 @@ impl Client {
         }
         let client = Client {
             inner: Arc::new(Inner {
+                id_prefix: config.request_id_prefix.unwrap_or_else(rand::random),
+                id_count: std::sync::atomic::AtomicU64::new(0),
                 config,
                 leader: Mutex::new(None),
-                channels: Mutex::new(HashMap::new()),
+                channels: Mutex::new(BTreeMap::new()),
                 keepalive: KeepAlive::default(),
             }),
         };
@@ -313,7 +329,7 @@ impl Client {
             tenant_id: self.inner.config.tenant.clone(),
             lock_key: key.to_owned(),
             owner_id: String::new(),
-            request_id: request_id(),
+            request_id: self.request_id(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             wait_timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         };
@@ -341,7 +357,7 @@ impl Client {
             tenant_id: self.inner.config.tenant.clone(),
             lease_id: lease_id.to_owned(),
             owner_id: String::new(),
-            request_id: request_id(),
+            request_id: self.request_id(),
         };
         self.call(body, |mut c, r| async move { c.release(r).await })
             .await

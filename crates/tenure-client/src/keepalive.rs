@@ -6,7 +6,7 @@
 //! the stream breaks (a leader change), it is reopened on the leader the
 //! cluster names; guards keep their deadlines meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ struct Kept {
 
 #[derive(Default)]
 struct State {
-    leases: HashMap<String, Kept>,
+    /// Ordered, so renewals go out in the same order every run.
+    leases: BTreeMap<String, Kept>,
     /// Renewals in flight: client_seq → (lease, send time).
     pending: HashMap<u64, (String, Instant)>,
     next_seq: u64,

@@ -11,7 +11,7 @@
 //! call into a partition otherwise never returns. A peer that cannot be
 //! reached is reported as `Unreachable`, which makes openraft back off.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -105,7 +105,9 @@ fn transport(e: impl Display) -> TransportError {
 #[derive(Clone)]
 pub struct Network<C: Connector> {
     connector: C,
-    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+    /// Ordered, so they close in the same order every run (a simulation
+    /// replays its seed only if connections close alike).
+    channels: Arc<Mutex<BTreeMap<(NodeId, String), Channel>>>,
 }
 
 impl<C: Connector> Network<C> {

@@ -43,6 +43,8 @@ pub struct AdminService<C: Connector> {
     auth: crate::auth::Auth,
     /// The disk's flush count.
     flushes: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The clock that stamps proposals.
+    clock: crate::clock::NodeClock,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<v1::SnapshotChunk, Status>> + Send>>;
@@ -67,7 +69,14 @@ impl<C: Connector> AdminService<C> {
             lease,
             auth,
             flushes: Arc::new(|| 0),
+            clock: crate::clock::NodeClock::system(),
         }
+    }
+
+    /// Stamps proposals with `clock`'s wall clock.
+    pub fn with_clock(mut self, clock: crate::clock::NodeClock) -> AdminService<C> {
+        self.clock = clock;
+        self
     }
 
     /// Reports `flushes()` as the disk's flush count in `Status`.
@@ -166,9 +175,15 @@ impl<C: Connector> AdminService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, Reply), Status> {
-        errors::propose(&self.raft, &self.proposer, &self.table, command, |e| {
-            convert::error_status(e, None)
-        })
+        let at_ms = self.clock.wall_ms();
+        errors::propose(
+            &self.raft,
+            &self.proposer,
+            &self.table,
+            at_ms,
+            command,
+            |e| convert::error_status(e, None),
+        )
         .await
     }
 }

@@ -117,7 +117,7 @@ impl NodeClock {
     /// (unless this is the wall-clock negative control).
     pub fn now(&self) -> Instant {
         let i = &self.inner;
-        let local = i.base + i.created.elapsed().mul_f64(i.rate);
+        let local = i.base + self.local_elapsed();
         if i.wall_deadlines {
             shift(local, self.steps())
         } else {
@@ -125,7 +125,19 @@ impl NodeClock {
         }
     }
 
-    /// Sleeps until the local clock reads `at`.
+    /// Local time since the clock was made.
+    fn local_elapsed(&self) -> Duration {
+        let i = &self.inner;
+        let run = i.created.elapsed();
+        if i.rate == 1.0 {
+            run
+        } else {
+            run.mul_f64(i.rate)
+        }
+    }
+
+    /// Sleeps until the local clock reads `at` (or a moment after: a
+    /// deadline may fire late, never early).
     pub async fn sleep_until(&self, at: Instant) {
         let i = &self.inner;
         let mut target = at;
@@ -133,7 +145,13 @@ impl NodeClock {
             target = shift(target, -self.steps());
         }
         let local = target.saturating_duration_since(i.base);
-        tokio::time::sleep_until(i.created + local.div_f64(i.rate)).await;
+        let run = if i.rate == 1.0 {
+            local
+        } else {
+            // Rounded up, so the local clock has surely passed `at`.
+            local.div_f64(i.rate) + Duration::from_millis(1)
+        };
+        tokio::time::sleep_until(i.created + run).await;
     }
 
     /// The wall clock, Unix ms: the system's, or the simulated host's.
@@ -142,8 +160,7 @@ impl NodeClock {
         match i.wall_epoch_ms {
             None => wall_clock_ms(),
             Some(epoch) => {
-                let run = u64::try_from(i.created.elapsed().mul_f64(i.rate).as_millis())
-                    .unwrap_or(u64::MAX);
+                let run = u64::try_from(self.local_elapsed().as_millis()).unwrap_or(u64::MAX);
                 epoch
                     .saturating_add(run)
                     .saturating_add_signed(self.steps())
@@ -213,9 +230,9 @@ mod tests {
         let start = c.now();
         let t0 = Instant::now();
         c.sleep_until(start + Duration::from_millis(500)).await;
-        assert_eq!(t0.elapsed(), Duration::from_millis(400));
+        assert_eq!(t0.elapsed(), Duration::from_millis(401));
         assert!(c.now() >= start + Duration::from_millis(500));
-        assert_eq!(c.wall_ms(), 1_500);
+        assert_eq!(c.wall_ms(), 1_501);
     }
 
     #[tokio::test(start_paused = true)]

@@ -61,10 +61,12 @@ pub fn leader(raft: &Raft) -> Option<(NodeId, String)> {
 /// Proposes `command` through raft and returns its log index and the
 /// table's answer. Input the table would refuse never reaches the log:
 /// the precheck runs first. `fail` maps the table's refusals to a status.
+/// `at_ms` is the proposer's wall clock, for the audit record.
 pub async fn propose(
     raft: &Raft,
     proposer: &tenure_raft::Proposer,
     table: &tenure_raft::TableReader,
+    at_ms: u64,
     command: tenure_core::Command,
     fail: impl Fn(&tenure_core::Error) -> Status,
 ) -> Result<(u64, tenure_core::Reply), Status> {
@@ -74,7 +76,7 @@ pub async fn propose(
         .precheck(&command)
         .map_err(|e| fail(&e))?;
     let committed = proposer
-        .propose(crate::clock::wall_clock_ms(), command)
+        .propose(at_ms, command)
         .await
         .map_err(|e| write(&e, leader(raft)))?;
     let reply = committed.applied.result.map_err(|e| fail(&e))?;

@@ -73,21 +73,20 @@ pub struct LockService<C: Connector> {
 /// before its outcome: the waiter leaves the queue.
 struct AbandonGuard {
     proposer: Proposer,
+    clock: crate::clock::NodeClock,
     lease: Option<LeaseId>,
 }
 
 impl Drop for AbandonGuard {
     fn drop(&mut self) {
         if let Some(lease_id) = self.lease.take() {
-            let proposer = self.proposer.clone();
+            let (proposer, at_ms) = (self.proposer.clone(), self.clock.wall_ms());
             tokio::spawn(async move {
                 let command = Command::CancelWait(CancelWait {
                     lease_id,
                     cause: CancelCause::Abandoned,
                 });
-                let _ = proposer
-                    .propose(crate::clock::wall_clock_ms(), command)
-                    .await;
+                let _ = proposer.propose(at_ms, command).await;
             });
         }
     }
@@ -261,9 +260,15 @@ impl<C: Connector> LockService<C> {
     }
 
     async fn propose(&self, command: Command) -> Result<Reply, Status> {
-        errors::propose(&self.raft, &self.proposer, &self.table, command, |e| {
-            self.fail(e)
-        })
+        let at_ms = self.timers.clock().wall_ms();
+        errors::propose(
+            &self.raft,
+            &self.proposer,
+            &self.table,
+            at_ms,
+            command,
+            |e| self.fail(e),
+        )
         .await
         .map(|(_, reply)| reply)
     }
@@ -303,6 +308,7 @@ impl<C: Connector> LockService<C> {
     ) -> Result<LeaseView, Status> {
         let mut guard = AbandonGuard {
             proposer: self.proposer.clone(),
+            clock: self.timers.clock().clone(),
             lease: Some(view.id),
         };
         let give_up =

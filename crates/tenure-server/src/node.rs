@@ -161,7 +161,8 @@ impl Node {
             lease,
             auth.clone(),
         )
-        .with_flush_counter(move || flush_counter.flushes());
+        .with_flush_counter(move || flush_counter.flushes())
+        .with_clock(harness.clock.clone());
         let history = History::default();
         tokio::spawn(history.clone().run(table.clone()));
         let lock = LockService::new(
@@ -183,7 +184,22 @@ impl Node {
             .register_encoded_file_descriptor_set(tenure_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        // Answers carry the node's own wall clock as their Date (hyper would
+        // read the system's), so a simulated node's bytes on the wire follow
+        // its simulated clock and a seed replays the same run.
+        let date_clock = harness.clock.clone();
         let server = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                move |mut response: tonic::codegen::http::Response<tonic::body::Body>| {
+                    let at = std::time::UNIX_EPOCH + Duration::from_millis(date_clock.wall_ms());
+                    if let Ok(value) = httpdate::fmt_http_date(at).parse() {
+                        response
+                            .headers_mut()
+                            .insert(tonic::codegen::http::header::DATE, value);
+                    }
+                    response
+                },
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(RaftService::new(raft.clone()))

@@ -124,6 +124,8 @@ impl fmt::Display for Applied {
 pub struct Nemesis {
     cluster: SimCluster,
     clients: Vec<String>,
+    /// Hosts no fault targets but a crash must cut off (the auditor).
+    bystanders: Vec<String>,
     plan: std::vec::IntoIter<Planned>,
     next: Option<Planned>,
     active: Option<(Duration, Active)>,
@@ -135,10 +137,11 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    /// A nemesis over `cluster` and the client hosts.
+    /// A nemesis over `cluster`, the client hosts it may partition, and
+    /// bystanders (hosts it leaves alone).
     pub fn new(
         cluster: SimCluster,
-        clients: Vec<String>,
+        (clients, bystanders): (Vec<String>, Vec<String>),
         plan: Vec<Planned>,
         seed: u64,
         ttl: Duration,
@@ -149,6 +152,7 @@ impl Nemesis {
         Nemesis {
             cluster,
             clients,
+            bystanders,
             plan,
             next,
             active: None,
@@ -174,6 +178,18 @@ impl Nemesis {
             Some((l, _)) => l,
             None => nodes[self.rng.gen_range(0..nodes.len())],
         }
+    }
+
+    /// Every host of the simulation but `host`: nodes, clients, auditor.
+    fn everyone_but(&self, host: &str) -> Vec<String> {
+        self.cluster
+            .hosts
+            .values()
+            .chain(self.clients.iter())
+            .chain(self.bystanders.iter())
+            .filter(|h| h.as_str() != host)
+            .cloned()
+            .collect()
     }
 
     fn note(&mut self, at: Duration, what: String) {
@@ -303,6 +319,12 @@ impl Nemesis {
                     nodes[self.rng.gen_range(0..nodes.len())]
                 };
                 let host = self.host(victim);
+                // Cut first: a crashed machine says nothing, and the FINs its
+                // dropped connections would send (in an order tokio does not
+                // fix) must not reach the network, or a seed would not replay.
+                for other in self.everyone_but(&host) {
+                    sim.partition(host.as_str(), other.as_str());
+                }
                 sim.crash(host.as_str());
                 if let Some(d) = self.cluster.disks.get(&victim) {
                     d.crash();
@@ -370,7 +392,11 @@ impl Nemesis {
                 self.note(now, "heal: links steady".into());
             }
             Active::Crashed(id) => {
-                sim.bounce(self.host(id).as_str());
+                let host = self.host(id);
+                for other in self.everyone_but(&host) {
+                    sim.repair(host.as_str(), other.as_str());
+                }
+                sim.bounce(host.as_str());
                 self.note(now, format!("heal: n{id} restarted"));
             }
             Active::Nothing => {}

@@ -441,8 +441,9 @@ pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<O
     let finished = Arc::new(AtomicUsize::new(0));
     let renew_ids = Arc::new(AtomicU64::new(1_000_000));
     let liveness = Arc::new(Mutex::new(Vec::new()));
-    let client_config = |owner: &str| {
+    let client_config = |owner: &str, prefix: u64| {
         let mut c = ClientConfig::new(endpoints.clone(), "sim", owner);
+        c.request_id_prefix = Some(prefix);
         c.max_drift = max_drift;
         c.call_timeout = Duration::from_secs(3);
         c.try_timeout = Duration::from_millis(500);
@@ -461,7 +462,7 @@ pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<O
         let (recorder, store, config) = (
             recorder.clone(),
             store.clone(),
-            client_config(&format!("owner-{c}")),
+            client_config(&format!("owner-{c}"), c),
         );
         let (w, nodes, ids, finished) = (
             w.clone(),
@@ -494,7 +495,7 @@ pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<O
         let (recorder, store, config, w, finished, liveness) = (
             recorder.clone(),
             store.clone(),
-            client_config("auditor"),
+            client_config("auditor", auditor),
             w.clone(),
             finished.clone(),
             liveness.clone(),
@@ -530,7 +531,7 @@ pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<O
     );
     let mut nemesis = Nemesis::new(
         cluster.clone(),
-        client_hosts,
+        (client_hosts, vec!["auditor".to_owned()]),
         plan,
         rng.r#gen(),
         w.ttl,

@@ -33,6 +33,7 @@ fn help_lists_only_commands_that_work() {
             "demo",
             "bench",
             "check",
+            "sim",
             "auth",
             "completions",
             "reasons",
@@ -238,4 +239,83 @@ fn tn_check_001_check_history_exits_1_on_a_violation_and_2_when_inconclusive() {
 
     let (code, _) = tenure_with_input(&["check", "history", "-"], "not json\n");
     assert_eq!(code, 1);
+}
+
+fn tenure_code(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(args)
+        .output()
+        .expect("the tenure binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn hashes(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("history-hash: "))
+        .collect()
+}
+
+#[test]
+fn tn_sim_004_sim_list_names_scenarios_and_controls_and_sim_run_reports_each_seed() {
+    let (ok, list) = tenure(&["sim", "list"]);
+    assert!(ok);
+    for name in [
+        "partitions",
+        "split-brain",
+        "crash-restart",
+        "leader-pause",
+        "clock-drift",
+        "five-nodes",
+        "renew-without-read-index",
+        "no-fencing-check",
+    ] {
+        assert!(list.contains(name), "{name} missing from:\n{list}");
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().to_str().expect("a UTF-8 path");
+    let (code, text) = tenure_code(&["sim", "run", "partitions", "--seeds", "3..4", "--out", out]);
+    assert_eq!(code, 0, "{text}");
+    let found = hashes(&text);
+    assert_eq!(found.len(), 2, "{text}");
+    assert!(found.iter().all(|h| h.len() == 64), "{text}");
+    let history = std::fs::read_to_string(dir.path().join("partitions-3.history.ndjson"))
+        .expect("the history is written");
+    let (code, report) = tenure_with_input(&["check", "history", "-"], &history);
+    assert_eq!(code, 0, "the written history passes on its own: {report}");
+    assert!(dir.path().join("partitions-3.report.txt").exists());
+
+    // A broken variant fails, with the line that reproduces it.
+    let (code, text) = tenure_code(&[
+        "sim",
+        "run",
+        "client-pause",
+        "--seed",
+        "1",
+        "--control",
+        "no-fencing-check",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("reproduce: tenure sim run client-pause --seed 1 --control no-fencing-check"),
+        "{text}"
+    );
+    let (code, _) = tenure_code(&["sim", "run", "no-such-scenario", "--seed", "1"]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn tn_sim_002_the_same_seed_gives_the_same_history_hash_in_another_process() {
+    let run = || {
+        let (code, text) = tenure_code(&["sim", "run", "mixed", "--seed", "11", "--keep", "none"]);
+        assert_eq!(code, 0, "{text}");
+        hashes(&text).concat()
+    };
+    let first = run();
+    assert_eq!(first.len(), 64);
+    assert_eq!(first, run(), "two processes, two histories for one seed");
 }
