@@ -10,7 +10,7 @@
 //! - [`cluster`]: the nodes as hosts, and what they are seen to do;
 //! - [`workload`]: clients on tenure-client, recording a history;
 //! - [`nemesis`]: the faults;
-//! - [`scenario`]: named scenarios, negative controls, one seeded run
+//! - [`mod@scenario`]: named scenarios, negative controls, one seeded run
 //!   checked by tenure-check;
 //! - [`store`]: the fenced downstream store;
 //! - [`history`]: the recorder.

@@ -111,6 +111,28 @@ fn completion(p: &Process, op: Op, key: &str, e: &Error) -> tenure_check::histor
     }
 }
 
+/// Records a granted acquire: its lease, token and client-side deadline.
+fn record_grant(p: &Process, guard: &LockGuard) {
+    let mut ev = p.event(Op::Acquire, Kind::Ok, guard.key());
+    ev.lease_id = Some(guard.lease_id().to_owned());
+    ev.token = Some(guard.fencing_token());
+    ev.deadline_ns = Some(p.clock_ns(guard.deadline()));
+    p.record(ev);
+}
+
+/// Releases `guard`, recording the call and its outcome.
+async fn release(p: &Process, guard: LockGuard) {
+    let key = guard.key().to_owned();
+    let mut ev = p.event(Op::Release, Kind::Invoke, &key);
+    ev.lease_id = Some(guard.lease_id().to_owned());
+    ev.token = Some(guard.fencing_token());
+    p.record(ev);
+    match guard.release().await {
+        Ok(()) => p.record(p.event(Op::Release, Kind::Ok, &key)),
+        Err(e) => p.record(completion(p, Op::Release, &key, &e)),
+    }
+}
+
 impl Worker {
     /// Runs the client until `stop_at`, then releases what it holds.
     pub async fn run(self) -> turmoil::Result {
@@ -147,7 +169,7 @@ impl Worker {
                 let gap = rng.gen_range(20..250);
                 tokio::time::sleep(Duration::from_millis(gap)).await;
             }
-            self.release(guard).await;
+            release(&self.process, guard).await;
             let gap = rng.gen_range(0..60);
             tokio::time::sleep(Duration::from_millis(gap)).await;
         }
@@ -189,11 +211,7 @@ impl Worker {
         p.record(p.event(Op::Acquire, Kind::Invoke, key));
         match client.acquire_waiting(key, self.workload.ttl, wait).await {
             Ok(guard) => {
-                let mut ev = p.event(Op::Acquire, Kind::Ok, key);
-                ev.lease_id = Some(guard.lease_id().to_owned());
-                ev.token = Some(guard.fencing_token());
-                ev.deadline_ns = Some(p.clock_ns(guard.deadline()));
-                p.record(ev);
+                record_grant(p, &guard);
                 self.watch_renewals(&guard);
                 Some(guard)
             }
@@ -232,19 +250,6 @@ impl Worker {
                 r.record(ok);
             }
         });
-    }
-
-    async fn release(&self, guard: LockGuard) {
-        let p = &self.process;
-        let key = guard.key().to_owned();
-        let mut ev = p.event(Op::Release, Kind::Invoke, &key);
-        ev.lease_id = Some(guard.lease_id().to_owned());
-        ev.token = Some(guard.fencing_token());
-        p.record(ev);
-        match guard.release().await {
-            Ok(()) => p.record(p.event(Op::Release, Kind::Ok, &key)),
-            Err(e) => p.record(completion(p, Op::Release, &key, &e)),
-        }
     }
 
     async fn fenced_write(&self, key: &str, token: u64) {
@@ -309,19 +314,8 @@ impl Auditor {
                 .await
             {
                 Ok(guard) => {
-                    let mut ev = p.event(Op::Acquire, Kind::Ok, &key);
-                    ev.lease_id = Some(guard.lease_id().to_owned());
-                    ev.token = Some(guard.fencing_token());
-                    ev.deadline_ns = Some(p.clock_ns(guard.deadline()));
-                    p.record(ev);
-                    let mut rel = p.event(Op::Release, Kind::Invoke, &key);
-                    rel.lease_id = Some(guard.lease_id().to_owned());
-                    rel.token = Some(guard.fencing_token());
-                    p.record(rel);
-                    match guard.release().await {
-                        Ok(()) => p.record(p.event(Op::Release, Kind::Ok, &key)),
-                        Err(e) => p.record(completion(p, Op::Release, &key, &e)),
-                    }
+                    record_grant(p, &guard);
+                    release(p, guard).await;
                 }
                 Err(e) => {
                     p.record(completion(p, Op::Acquire, &key, &e));
