@@ -88,156 +88,139 @@ const ALL: &[Fault] = &[
     Fault::ClockStep,
 ];
 
+/// A 3-node scenario over `faults` with the common settings: fault
+/// windows of 0.8–4 s, clocks at the true rate, 4 clients on 3 keys, and
+/// 16 s of clients.
+fn base(name: &'static str, about: &'static str, faults: &'static [Fault]) -> Scenario {
+    Scenario {
+        name,
+        about,
+        nodes: 3,
+        faults,
+        window_ms: (800, 4_000),
+        drift: Drift::None,
+        workload: workload(4, 3),
+        run_for: Duration::from_secs(16),
+        expect_violation: false,
+    }
+}
+
 /// Every scenario, in the order `tenure sim list` shows them.
 pub fn scenarios() -> Vec<Scenario> {
-    let secs = Duration::from_secs;
     vec![
+        base(
+            "partitions",
+            "a minority of nodes, with some clients, cut off and healed, over and over",
+            &[Fault::Partition],
+        ),
         Scenario {
-            name: "partitions",
-            about: "a minority of nodes, with some clients, cut off and healed, over and over",
-            nodes: 3,
-            faults: &[Fault::Partition],
-            window_ms: (800, 4_000),
-            drift: Drift::None,
-            workload: workload(4, 3),
-            run_for: secs(16),
-            expect_violation: false,
-        },
-        Scenario {
-            name: "split-brain",
-            about: "the leader cut off together with some of its clients while the majority elects another",
-            nodes: 3,
-            faults: &[Fault::SplitBrain],
             window_ms: (2_000, 6_000),
-            drift: Drift::None,
             workload: Workload {
                 hold_max: Duration::from_millis(6_000),
                 ..workload(6, 3)
             },
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "split-brain",
+                "the leader cut off together with some of its clients while the majority elects another",
+                &[Fault::SplitBrain],
+            )
         },
+        base(
+            "asymmetric",
+            "one-way partitions between the leader and a node, and lost answers to a client",
+            &[Fault::Asymmetric],
+        ),
         Scenario {
-            name: "asymmetric",
-            about: "one-way partitions between the leader and a node, and lost answers to a client",
-            nodes: 3,
-            faults: &[Fault::Asymmetric],
-            window_ms: (800, 4_000),
-            drift: Drift::None,
-            workload: workload(4, 3),
-            run_for: secs(16),
-            expect_violation: false,
-        },
-        Scenario {
-            name: "lossy",
-            about: "links that drop what is in flight, and messages up to 60 ms late",
-            nodes: 3,
-            faults: &[Fault::Lossy],
             window_ms: (1_000, 5_000),
-            drift: Drift::None,
-            workload: workload(4, 3),
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "lossy",
+                "links that drop what is in flight, and messages up to 60 ms late",
+                &[Fault::Lossy],
+            )
         },
         Scenario {
-            name: "crash-restart",
-            about: "a node (often the leader) crashes, losing unflushed writes, and restarts",
-            nodes: 3,
-            faults: &[Fault::Crash],
             window_ms: (500, 4_000),
-            drift: Drift::None,
             workload: workload(5, 2),
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "crash-restart",
+                "a node (often the leader) crashes, losing unflushed writes, and restarts",
+                &[Fault::Crash],
+            )
         },
         Scenario {
-            name: "leader-pause",
-            about: "the leader stops for longer than a TTL (a GC pause) and resumes as if nothing happened",
-            nodes: 3,
-            faults: &[Fault::Pause],
             window_ms: (1_600, 5_000),
-            drift: Drift::None,
             workload: workload(4, 2),
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "leader-pause",
+                "the leader stops for longer than a TTL (a GC pause) and resumes as if nothing happened",
+                &[Fault::Pause],
+            )
         },
         Scenario {
-            name: "client-pause",
-            about: "clients pause longer than the TTL between checking their lock and writing under its token",
-            nodes: 3,
-            faults: &[Fault::Partition],
             window_ms: (800, 3_000),
-            drift: Drift::None,
             workload: Workload {
                 client_pause: Some((Duration::from_millis(2_500), 0.15)),
                 ..workload(4, 2)
             },
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "client-pause",
+                "clients pause longer than the TTL between checking their lock and writing under its token",
+                &[Fault::Partition],
+            )
         },
         Scenario {
-            name: "clock-drift",
-            about: "clock rates up to 10 % fast, wall clocks offset and stepped, partitions and client pauses",
-            nodes: 3,
-            faults: &[Fault::ClockStep, Fault::Partition, Fault::SplitBrain],
-            window_ms: (800, 4_000),
             drift: Drift::Within,
             workload: Workload {
                 client_pause: Some((Duration::from_millis(2_500), 0.1)),
                 ..workload(4, 2)
             },
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "clock-drift",
+                "clock rates up to 10 % fast, wall clocks offset and stepped, partitions and client pauses",
+                &[Fault::ClockStep, Fault::Partition, Fault::SplitBrain],
+            )
         },
         Scenario {
-            name: "many-keys",
-            about: "six clients over 64 keys through partitions and crashes",
-            nodes: 3,
-            faults: &[Fault::Partition, Fault::Crash, Fault::Lossy],
-            window_ms: (800, 4_000),
-            drift: Drift::None,
             workload: Workload {
                 waiters: false,
                 ..workload(6, 64)
             },
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "many-keys",
+                "six clients over 64 keys through partitions and crashes",
+                &[Fault::Partition, Fault::Crash, Fault::Lossy],
+            )
         },
         Scenario {
-            name: "five-nodes",
-            about: "five nodes under every kind of fault, clocks drifting within the allowance",
             nodes: 5,
-            faults: ALL,
-            window_ms: (800, 4_000),
             drift: Drift::Within,
             workload: workload(5, 3),
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "five-nodes",
+                "five nodes under every kind of fault, clocks drifting within the allowance",
+                ALL,
+            )
         },
         Scenario {
-            name: "mixed",
-            about: "three nodes under every kind of fault, clocks drifting within the allowance",
-            nodes: 3,
-            faults: ALL,
-            window_ms: (800, 4_000),
             drift: Drift::Within,
-            workload: workload(4, 3),
-            run_for: secs(16),
-            expect_violation: false,
+            ..base(
+                "mixed",
+                "three nodes under every kind of fault, clocks drifting within the allowance",
+                ALL,
+            )
         },
         Scenario {
-            name: "drift-beyond",
-            about: "node clocks 20-35 % fast, beyond the 10 % the clients allow for: violations expected",
-            nodes: 3,
-            faults: &[Fault::Partition, Fault::SplitBrain],
-            window_ms: (800, 4_000),
             drift: Drift::Beyond,
             workload: Workload {
                 client_pause: Some((Duration::from_millis(2_500), 0.1)),
                 ..workload(4, 2)
             },
-            run_for: secs(16),
             expect_violation: true,
+            ..base(
+                "drift-beyond",
+                "node clocks 20-35 % fast, beyond the 10 % the clients allow for: violations expected",
+                &[Fault::Partition, Fault::SplitBrain],
+            )
         },
     ]
 }
