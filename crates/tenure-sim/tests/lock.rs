@@ -242,3 +242,47 @@ fn tn_wait_006_a_waiter_whose_call_is_open_is_kept_alive_past_its_ttl() {
     });
     sim.run().expect("the simulation passes");
 }
+
+#[test]
+fn tn_client_004_a_silent_endpoint_is_left_after_the_try_timeout() {
+    let mut sim = sim(seed());
+    let cluster = SimCluster::new(3);
+    cluster.install(&mut sim);
+    let c = cluster.clone();
+    sim.client("client", async move {
+        let (l, _) = leader(&c, &[1, 2, 3], 0).await;
+        let silent = c.hosts[&l].clone();
+        // The leader first, then the others: a follower forwards.
+        let mut endpoints = vec![format!("{silent}:7000")];
+        endpoints.extend(
+            c.hosts
+                .iter()
+                .filter(|(id, _)| **id != l)
+                .map(|(_, h)| format!("{h}:7000")),
+        );
+        let mut config = tenure_client::ClientConfig::new(endpoints, "t", "a");
+        config.dialer = Some(tenure_sim::workload::dialer());
+        config.call_timeout = Duration::from_secs(5);
+        config.try_timeout = Duration::from_millis(300);
+        let client = tenure_client::Client::connect(config)
+            .await
+            .expect("connected");
+        // Everything between the client and the leader is held: calls to it
+        // hang, neither answered nor refused.
+        turmoil::hold("client", silent.as_str());
+        let started = tokio::time::Instant::now();
+        let guard = client
+            .acquire("k", Duration::from_secs(10))
+            .await
+            .expect("granted through another node");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "the silent leader held the call for {took:?}"
+        );
+        assert_eq!(guard.fencing_token(), 1);
+        turmoil::release("client", silent.as_str());
+        Ok(())
+    });
+    sim.run().expect("the simulation passes");
+}
