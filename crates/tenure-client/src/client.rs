@@ -1,48 +1,21 @@
-//! The client: endpoints, the leader it follows, retries.
+//! The facade: every call a program makes of a Tenure cluster, taking and
+//! returning tenure-core types; requests go through the transport, guards
+//! are kept alive by the keep-alive layer.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tenure_core::Reason;
+use tenure_core::{AuditEvent, LeaseView, LockView};
 use tenure_proto::convert;
 use tenure_proto::v1;
+use tenure_proto::v1::admin_client::AdminClient;
 use tenure_proto::v1::lock_client::LockClient;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::guard::LockGuard;
 use crate::keepalive::KeepAlive;
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The cluster refused the request; `reason` is the stable reason.
-    #[error("{reason}: {message}")]
-    Refused {
-        /// The stable reason (LOCK_HELD, LEASE_EXPIRED, …).
-        reason: Reason,
-        /// Words for people.
-        message: String,
-    },
-    /// No endpoint could be reached, or none answered in time.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// An endpoint or a value was malformed.
-    #[error("invalid: {0}")]
-    Invalid(String),
-}
-
-impl Error {
-    /// The stable reason of a refusal (UNAVAILABLE when nothing answered).
-    pub fn reason(&self) -> Reason {
-        match self {
-            Error::Refused { reason, .. } => *reason,
-            Error::Unavailable(_) => Reason::Unavailable,
-            Error::Invalid(_) => Reason::InvalidRequest,
-        }
-    }
-}
+use crate::transport::{Dialer, Error, Identity, Route, Settings, Transport};
+use crate::watch::{Watch, WatchOptions};
 
 /// How to reach the cluster, and as whom.
 #[derive(Clone, Debug)]
@@ -51,8 +24,12 @@ pub struct ClientConfig {
     pub endpoints: Vec<String>,
     /// The tenant every call acts in.
     pub tenant: String,
-    /// Who this client is (sent as `x-owner-id` to a development cluster).
+    /// Who this client is on a development cluster (no auth file), sent
+    /// as `x-owner-id`. Ignored by a cluster with an auth file.
     pub owner: String,
+    /// The bearer token for a cluster started with an auth file; the
+    /// principal it names owns the leases this client takes.
+    pub token: Option<String>,
     /// The clock rate drift the deadline allows for (0.1 = 10 %).
     pub max_drift: f64,
     /// How long one call, with its retries, may take.
@@ -60,7 +37,8 @@ pub struct ClientConfig {
     /// How long one attempt at one endpoint may take before the next
     /// endpoint is tried (a leader that went silent, say).
     pub try_timeout: Duration,
-    /// How to open a channel to an endpoint; `None`: TCP.
+    /// How to open a channel to an endpoint; `None`: plain TCP. Every
+    /// connection the client makes goes through this one seam.
     pub dialer: Option<Dialer>,
     /// The first half of every request_id this client makes (the second
     /// counts up); `None`: random. A simulation fixes it, so that a seed
@@ -68,22 +46,9 @@ pub struct ClientConfig {
     pub request_id_prefix: Option<u64>,
 }
 
-/// Opens a channel to `host:port` some other way than TCP (a simulated
-/// network, say).
-#[derive(Clone)]
-pub struct Dialer(pub Arc<Dial>);
-
-/// What a [`Dialer`] calls: `host:port` in, a channel or why not out.
-pub type Dial = dyn Fn(&str) -> Result<Channel, String> + Send + Sync;
-
-impl std::fmt::Debug for Dialer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Dialer(..)")
-    }
-}
-
 impl ClientConfig {
-    /// A configuration with 10 % drift allowance and 10 s per call.
+    /// A configuration with 10 % drift allowance, 10 s per call and 2 s per
+    /// try, without a token.
     pub fn new<I, S>(endpoints: I, tenant: &str, owner: &str) -> ClientConfig
     where
         I: IntoIterator<Item = S>,
@@ -93,6 +58,7 @@ impl ClientConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             tenant: tenant.into(),
             owner: owner.into(),
+            token: None,
             max_drift: 0.1,
             call_timeout: Duration::from_secs(10),
             try_timeout: Duration::from_secs(2),
@@ -100,17 +66,132 @@ impl ClientConfig {
             request_id_prefix: None,
         }
     }
+
+    /// The same configuration, presenting `token` as a bearer token.
+    pub fn with_token(mut self, token: impl Into<String>) -> ClientConfig {
+        self.token = Some(token.into());
+        self
+    }
 }
 
+/// A lease as the cluster answered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease.
+    pub view: LeaseView,
+    /// The time left until the leader's deadline when it answered (0 for
+    /// a lease that ended).
+    pub expires_in_ms: u64,
+}
+
+/// A lock as the cluster answered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockState {
+    /// The lock.
+    pub view: LockView,
+    /// The holder's time left when the cluster answered (0 when free).
+    pub expires_in_ms: u64,
+}
+
+/// A page of [`Client::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// The locks, in key order.
+    pub locks: Vec<LockState>,
+    /// Pass it to the next call for the next page; `None`: the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// One event of a watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The audit event.
+    pub event: AuditEvent,
+    /// Events before this one (at or after the requested start) may have
+    /// been missed: the node no longer retains them.
+    pub gap_before: bool,
+}
+
+/// An exported lease table: the snapshot's bytes and what the node said of
+/// them, checked against the SHA-256 it sent.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The snapshot's metadata.
+    pub meta: v1::SnapshotMeta,
+    /// The snapshot.
+    pub bytes: Vec<u8>,
+}
+
+/// A keep-alive stream a program drives itself: see
+/// [`Client::keep_alive_stream`].
+pub struct KeepAliveStream {
+    tenant: String,
+    tx: tokio::sync::mpsc::Sender<v1::KeepAliveRequest>,
+    answers: tonic::Streaming<v1::KeepAliveResponse>,
+}
+
+/// The answer to one renewal on a [`KeepAliveStream`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewed {
+    /// The lease.
+    pub lease_id: String,
+    /// `Ok(time left)`, or the reason it was not renewed.
+    pub result: Result<Duration, tenure_core::Reason>,
+}
+
+impl KeepAliveStream {
+    /// Renews every lease in `leases` and waits for every answer. A broken
+    /// stream is an error: open another.
+    pub async fn renew_all(&mut self, leases: &[String]) -> Result<Vec<Renewed>, Error> {
+        for (seq, lease_id) in leases.iter().enumerate() {
+            let request = v1::KeepAliveRequest {
+                tenant_id: self.tenant.clone(),
+                lease_id: lease_id.clone(),
+                owner_id: String::new(),
+                client_seq: seq as u64,
+            };
+            if self.tx.send(request).await.is_err() {
+                return Err(Error::Unavailable("the keep-alive stream closed".into()));
+            }
+        }
+        let mut out = Vec::with_capacity(leases.len());
+        while out.len() < leases.len() {
+            match self.answers.message().await {
+                Ok(Some(a)) => out.push(Renewed {
+                    result: if a.alive {
+                        Ok(Duration::from_millis(a.expires_in_ms))
+                    } else {
+                        Err(tenure_core::Reason::parse(&a.reason)
+                            .unwrap_or(tenure_core::Reason::LeaseNotActive))
+                    },
+                    lease_id: a.lease_id,
+                }),
+                Ok(None) => return Err(Error::Unavailable("the keep-alive stream closed".into())),
+                Err(s) => return Err(Error::from_status(&s)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Options of an acquire.
+#[derive(Clone, Debug, Default)]
+pub struct AcquireOptions {
+    /// How long to wait in the lock's FIFO queue (zero: LOCK_HELD at once).
+    pub wait: Duration,
+    /// The request's idempotency key; `None`: a fresh one. A retry with
+    /// the same id gets the same lease.
+    pub request_id: Option<String>,
+}
+
+/// Chunks of an import stream.
+const IMPORT_CHUNK: usize = 1 << 20;
+
 pub(crate) struct Inner {
-    pub(crate) config: ClientConfig,
-    /// request_id = prefix, then a count.
-    id_prefix: u64,
-    id_count: std::sync::atomic::AtomicU64,
-    leader: Mutex<Option<String>>,
-    /// Ordered, so they close in the same order every run.
-    channels: Mutex<BTreeMap<String, Channel>>,
+    pub(crate) transport: Arc<Transport>,
     pub(crate) keepalive: KeepAlive,
+    tenant: String,
+    pub(crate) max_drift: f64,
 }
 
 /// A connection to a Tenure cluster. Cheap to clone; clones share the
@@ -120,202 +201,97 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
-fn refused(status: &tonic::Status) -> Error {
-    match convert::reason_of(status) {
-        Some(reason) => Error::Refused {
-            reason,
-            message: status.message().to_owned(),
-        },
-        None => Error::Unavailable(status.message().to_owned()),
-    }
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Whether the same request may succeed when sent again (elsewhere).
-fn retryable(status: &tonic::Status) -> bool {
-    match convert::reason_of(status) {
-        Some(r) => r.is_retryable(),
-        None => matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-        ),
-    }
+fn decoded<T>(r: Result<T, convert::ConvertError>) -> Result<T, Error> {
+    r.map_err(|e| Error::Invalid(format!("the cluster answered something malformed: {e}")))
+}
+
+pub(crate) fn lease(l: &v1::Lease) -> Result<Lease, Error> {
+    Ok(Lease {
+        view: decoded(convert::lease_view(l))?,
+        expires_in_ms: l.expires_in_ms,
+    })
+}
+
+fn lock_state(s: &v1::LockState) -> Result<LockState, Error> {
+    Ok(LockState {
+        view: decoded(convert::lock_view(s))?,
+        expires_in_ms: s.active_lease.as_ref().map_or(0, |l| l.expires_in_ms),
+    })
+}
+
+pub(crate) fn watch_event(e: &v1::WatchEvent) -> Result<WatchEvent, Error> {
+    Ok(WatchEvent {
+        event: decoded(convert::audit_event(e))?,
+        gap_before: e.gap_before,
+    })
 }
 
 impl Client {
-    /// A fresh request_id: unique to this client, the same on every retry
-    /// of one request.
-    pub(crate) fn request_id(&self) -> String {
-        let n = self
-            .inner
-            .id_count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("rc-{:016x}{n:016x}", self.inner.id_prefix)
-    }
-
-    /// Connects: one endpoint must answer.
+    /// Connects: one endpoint must answer (a refusal counts as an answer).
     pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
-        if config.endpoints.is_empty() {
-            return Err(Error::Invalid("no endpoints".into()));
-        }
+        let transport = Arc::new(Transport::new(Settings {
+            endpoints: config.endpoints.clone(),
+            identity: Identity {
+                owner: config.owner.clone(),
+                token: config.token.clone(),
+            },
+            call_timeout: config.call_timeout,
+            try_timeout: config.try_timeout,
+            dialer: config.dialer.clone(),
+            request_id_prefix: config.request_id_prefix,
+        })?);
+        let drift = config.max_drift.clamp(0.0, 0.9);
         let client = Client {
             inner: Arc::new(Inner {
-                id_prefix: config.request_id_prefix.unwrap_or_else(rand::random),
-                id_count: std::sync::atomic::AtomicU64::new(0),
-                config,
-                leader: Mutex::new(None),
-                channels: Mutex::new(BTreeMap::new()),
-                keepalive: KeepAlive::default(),
+                keepalive: KeepAlive::new(&transport, &config.tenant, drift),
+                transport,
+                tenant: config.tenant,
+                max_drift: drift,
             }),
         };
-        client
-            .get("tenure-client-probe")
-            .await
-            .map(|_| ())
-            .or_else(|e| match e {
-                Error::Refused { .. } => Ok(()),
-                other => Err(other),
-            })?;
-        client.inner.keepalive.start(client.clone());
-        Ok(client)
-    }
-
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Error> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        if let Some(Dialer(dial)) = &self.inner.config.dialer {
-            let c = dial(addr).map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
-            channels.insert(addr.to_owned(), c.clone());
-            return Ok(c);
-        }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(1))
-            .connect_lazy();
-        channels.insert(addr.to_owned(), c.clone());
-        Ok(c)
-    }
-
-    /// Where to send the next call: the leader if known, then every endpoint.
-    pub(crate) fn candidates(&self) -> Vec<String> {
-        let leader = self
-            .inner
-            .leader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        leader
-            .into_iter()
-            .chain(self.inner.config.endpoints.iter().cloned())
-            .collect()
-    }
-
-    pub(crate) fn follow(&self, metadata: &tonic::metadata::MetadataMap) {
-        if let Some(addr) = metadata
-            .get(convert::LEADER_METADATA)
-            .and_then(|v| v.to_str().ok())
-        {
-            *self
-                .inner
-                .leader
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(addr.to_owned());
+        // A stale read: any node answers it, with or without a leader.
+        match client.get_with("tenure-client-probe", true).await {
+            Ok(_) | Err(Error::Refused { .. }) => Ok(client),
+            Err(e) => Err(e),
         }
     }
 
-    fn request<T>(&self, body: T) -> Result<tonic::Request<T>, Error> {
-        let mut r = tonic::Request::new(body);
-        let owner = self
-            .inner
-            .config
-            .owner
-            .parse()
-            .map_err(|_| Error::Invalid("owner is not valid metadata".into()))?;
-        r.metadata_mut().insert("x-owner-id", owner);
-        Ok(r)
+    fn t(&self) -> &Transport {
+        &self.inner.transport
     }
 
-    /// Sends one request, following leader hints and retrying what may
-    /// succeed elsewhere, within the call timeout. The request is the same
-    /// on every try (same request_id), so a retry never acts twice.
-    pub(crate) async fn call<B, R, F, Fut>(&self, body: B, send: F) -> Result<R, Error>
-    where
-        B: Clone,
-        F: FnMut(LockClient<Channel>, tonic::Request<B>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
-        self.call_for(body, Duration::ZERO, send).await
+    /// The tenant this client acts in.
+    pub fn tenant(&self) -> &str {
+        &self.inner.tenant
     }
 
-    /// [`Client::call`] for a call the server may hold `extra` longer than
-    /// an ordinary one (a waiting acquire waits in the queue).
-    pub(crate) async fn call_for<B, R, F, Fut>(
-        &self,
-        body: B,
-        extra: Duration,
-        mut send: F,
-    ) -> Result<R, Error>
-    where
-        B: Clone,
-        F: FnMut(LockClient<Channel>, tonic::Request<B>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
-        let deadline = Instant::now() + self.inner.config.call_timeout + extra;
-        let mut last = String::from("no endpoint tried");
-        loop {
-            for addr in self.candidates() {
-                let lock = LockClient::new(self.channel(&addr)?);
-                let attempt = send(lock, self.request(body.clone())?);
-                let give_up = deadline.min(Instant::now() + self.inner.config.try_timeout + extra);
-                let answer = match tokio::time::timeout_at(give_up, attempt).await {
-                    Ok(answer) => answer,
-                    Err(_) if give_up < deadline => {
-                        // Silent: forget it as leader, try the others.
-                        last = format!("{addr}: no answer in time");
-                        self.inner
-                            .leader
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .take_if(|l| *l == addr);
-                        continue;
-                    }
-                    Err(_) => return Err(Error::Unavailable(format!("{addr}: no answer in time"))),
-                };
-                match answer {
-                    Ok(r) => {
-                        self.follow(r.metadata());
-                        return Ok(r.into_inner());
-                    }
-                    Err(s) if retryable(&s) => {
-                        if let Some(leader) = convert::leader_of(&s) {
-                            *self
-                                .inner
-                                .leader
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner) = Some(leader);
-                        }
-                        last = format!("{addr}: {}", s.message());
-                    }
-                    Err(s) => return Err(refused(&s)),
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Unavailable(last));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// The leader this client follows now, as far as it knows.
+    pub fn leader(&self) -> Option<String> {
+        self.t().leader()
     }
 
-    /// Takes `key` now, or fails with LOCK_HELD.
+    /// How many tries met a retryable refusal (a leader change, say) and
+    /// were sent again, since this client connected.
+    pub fn retries(&self) -> u64 {
+        self.t().retries()
+    }
+
+    /// A fresh request_id for a mutating call.
+    pub fn request_id(&self) -> String {
+        self.t().request_id()
+    }
+
+    // ---------------------------------------------------------------------
+    // Locks
+    // ---------------------------------------------------------------------
+
+    /// Takes `key` now, or fails with LOCK_HELD; the guard is kept alive.
     pub async fn acquire(&self, key: &str, ttl: Duration) -> Result<LockGuard, Error> {
-        self.acquire_waiting(key, ttl, Duration::ZERO).await
+        self.acquire_with(key, ttl, AcquireOptions::default()).await
     }
 
     /// Takes `key`, waiting in its FIFO queue up to `wait` (WAIT_TIMEOUT).
@@ -325,45 +301,358 @@ impl Client {
         ttl: Duration,
         wait: Duration,
     ) -> Result<LockGuard, Error> {
-        let body = v1::AcquireRequest {
-            tenant_id: self.inner.config.tenant.clone(),
-            lock_key: key.to_owned(),
-            owner_id: String::new(),
-            request_id: self.request_id(),
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            wait_timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        let options = AcquireOptions {
+            wait,
+            request_id: None,
         };
+        self.acquire_with(key, ttl, options).await
+    }
+
+    /// Takes `key` as `options` say; the guard is kept alive.
+    pub async fn acquire_with(
+        &self,
+        key: &str,
+        ttl: Duration,
+        options: AcquireOptions,
+    ) -> Result<LockGuard, Error> {
         // Rule 5: the deadline counts from the first attempt's send time.
         let sent = Instant::now();
-        let lease = self
-            .call_for(body, wait, |mut c, r| async move { c.acquire(r).await })
-            .await?;
-        Ok(LockGuard::new(self.clone(), lease, sent))
+        let granted = self.lease(key, ttl, options).await?;
+        Ok(LockGuard::new(self.clone(), granted, sent))
     }
 
-    /// The state of `key`, linearizable.
-    pub async fn get(&self, key: &str) -> Result<v1::LockState, Error> {
-        let body = v1::GetRequest {
-            tenant_id: self.inner.config.tenant.clone(),
+    /// Takes `key` as `options` say, and nothing more: no guard, no
+    /// keep-alive (a one-shot acquire from a shell, say). Renew it with
+    /// [`Client::renew`] before its TTL runs out.
+    pub async fn lease(
+        &self,
+        key: &str,
+        ttl: Duration,
+        options: AcquireOptions,
+    ) -> Result<Lease, Error> {
+        let body = v1::AcquireRequest {
+            tenant_id: self.inner.tenant.clone(),
             lock_key: key.to_owned(),
-            consistency: v1::Consistency::Linearizable as i32,
+            owner_id: String::new(),
+            request_id: options.request_id.unwrap_or_else(|| self.request_id()),
+            ttl_ms: millis(ttl),
+            wait_timeout_ms: millis(options.wait),
         };
-        self.call(body, |mut c, r| async move { c.get(r).await })
-            .await
+        let l = self
+            .t()
+            .call(Route::Leader, &body, options.wait, |c, r| async move {
+                LockClient::new(c).acquire(r).await
+            })
+            .await?;
+        lease(&l)
     }
 
-    pub(crate) async fn release_lease(&self, lease_id: &str) -> Result<v1::Lease, Error> {
-        let body = v1::ReleaseRequest {
-            tenant_id: self.inner.config.tenant.clone(),
+    /// Renews a lease: keeping its TTL (`None`), or setting a new one.
+    pub async fn renew(&self, lease_id: &str, ttl: Option<Duration>) -> Result<Lease, Error> {
+        let body = v1::RenewRequest {
+            tenant_id: self.inner.tenant.clone(),
             lease_id: lease_id.to_owned(),
             owner_id: String::new(),
             request_id: self.request_id(),
+            ttl_ms: ttl.map_or(0, millis),
         };
-        self.call(body, |mut c, r| async move { c.release(r).await })
+        let l = self
+            .t()
+            .call(Route::Leader, &body, Duration::ZERO, |c, r| async move {
+                LockClient::new(c).renew(r).await
+            })
+            .await?;
+        lease(&l)
+    }
+
+    /// Gives a lease up (a waiting one leaves the queue). `request_id`:
+    /// the idempotency key, or `None` for a fresh one.
+    pub async fn release(&self, lease_id: &str, request_id: Option<&str>) -> Result<Lease, Error> {
+        let body = v1::ReleaseRequest {
+            tenant_id: self.inner.tenant.clone(),
+            lease_id: lease_id.to_owned(),
+            owner_id: String::new(),
+            request_id: request_id.map_or_else(|| self.request_id(), str::to_owned),
+        };
+        let l = self
+            .t()
+            .call(Route::Leader, &body, Duration::ZERO, |c, r| async move {
+                LockClient::new(c).release(r).await
+            })
+            .await?;
+        lease(&l)
+    }
+
+    /// The state of `key`, linearizable.
+    pub async fn get(&self, key: &str) -> Result<LockState, Error> {
+        self.get_with(key, false).await
+    }
+
+    /// The state of `key`; `stale`: the answering node's copy, possibly
+    /// behind, without a quorum round.
+    pub async fn get_with(&self, key: &str, stale: bool) -> Result<LockState, Error> {
+        let body = v1::GetRequest {
+            tenant_id: self.inner.tenant.clone(),
+            lock_key: key.to_owned(),
+            consistency: consistency(stale),
+        };
+        let s = self
+            .t()
+            .call(Route::Leader, &body, Duration::ZERO, |c, r| async move {
+                LockClient::new(c).get(r).await
+            })
+            .await?;
+        lock_state(&s)
+    }
+
+    /// One page of the locks whose key starts with `prefix`, linearizable;
+    /// `page_token` from the previous page's `next_page_token`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<ListPage, Error> {
+        let body = v1::ListRequest {
+            tenant_id: self.inner.tenant.clone(),
+            key_prefix: prefix.to_owned(),
+            page_size,
+            page_token: page_token.unwrap_or_default().to_owned(),
+            consistency: consistency(false),
+        };
+        let r = self
+            .t()
+            .call(Route::Leader, &body, Duration::ZERO, |c, r| async move {
+                LockClient::new(c).list(r).await
+            })
+            .await?;
+        Ok(ListPage {
+            locks: r.locks.iter().map(lock_state).collect::<Result<_, _>>()?,
+            next_page_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
+        })
+    }
+
+    /// Opens a keep-alive stream of its own on the leader, for a program
+    /// that renews many leases in rounds itself (the benchmark does).
+    /// Guards need none of this: the client keeps them alive.
+    pub async fn keep_alive_stream(&self) -> Result<KeepAliveStream, Error> {
+        let (tx, answers) = crate::keepalive::open(self.t()).await?;
+        Ok(KeepAliveStream {
+            tenant: self.inner.tenant.clone(),
+            tx,
+            answers,
+        })
+    }
+
+    /// Follows lock events (the audit stream) as `options` say. The watch
+    /// resumes by itself after a broken stream, from the event after the
+    /// last it delivered.
+    pub async fn watch(&self, options: WatchOptions) -> Result<Watch, Error> {
+        Watch::open(self.clone(), options).await
+    }
+
+    pub(crate) async fn open_watch(
+        &self,
+        options: &WatchOptions,
+        from: u64,
+    ) -> Result<tonic::Streaming<v1::WatchEvent>, Error> {
+        let body = v1::WatchRequest {
+            tenant_id: self.inner.tenant.clone(),
+            key_prefix: options.prefix.clone(),
+            from_sequence: from,
+            include_all_tenants: options.all_tenants,
+        };
+        self.t()
+            .call(Route::Leader, &body, Duration::ZERO, |c, r| async move {
+                LockClient::new(c).watch(r).await
+            })
             .await
     }
 
-    pub(crate) fn owner_request<T>(&self, body: T) -> Result<tonic::Request<T>, Error> {
-        self.request(body)
+    // ---------------------------------------------------------------------
+    // Admin (the admin role, on a cluster with an auth file)
+    // ---------------------------------------------------------------------
+
+    /// Frees `key` whoever holds it, for `reason`; with `lease_id`, only
+    /// if that lease still holds it (a retry then changes nothing).
+    pub async fn force_release(
+        &self,
+        key: &str,
+        reason: &str,
+        lease_id: Option<&str>,
+    ) -> Result<LockState, Error> {
+        let body = v1::ForceReleaseRequest {
+            tenant_id: self.inner.tenant.clone(),
+            lock_key: key.to_owned(),
+            reason: reason.to_owned(),
+            lease_id: lease_id.unwrap_or_default().to_owned(),
+        };
+        let s = self
+            .t()
+            .call(Route::Leader, &body, Duration::ZERO, |c, r| async move {
+                AdminClient::new(c).force_release(r).await
+            })
+            .await?;
+        lock_state(&s)
     }
+
+    /// The status of the leader, or of any node that answers when no
+    /// leader is known.
+    pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
+        self.t()
+            .call(
+                Route::Leader,
+                &v1::StatusRequest {},
+                Duration::ZERO,
+                |c, r| async move { AdminClient::new(c).status(r).await },
+            )
+            .await
+    }
+
+    /// The status of the node at `addr`, as it sees the cluster.
+    pub async fn status_of(&self, addr: &str) -> Result<v1::StatusResponse, Error> {
+        self.t()
+            .call(
+                Route::Node(addr),
+                &v1::StatusRequest {},
+                Duration::ZERO,
+                |c, r| async move { AdminClient::new(c).status(r).await },
+            )
+            .await
+    }
+
+    /// Adds node `id` at `address`: a learner first, then a voter.
+    pub async fn add_node(&self, id: u64, address: &str) -> Result<v1::MembershipResponse, Error> {
+        let body = v1::AddNodeRequest {
+            node_id: id,
+            address: address.to_owned(),
+        };
+        self.admin_write(&body, |c, r| async move {
+            AdminClient::new(c).add_node(r).await
+        })
+        .await
+    }
+
+    /// Removes node `id` from the cluster.
+    pub async fn remove_node(&self, id: u64) -> Result<v1::MembershipResponse, Error> {
+        let body = v1::RemoveNodeRequest { node_id: id };
+        self.admin_write(&body, |c, r| async move {
+            AdminClient::new(c).remove_node(r).await
+        })
+        .await
+    }
+
+    /// Hands leadership to voter `to`; answers with the new leader and term.
+    pub async fn transfer_leader(&self, to: u64) -> Result<v1::TransferLeaderResponse, Error> {
+        let body = v1::TransferLeaderRequest { node_id: to };
+        self.admin_write(&body, |c, r| async move {
+            AdminClient::new(c).transfer_leader(r).await
+        })
+        .await
+    }
+
+    /// Membership changes can take a while (a learner catching up): they
+    /// get a minute on top of the call timeout.
+    async fn admin_write<B, R, F, Fut>(&self, body: &B, send: F) -> Result<R, Error>
+    where
+        B: Clone,
+        F: FnMut(tonic::transport::Channel, tonic::Request<B>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.t()
+            .call(Route::Leader, body, Duration::from_secs(60), send)
+            .await
+    }
+
+    /// Exports the lease table from the leader, streamed, and checks the
+    /// bytes against the SHA-256 the node sent.
+    pub async fn export(&self) -> Result<Snapshot, Error> {
+        use sha2::Digest as _;
+        let mut stream = self
+            .t()
+            .call(
+                Route::Leader,
+                &v1::ExportSnapshotRequest {},
+                Duration::ZERO,
+                |c, r| async move {
+                    AdminClient::new(c)
+                        .max_decoding_message_size(64 << 20)
+                        .export_snapshot(r)
+                        .await
+                },
+            )
+            .await?;
+        let mut bytes = Vec::new();
+        let mut meta = None;
+        let mut sha = None;
+        while let Some(chunk) = stream.message().await.map_err(|s| Error::from_status(&s))? {
+            if chunk.offset != bytes.len() as u64 {
+                return Err(Error::Invalid(format!(
+                    "export chunk at offset {} after {} bytes",
+                    chunk.offset,
+                    bytes.len()
+                )));
+            }
+            meta = meta.or(chunk.meta);
+            bytes.extend_from_slice(&chunk.data);
+            if chunk.last {
+                sha = Some(chunk.sha256);
+                break;
+            }
+        }
+        let (Some(meta), Some(sha)) = (meta, sha) else {
+            return Err(Error::Unavailable(
+                "the export stream ended before its last chunk".into(),
+            ));
+        };
+        if hex_sha256(&sha2::Sha256::digest(&bytes)) != sha {
+            return Err(Error::Invalid(
+                "the exported bytes do not match their SHA-256".into(),
+            ));
+        }
+        Ok(Snapshot { meta, bytes })
+    }
+
+    /// Imports an exported lease table into the cluster (through its
+    /// leader), streamed in 1 MiB chunks with the SHA-256 of the whole.
+    pub async fn import(&self, bytes: &[u8]) -> Result<v1::ImportSnapshotResponse, Error> {
+        use sha2::Digest as _;
+        let sha = hex_sha256(&sha2::Sha256::digest(bytes));
+        let count = bytes.len().div_ceil(IMPORT_CHUNK).max(1);
+        let chunks: Vec<v1::SnapshotChunk> = (0..count)
+            .map(|i| {
+                let start = i * IMPORT_CHUNK;
+                let end = (start + IMPORT_CHUNK).min(bytes.len());
+                let last = i + 1 == count;
+                v1::SnapshotChunk {
+                    data: bytes[start..end].to_vec(),
+                    offset: start as u64,
+                    last,
+                    meta: None,
+                    sha256: if last { sha.clone() } else { String::new() },
+                }
+            })
+            .collect();
+        self.admin_write(&chunks, |c, r| async move {
+            let r = r.map(tokio_stream::iter);
+            AdminClient::new(c).import_snapshot(r).await
+        })
+        .await
+    }
+}
+
+fn consistency(stale: bool) -> i32 {
+    if stale {
+        v1::Consistency::Stale as i32
+    } else {
+        v1::Consistency::Linearizable as i32
+    }
+}
+
+fn hex_sha256(digest: &[u8]) -> String {
+    use std::fmt::Write as _;
+    digest.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }

@@ -1,54 +1,64 @@
-//! A held lock: its fencing token and its client-side deadline.
+//! A held lock: its fencing token and its client-side deadline, kept alive
+//! by the client's keep-alive layer.
 
 use std::time::Duration;
 
-use tenure_proto::v1;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::client::{Client, Error};
+use crate::client::{Client, Lease};
+use crate::keepalive::Lost;
+use crate::transport::Error;
 
 /// A lock this client holds. Valid until its client-side deadline passes
 /// or the server reports it lost; kept alive meanwhile by the client's
-/// keep-alive stream. Dropping it releases the lease (best effort).
+/// keep-alive stream, across leader changes. Dropping it releases the lease
+/// (best effort).
 pub struct LockGuard {
     client: Client,
-    lease: v1::Lease,
+    lease: Lease,
+    id: String,
     /// The client-side deadline; moved later by acknowledged renewals.
     deadline: watch::Receiver<Instant>,
     /// Set once the server reports the lease lost.
-    lost: watch::Receiver<bool>,
+    lost: watch::Receiver<Option<Lost>>,
     released: bool,
 }
 
 impl LockGuard {
-    pub(crate) fn new(client: Client, lease: v1::Lease, sent: Instant) -> LockGuard {
-        let ttl = Duration::from_millis(lease.ttl_ms);
-        let drift = client.inner.config.max_drift.clamp(0.0, 0.9);
-        let first = sent + ttl.mul_f64(1.0 - drift);
-        let (deadline, lost) = client.inner.keepalive.register(&lease.lease_id, ttl, first);
+    pub(crate) fn new(client: Client, lease: Lease, sent: Instant) -> LockGuard {
+        let ttl = Duration::from_millis(lease.view.ttl_ms);
+        let first = sent + ttl.mul_f64(1.0 - client.inner.max_drift);
+        let id = lease.view.id.to_string();
+        let watched = client.inner.keepalive.register(&id, ttl, first);
         LockGuard {
             client,
             lease,
-            deadline,
-            lost,
+            id,
+            deadline: watched.deadline,
+            lost: watched.lost,
             released: false,
         }
     }
 
     /// The fencing token of this grant: hand it to every write.
     pub fn fencing_token(&self) -> u64 {
-        self.lease.fencing_token
+        self.lease.view.token
     }
 
     /// The lease's opaque id.
     pub fn lease_id(&self) -> &str {
-        &self.lease.lease_id
+        &self.id
+    }
+
+    /// The lease as the grant answered it.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     /// The lock's key.
     pub fn key(&self) -> &str {
-        &self.lease.lock_key
+        &self.lease.view.key
     }
 
     /// The client-side deadline: past it, the lock may be someone else's.
@@ -63,12 +73,17 @@ impl LockGuard {
 
     /// The lease's time to live.
     pub fn ttl(&self) -> Duration {
-        Duration::from_millis(self.lease.ttl_ms)
+        Duration::from_millis(self.lease.view.ttl_ms)
     }
 
     /// Whether the guard may still be used: before its deadline, not lost.
     pub fn is_valid(&self) -> bool {
-        !*self.lost.borrow() && Instant::now() < self.deadline()
+        self.lost.borrow().is_none() && Instant::now() < self.deadline()
+    }
+
+    /// Why the server says the lease is gone, once it has said so.
+    pub fn lost_reason(&self) -> Option<Lost> {
+        self.lost.borrow().clone()
     }
 
     /// Resolves when the lock is lost: reported by the server, or the
@@ -77,7 +92,7 @@ impl LockGuard {
         let mut deadline = self.deadline.clone();
         let mut lost = self.lost.clone();
         loop {
-            if *lost.borrow() {
+            if lost.borrow().is_some() {
                 return;
             }
             let at = *deadline.borrow();
@@ -96,11 +111,8 @@ impl LockGuard {
     /// Gives the lock up and waits for the answer.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        self.client.inner.keepalive.forget(&self.lease.lease_id);
-        self.client
-            .release_lease(&self.lease.lease_id)
-            .await
-            .map(|_| ())
+        self.client.inner.keepalive.forget(&self.id);
+        self.client.release(&self.id, None).await.map(|_| ())
     }
 }
 
@@ -109,11 +121,11 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        self.client.inner.keepalive.forget(&self.lease.lease_id);
-        let (client, lease) = (self.client.clone(), self.lease.lease_id.clone());
+        self.client.inner.keepalive.forget(&self.id);
+        let (client, lease) = (self.client.clone(), self.id.clone());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(e) = client.release_lease(&lease).await {
+                if let Err(e) = client.release(&lease, None).await {
                     tracing::debug!(lease, error = %e, "release on drop failed");
                 }
             });

@@ -1,27 +1,44 @@
-//! One keep-alive stream per client, to the leader, for every guard.
+//! One keep-alive stream per client, to the leader, for every lease it keeps.
 //!
 //! Each lease is renewed every third of its TTL; the answer to a renewal
-//! moves the guard's deadline to the renewal's send time plus the TTL less
-//! the drift allowance. A lost lease is reported to its guard at once. When
-//! the stream breaks (a leader change), it is reopened on the leader the
-//! cluster names; guards keep their deadlines meanwhile.
+//! moves the lease's deadline to the renewal's send time plus the TTL less
+//! the drift allowance. Only two things lose a lease: the server saying it
+//! is gone (an answer with a reason that no retry can change: expired,
+//! released, not the owner's), or its deadline passing. Anything transient —
+//! a NOT_LEADER answer, a broken stream, a node that went silent — reopens
+//! the stream on the leader the cluster names, and the leases keep their
+//! deadlines meanwhile.
+//!
+//! This layer sits on the transport and knows nothing of guards: it keeps
+//! a deadline and a loss per lease id, which the guard layer reads.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use tenure_core::Reason;
 use tenure_proto::v1;
 use tenure_proto::v1::lock_client::LockClient;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::Client;
+use crate::transport::{Route, Transport};
+
+/// How a kept lease was lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    /// The server's reason (LEASE_EXPIRED, LEASE_NOT_ACTIVE, …).
+    pub reason: Reason,
+    /// Words for people.
+    pub message: String,
+}
 
 struct Kept {
     ttl: Duration,
     deadline: watch::Sender<Instant>,
-    lost: watch::Sender<bool>,
+    lost: watch::Sender<Option<Lost>>,
     last_sent: Option<Instant>,
 }
 
@@ -29,50 +46,79 @@ struct Kept {
 struct State {
     /// Ordered, so renewals go out in the same order every run.
     leases: BTreeMap<String, Kept>,
-    /// Renewals in flight: client_seq → (lease, send time).
-    pending: HashMap<u64, (String, Instant)>,
+    /// Renewals in flight: client_seq → send time.
+    pending: HashMap<u64, Instant>,
     next_seq: u64,
+    /// Whether the stream task runs.
+    running: bool,
+}
+
+/// What the guard layer reads of one kept lease.
+pub(crate) struct Watched {
+    pub(crate) deadline: watch::Receiver<Instant>,
+    pub(crate) lost: watch::Receiver<Option<Lost>>,
 }
 
 /// The keep-alive side of a client.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct KeepAlive {
     state: Arc<Mutex<State>>,
+    transport: Weak<Transport>,
+    tenant: String,
+    drift: f64,
 }
 
+/// How often the stream task looks for renewals that are due.
+const TICK: Duration = Duration::from_millis(50);
+
 impl KeepAlive {
+    pub(crate) fn new(transport: &Arc<Transport>, tenant: &str, drift: f64) -> KeepAlive {
+        KeepAlive {
+            state: Arc::default(),
+            transport: Arc::downgrade(transport),
+            tenant: tenant.to_owned(),
+            drift,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn register(
-        &self,
-        lease: &str,
-        ttl: Duration,
-        deadline: Instant,
-    ) -> (watch::Receiver<Instant>, watch::Receiver<bool>) {
+    /// Keeps `lease` alive from now on; its deadline starts at `deadline`.
+    pub(crate) fn register(&self, lease: &str, ttl: Duration, deadline: Instant) -> Watched {
         let (d_tx, d_rx) = watch::channel(deadline);
-        let (l_tx, l_rx) = watch::channel(false);
-        self.lock().leases.insert(
-            lease.to_owned(),
-            Kept {
-                ttl,
-                deadline: d_tx,
-                lost: l_tx,
-                last_sent: Some(Instant::now()),
-            },
-        );
-        (d_rx, l_rx)
+        let (l_tx, l_rx) = watch::channel(None);
+        let start = {
+            let mut s = self.lock();
+            s.leases.insert(
+                lease.to_owned(),
+                Kept {
+                    ttl,
+                    deadline: d_tx,
+                    lost: l_tx,
+                    last_sent: Some(Instant::now()),
+                },
+            );
+            !std::mem::replace(&mut s.running, true)
+        };
+        if start {
+            self.spawn();
+        }
+        Watched {
+            deadline: d_rx,
+            lost: l_rx,
+        }
     }
 
+    /// Stops keeping `lease` alive.
     pub(crate) fn forget(&self, lease: &str) {
         self.lock().leases.remove(lease);
     }
 
     /// Renewals due now.
-    fn due(&self, tenant: &str, now: Instant) -> Vec<v1::KeepAliveRequest> {
+    fn due(&self, now: Instant) -> Vec<v1::KeepAliveRequest> {
         let mut s = self.lock();
-        let mut out = Vec::new();
         let mut sent = Vec::new();
         for (id, k) in &mut s.leases {
             let every = k.ttl / 3;
@@ -81,12 +127,13 @@ impl KeepAlive {
                 sent.push(id.clone());
             }
         }
+        let mut out = Vec::with_capacity(sent.len());
         for id in sent {
             s.next_seq += 1;
             let seq = s.next_seq;
-            s.pending.insert(seq, (id.clone(), now));
+            s.pending.insert(seq, now);
             out.push(v1::KeepAliveRequest {
-                tenant_id: tenant.to_owned(),
+                tenant_id: self.tenant.clone(),
                 lease_id: id,
                 owner_id: String::new(),
                 client_seq: seq,
@@ -95,19 +142,32 @@ impl KeepAlive {
         out
     }
 
-    fn answer(&self, a: &v1::KeepAliveResponse, drift: f64) {
+    /// Takes one answer in; `false` when the stream should be reopened (the
+    /// node answered with a transient refusal: it no longer leads, say).
+    fn answer(&self, a: &v1::KeepAliveResponse) -> bool {
         let mut s = self.lock();
         let sent = s.pending.remove(&a.client_seq);
-        let Some(k) = s.leases.get(&a.lease_id) else {
-            return;
+        let Some(k) = s.leases.get_mut(&a.lease_id) else {
+            return true;
         };
         if !a.alive {
-            let _ = k.lost.send(true);
-            return;
+            let reason = Reason::parse(&a.reason).unwrap_or(Reason::LeaseNotActive);
+            if reason.is_retryable() {
+                // Not a loss: ask again, elsewhere.
+                k.last_sent = None;
+                return false;
+            }
+            let lost = Lost {
+                reason,
+                message: a.message.clone(),
+            };
+            let _ = k.lost.send(Some(lost));
+            s.leases.remove(&a.lease_id);
+            return true;
         }
-        if let Some((_, at)) = sent {
+        if let Some(at) = sent {
             let ttl = Duration::from_millis(a.ttl_ms);
-            let deadline = at + ttl.mul_f64(1.0 - drift);
+            let deadline = at + ttl.mul_f64(1.0 - self.drift);
             k.deadline.send_if_modified(|d| {
                 let later = deadline > *d;
                 if later {
@@ -116,68 +176,68 @@ impl KeepAlive {
                 later
             });
         }
+        true
     }
 
-    /// Runs the stream for as long as the client lives.
-    pub(crate) fn start(&self, client: Client) {
+    /// Runs the stream while the client lives and leases are kept.
+    fn spawn(&self) {
         let me = self.clone();
-        let weak = Arc::downgrade(&client.inner);
-        drop(client);
         tokio::spawn(async move {
-            let tick = Duration::from_millis(100);
             loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let client = Client { inner };
-                let (tenant, drift) = (
-                    client.inner.config.tenant.clone(),
-                    client.inner.config.max_drift,
-                );
-                // Open a stream on the leader (a follower refuses and names it).
-                let mut opened = None;
-                for addr in client.candidates() {
-                    let Ok(channel) = client.channel(&addr) else {
-                        continue;
-                    };
-                    let (tx, rx) = mpsc::channel(1024);
-                    let Ok(request) =
-                        client.owner_request(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    else {
+                if me.lock().leases.is_empty() {
+                    // Nothing to keep: stop, until a lease is registered.
+                    let mut s = me.lock();
+                    if s.leases.is_empty() {
+                        s.running = false;
                         return;
-                    };
-                    match LockClient::new(channel).keep_alive(request).await {
-                        Ok(r) => {
-                            client.follow(r.metadata());
-                            opened = Some((tx, r.into_inner()));
-                            break;
-                        }
-                        Err(s) => {
-                            if let Some(leader) = tenure_proto::convert::leader_of(&s) {
-                                client.follow_addr(leader);
-                            }
-                        }
                     }
                 }
-                drop(client);
-                let Some((tx, mut answers)) = opened else {
-                    tokio::time::sleep(tick).await;
-                    continue;
+                let Some(transport) = me.transport.upgrade() else {
+                    return;
+                };
+                let opened = open(&transport).await;
+                drop(transport);
+                let (tx, mut answers) = match opened {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "keep-alive stream not opened; trying again");
+                        tokio::time::sleep(TICK * 4).await;
+                        continue;
+                    }
                 };
                 me.lock().pending.clear();
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(tick) => {
-                            if weak.strong_count() == 0 {
+                        _ = tokio::time::sleep(TICK) => {
+                            if me.transport.strong_count() == 0 {
                                 return;
                             }
-                            for r in me.due(&tenant, Instant::now()) {
+                            if me.lock().leases.is_empty() {
+                                break;
+                            }
+                            for r in me.due(Instant::now()) {
                                 if tx.send(r).await.is_err() {
                                     break;
                                 }
                             }
                         }
                         answer = answers.next() => match answer {
-                            Some(Ok(a)) => me.answer(&a, drift),
-                            _ => break,
+                            Some(Ok(a)) => if !me.answer(&a) {
+                                tracing::debug!(reason = a.reason, "keep-alive refused for now; reopening on the leader");
+                                if let Some(t) = me.transport.upgrade() {
+                                    t.clear_leader();
+                                }
+                                break;
+                            },
+                            Some(Err(status)) => {
+                                tracing::debug!(code = ?status.code(), message = status.message(), "keep-alive stream failed; reopening");
+                                if let Some(t) = me.transport.upgrade() {
+                                    t.clear_leader();
+                                    t.follow_refusal(&status);
+                                }
+                                break;
+                            }
+                            None => break,
                         },
                     }
                 }
@@ -190,12 +250,24 @@ impl KeepAlive {
     }
 }
 
-impl Client {
-    pub(crate) fn follow_addr(&self, addr: String) {
-        let mut md = tonic::metadata::MetadataMap::new();
-        if let Ok(v) = addr.parse() {
-            md.insert(tenure_proto::convert::LEADER_METADATA, v);
-            self.follow(&md);
-        }
-    }
+/// A keep-alive stream's sending half and its answers.
+pub(crate) type Stream = (
+    mpsc::Sender<v1::KeepAliveRequest>,
+    tonic::Streaming<v1::KeepAliveResponse>,
+);
+
+/// Opens a keep-alive stream on the leader (a follower refuses and names
+/// it; the transport follows and retries).
+pub(crate) async fn open(transport: &Transport) -> Result<Stream, crate::Error> {
+    let mut sender = None;
+    let answers = transport
+        .call(Route::Leader, &(), Duration::ZERO, |channel, request| {
+            let (tx, rx) = mpsc::channel(1024);
+            sender = Some(tx);
+            let request = request.map(|()| ReceiverStream::new(rx));
+            async move { LockClient::new(channel).keep_alive(request).await }
+        })
+        .await?;
+    let tx = sender.ok_or_else(|| crate::Error::Unavailable("no stream opened".into()))?;
+    Ok((tx, answers))
 }

@@ -181,7 +181,7 @@ async fn tn_client_003_a_guard_survives_a_change_of_leader() {
     );
     let state = alice.get("k").await.expect("readable");
     assert_eq!(
-        state.active_lease.map(|l| l.lease_id),
+        state.view.active.map(|l| l.id.to_string()),
         Some(guard.lease_id().to_owned())
     );
     for (_, n) in c.nodes {

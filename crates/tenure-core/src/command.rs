@@ -12,6 +12,7 @@ use crate::audit::AuditEvent;
 use crate::config::TableConfig;
 use crate::error::Error;
 use crate::lease::{LeaseId, LeaseView, LockView};
+use crate::validate;
 
 /// Where in the log a command applies, and the proposer's wall-clock reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,90 @@ impl Command {
             Command::Configure(_) => "configure",
             Command::Import(_) => "import",
         }
+    }
+
+    /// The command's own fields, checked without the table: lengths and
+    /// alphabets of names and ids, and a configuration's consistency. The
+    /// one definition both the leader's check before proposing
+    /// ([`crate::Table::precheck`]) and the replicated apply use.
+    pub fn check(&self) -> Result<(), Error> {
+        match self {
+            Command::Acquire(c) => c.check(),
+            Command::Renew(c) => c.check(),
+            Command::Release(c) => c.check(),
+            Command::ForceRelease(c) => c.check(),
+            Command::Configure(c) => c.validate(),
+            Command::Expire(_)
+            | Command::CancelWait(_)
+            | Command::ClearLockDelay(_)
+            | Command::Import(_) => Ok(()),
+        }
+    }
+
+    /// The command's values against the table's configured bounds (TTL,
+    /// wait). A retry of a remembered request skips this check: a Configure
+    /// in between must not turn the original answer into a refusal.
+    pub fn check_bounds(&self, config: &TableConfig) -> Result<(), Error> {
+        match self {
+            Command::Acquire(c) => c.check_bounds(config),
+            Command::Renew(c) => c.check_bounds(config),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Acquire {
+    /// See [`Command::check`].
+    pub fn check(&self) -> Result<(), Error> {
+        validate::tenant(&self.tenant)?;
+        validate::key(&self.key)?;
+        validate::owner(&self.owner)?;
+        validate::request_id(&self.request_id)
+    }
+
+    /// See [`Command::check_bounds`].
+    pub fn check_bounds(&self, config: &TableConfig) -> Result<(), Error> {
+        config.check_ttl(self.ttl_ms)?;
+        if self.wait_timeout_ms > config.max_wait_timeout_ms {
+            return Err(Error::InvalidRequest(format!(
+                "wait_timeout_ms {} exceeds the allowed {} ms",
+                self.wait_timeout_ms, config.max_wait_timeout_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Renew {
+    /// See [`Command::check`].
+    pub fn check(&self) -> Result<(), Error> {
+        validate::tenant(&self.tenant)?;
+        validate::owner(&self.owner)?;
+        validate::request_id(&self.request_id)
+    }
+
+    /// See [`Command::check_bounds`].
+    pub fn check_bounds(&self, config: &TableConfig) -> Result<(), Error> {
+        config.check_ttl(self.ttl_ms)
+    }
+}
+
+impl Release {
+    /// See [`Command::check`].
+    pub fn check(&self) -> Result<(), Error> {
+        validate::tenant(&self.tenant)?;
+        validate::owner(&self.owner)?;
+        validate::request_id(&self.request_id)
+    }
+}
+
+impl ForceRelease {
+    /// See [`Command::check`].
+    pub fn check(&self) -> Result<(), Error> {
+        validate::tenant(&self.tenant)?;
+        validate::key(&self.key)?;
+        validate::actor(&self.actor)?;
+        validate::reason(&self.reason)
     }
 }
 

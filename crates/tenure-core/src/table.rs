@@ -210,10 +210,7 @@ impl Table {
     }
 
     fn acquire(&mut self, ctx: ApplyCtx, c: Acquire, audit: &mut Audit) -> Result<Reply, Error> {
-        validate::tenant(&c.tenant)?;
-        validate::key(&c.key)?;
-        validate::owner(&c.owner)?;
-        validate::request_id(&c.request_id)?;
+        c.check()?;
         // A retry is answered before the bounds are checked: a Configure in
         // between must not turn the original answer into INVALID_TTL.
         request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
@@ -221,13 +218,7 @@ impl Table {
             return self.answer_retry(r, Op::Acquire, Some(&c.key), None, c.ttl_ms, &c.request_id);
         }
         let config = &self.state.config;
-        config.check_ttl(c.ttl_ms)?;
-        if c.wait_timeout_ms > config.max_wait_timeout_ms {
-            return Err(Error::InvalidRequest(format!(
-                "wait_timeout_ms {} exceeds the allowed {} ms",
-                c.wait_timeout_ms, config.max_wait_timeout_ms
-            )));
-        }
+        c.check_bounds(config)?;
         let max_waiters = config.max_waiters_per_lock;
         let (max_tenants, max_locks) = (config.max_tenants, config.max_locks_per_tenant);
 
@@ -378,9 +369,7 @@ impl Table {
     }
 
     fn renew(&mut self, ctx: ApplyCtx, c: Renew, audit: &mut Audit) -> Result<Reply, Error> {
-        validate::tenant(&c.tenant)?;
-        validate::owner(&c.owner)?;
-        validate::request_id(&c.request_id)?;
+        c.check()?;
         let fingerprint = Fingerprint {
             op: Op::Renew,
             key: None,
@@ -398,7 +387,7 @@ impl Table {
                 &c.request_id,
             );
         }
-        self.state.config.check_ttl(c.ttl_ms)?;
+        c.check_bounds(&self.state.config)?;
         self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?;
         let lease = self.lease_mut(c.lease_id);
         lease.ttl_ms = c.ttl_ms;
@@ -416,9 +405,7 @@ impl Table {
     }
 
     fn release(&mut self, ctx: ApplyCtx, c: Release, audit: &mut Audit) -> Result<Reply, Error> {
-        validate::tenant(&c.tenant)?;
-        validate::owner(&c.owner)?;
-        validate::request_id(&c.request_id)?;
+        c.check()?;
         let fingerprint = Fingerprint {
             op: Op::Release,
             key: None,
@@ -494,10 +481,7 @@ impl Table {
         c: ForceRelease,
         audit: &mut Audit,
     ) -> Result<Reply, Error> {
-        validate::tenant(&c.tenant)?;
-        validate::key(&c.key)?;
-        validate::actor(&c.actor)?;
-        validate::reason(&c.reason)?;
+        c.check()?;
         let Some((tenant, key, slot)) = self.lock_entry(&c.tenant, &c.key) else {
             return Ok(Reply::Lock(self.lock(&c.tenant, &c.key)));
         };
@@ -713,52 +697,20 @@ impl Table {
     /// these before proposing, so bad input never reaches the log. A retry
     /// of a remembered request passes: `apply` answers it from memory.
     pub fn precheck(&self, command: &Command) -> Result<(), Error> {
+        command.check()?;
         let remembered = |tenant: &str, owner: &str, rid: &str| {
             let mut key = String::new();
             request_key(&mut key, tenant, owner, rid);
             self.state.requests.get(&key).is_some()
         };
-        let config = &self.state.config;
-        match command {
-            Command::Acquire(c) => {
-                validate::tenant(&c.tenant)?;
-                validate::key(&c.key)?;
-                validate::owner(&c.owner)?;
-                validate::request_id(&c.request_id)?;
-                if remembered(&c.tenant, &c.owner, &c.request_id) {
-                    return Ok(());
-                }
-                config.check_ttl(c.ttl_ms)?;
-                if c.wait_timeout_ms > config.max_wait_timeout_ms {
-                    return Err(Error::InvalidRequest(format!(
-                        "wait_timeout_ms {} exceeds the allowed {} ms",
-                        c.wait_timeout_ms, config.max_wait_timeout_ms
-                    )));
-                }
-                Ok(())
-            }
-            Command::Renew(c) => {
-                validate::tenant(&c.tenant)?;
-                validate::owner(&c.owner)?;
-                validate::request_id(&c.request_id)?;
-                if remembered(&c.tenant, &c.owner, &c.request_id) {
-                    return Ok(());
-                }
-                config.check_ttl(c.ttl_ms)
-            }
-            Command::Release(c) => {
-                validate::tenant(&c.tenant)?;
-                validate::owner(&c.owner)?;
-                validate::request_id(&c.request_id)
-            }
-            Command::ForceRelease(c) => {
-                validate::tenant(&c.tenant)?;
-                validate::key(&c.key)?;
-                validate::actor(&c.actor)?;
-                validate::reason(&c.reason)
-            }
-            Command::Configure(c) => c.validate(),
-            _ => Ok(()),
+        let retry = match command {
+            Command::Acquire(c) => remembered(&c.tenant, &c.owner, &c.request_id),
+            Command::Renew(c) => remembered(&c.tenant, &c.owner, &c.request_id),
+            _ => false,
+        };
+        if retry {
+            return Ok(());
         }
+        command.check_bounds(&self.state.config)
     }
 }

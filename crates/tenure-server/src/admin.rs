@@ -1,11 +1,12 @@
 //! The `Admin` service: cluster status, membership, force-release, and
 //! snapshot export and import.
 //!
-//! Status and export are answered by the node asked. Writes (membership,
-//! force-release, import) go to the leader: a follower forwards the call
-//! once, marking it, and a forwarded call that meets another follower answers
-//! NOT_LEADER with the leader's address, so a leader change cannot bounce a
-//! call around. Errors leave through [`crate::errors`], the one mapping.
+//! Status and export are answered by the node asked (the client asks the
+//! leader). Writes (membership, force-release) are routed like the Lock
+//! service's, by the same [`Router`]: served by the leader in office,
+//! forwarded once by any other node; an import stream must reach the
+//! leader itself. Each handler routes, then identifies the caller (the
+//! admin role), then writes; errors become statuses in one place.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
@@ -14,15 +15,18 @@ use std::sync::Arc;
 use openraft::ChangeMembers;
 use openraft::{BasicNode, ServerState};
 use sha2::{Digest, Sha256};
-use tenure_core::{Command, Import, Reason, Reply};
+use tenure_core::{Import, Reason};
 use tenure_proto::convert;
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
-use tenure_raft::{Connector, NodeId, Proposer, Raft, TableReader};
+use tenure_raft::{Connector, NodeId, Raft, TableReader};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::errors::{self, FORWARDED, marked};
+use crate::access::Access;
+use crate::errors::{ServeError, forwarded};
+use crate::router::{Routed, Router};
+use crate::writer::Writer;
 
 /// Chunks of an exported snapshot.
 const CHUNK: usize = 1 << 20;
@@ -34,49 +38,50 @@ pub const MAX_IMPORT_BYTES: usize = 48 << 20;
 pub struct AdminService<C: Connector> {
     id: NodeId,
     raft: Raft,
-    proposer: Proposer,
+    router: Router<C>,
+    writer: Writer,
+    access: Access,
     table: TableReader,
     connector: C,
     /// The election timeout's upper bound: the lease a transfer waits out.
     lease: std::time::Duration,
-    /// Who may call what.
-    auth: crate::auth::Auth,
     /// The disk's flush count.
     flushes: Arc<dyn Fn() -> u64 + Send + Sync>,
-    /// The clock that stamps proposals.
-    clock: crate::clock::NodeClock,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<v1::SnapshotChunk, Status>> + Send>>;
 
+fn invalid(message: impl Into<String>) -> ServeError {
+    ServeError::refused(Reason::InvalidRequest, message)
+}
+
 impl<C: Connector> AdminService<C> {
-    /// The service of node `id`.
+    /// The service of node `id`: writes go through `router` to the leader
+    /// in office and through `writer` into the log; `lease` is the election
+    /// timeout's upper bound, which a leadership transfer waits out.
+    // One argument per collaborator the node wires in.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         raft: Raft,
-        proposer: Proposer,
+        router: Router<C>,
+        writer: Writer,
+        access: Access,
         table: TableReader,
         connector: C,
         lease: std::time::Duration,
-        auth: crate::auth::Auth,
     ) -> AdminService<C> {
         AdminService {
             id,
             raft,
-            proposer,
+            router,
+            writer,
+            access,
             table,
             connector,
             lease,
-            auth,
             flushes: Arc::new(|| 0),
-            clock: crate::clock::NodeClock::system(),
         }
-    }
-
-    /// Stamps proposals with `clock`'s wall clock.
-    pub fn with_clock(mut self, clock: crate::clock::NodeClock) -> AdminService<C> {
-        self.clock = clock;
-        self
     }
 
     /// Reports `flushes()` as the disk's flush count in `Status`.
@@ -86,63 +91,6 @@ impl<C: Connector> AdminService<C> {
     ) -> AdminService<C> {
         self.flushes = Arc::new(flushes);
         self
-    }
-
-    /// An answer, with the leader's address in its metadata.
-    fn respond<T>(&self, body: T) -> Response<T> {
-        let mut response = Response::new(body);
-        if let Some((_, addr)) = self.leader() {
-            convert::set_leader(response.metadata_mut(), &addr);
-        }
-        response
-    }
-
-    /// The caller, who must be an admin. Without an auth file every caller
-    /// is one, named by `x-owner-id` or else "admin".
-    fn admin<T>(&self, request: &Request<T>) -> Result<crate::auth::Identity, Status> {
-        if !self.auth.enforced() {
-            let named = self.auth.identify(request).ok();
-            return Ok(named.unwrap_or(crate::auth::Identity {
-                name: "admin".into(),
-                admin: true,
-                tenants: None,
-            }));
-        }
-        let who = self.auth.identify(request)?;
-        who.check_admin()?;
-        Ok(who)
-    }
-
-    fn leader(&self) -> Option<(NodeId, String)> {
-        errors::leader(&self.raft)
-    }
-
-    /// A client to the leader, for a call that only the leader can serve;
-    /// NOT_LEADER if this node is not it and cannot forward.
-    fn forward<T>(
-        &self,
-        request: &Request<T>,
-    ) -> Result<AdminClient<tonic::transport::Channel>, Status> {
-        let leader = self.leader();
-        let hint = leader.as_ref().map(|(_, a)| a.as_str());
-        match &leader {
-            Some((id, addr)) if *id != self.id && request.metadata().get(FORWARDED).is_none() => {
-                let channel = self
-                    .connector
-                    .channel(addr)
-                    .map_err(|e| convert::status(Reason::Unavailable, e.to_string(), hint))?;
-                Ok(AdminClient::new(channel))
-            }
-            _ => Err(convert::status(
-                Reason::NotLeader,
-                "this node is not the leader",
-                hint,
-            )),
-        }
-    }
-
-    fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
     }
 
     fn members(&self) -> Vec<v1::Member> {
@@ -162,66 +110,44 @@ impl<C: Connector> AdminService<C> {
     async fn change(
         &self,
         change: ChangeMembers<NodeId, BasicNode>,
-    ) -> Result<Response<v1::MembershipResponse>, Status> {
+    ) -> Result<Response<v1::MembershipResponse>, ServeError> {
         let written = self
             .raft
             .change_membership(change, false)
             .await
-            .map_err(|e| errors::write(&e, self.leader()))?;
-        Ok(self.respond(v1::MembershipResponse {
+            .map_err(|e| ServeError::from_write(&e))?;
+        Ok(Response::new(v1::MembershipResponse {
             members: self.members(),
             log_index: written.log_id.index,
         }))
     }
 
-    async fn propose(&self, command: Command) -> Result<(u64, Reply), Status> {
-        let at_ms = self.clock.wall_ms();
-        errors::propose(
-            &self.raft,
-            &self.proposer,
-            &self.table,
-            at_ms,
-            command,
-            |e| convert::error_status(e, None),
-        )
-        .await
-    }
-}
-
-#[tonic::async_trait]
-impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
-    async fn force_release(
+    async fn force_release_call(
         &self,
         request: Request<v1::ForceReleaseRequest>,
-    ) -> Result<Response<v1::LockState>, Status> {
-        if !self.is_leader() {
-            let mut client = self.forward(&request)?;
-            return client.force_release(marked(request)).await;
-        }
-        let who = self.admin(&request)?;
+    ) -> Result<Response<v1::LockState>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => return forwarded(AdminClient::new(c).force_release(r).await),
+        };
+        let who = self.access.admin(&request)?;
         who.check_tenant(&request.get_ref().tenant_id)?;
-        let command = convert::force_release(request.get_ref(), &who.name).map_err(Status::from)?;
-        match self.propose(Command::ForceRelease(command)).await? {
-            (_, Reply::Lock(view)) => Ok(self.respond(convert::lock_state(&view, 0))),
-            (_, other) => Err(Status::internal(format!(
-                "force-release answered {other:?}"
-            ))),
-        }
+        let command = convert::force_release(request.get_ref(), &who.name)?;
+        let view = self.writer.force_release(command).await?;
+        Ok(Response::new(convert::lock_state(&view, 0)))
     }
 
-    async fn status(
+    async fn status_call(
         &self,
         request: Request<v1::StatusRequest>,
-    ) -> Result<Response<v1::StatusResponse>, Status> {
-        if self.auth.enforced() {
-            self.auth.identify(&request)?;
-        }
+    ) -> Result<Response<v1::StatusResponse>, ServeError> {
+        self.access.anyone(&request)?;
         let m = self.raft.metrics().borrow().clone();
         let committed = self
             .raft
             .with_raft_state(|s| s.committed.map(|l| l.index))
             .await
-            .map_err(|e| convert::status(Reason::Unavailable, e.to_string(), None))?;
+            .map_err(|e| ServeError::refused(Reason::Unavailable, e.to_string()))?;
         let role = match m.state {
             ServerState::Leader => v1::NodeRole::Leader,
             ServerState::Follower => v1::NodeRole::Follower,
@@ -229,10 +155,10 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
             ServerState::Learner => v1::NodeRole::Learner,
             ServerState::Shutdown => v1::NodeRole::Unspecified,
         };
-        let leader = self.leader();
+        let leader = self.router.leader();
         let table = self.table.read();
         let stats = table.table.stats();
-        Ok(self.respond(v1::StatusResponse {
+        Ok(Response::new(v1::StatusResponse {
             node_id: self.id,
             role: role as i32,
             leader_id: leader.as_ref().map_or(0, |l| l.0),
@@ -251,50 +177,41 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         }))
     }
 
-    async fn add_node(
+    async fn add_node_call(
         &self,
         request: Request<v1::AddNodeRequest>,
-    ) -> Result<Response<v1::MembershipResponse>, Status> {
-        self.admin(&request)?;
-        if !self.is_leader() {
-            let mut client = self.forward(&request)?;
-            return client.add_node(marked(request)).await;
-        }
+    ) -> Result<Response<v1::MembershipResponse>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => return forwarded(AdminClient::new(c).add_node(r).await),
+        };
+        self.access.admin(&request)?;
         let v1::AddNodeRequest { node_id, address } = request.into_inner();
         if node_id == 0 || address.trim().is_empty() {
-            return Err(convert::status(
-                Reason::InvalidRequest,
-                "node_id > 0 and an address are required",
-                None,
-            ));
+            return Err(invalid("node_id > 0 and an address are required"));
         }
         // A learner first, caught up, then a voter: the quorum never waits on
         // a node that is still far behind.
         self.raft
             .add_learner(node_id, BasicNode::new(address), true)
             .await
-            .map_err(|e| errors::write(&e, self.leader()))?;
+            .map_err(|e| ServeError::from_write(&e))?;
         self.change(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])))
             .await
     }
 
-    async fn remove_node(
+    async fn remove_node_call(
         &self,
         request: Request<v1::RemoveNodeRequest>,
-    ) -> Result<Response<v1::MembershipResponse>, Status> {
-        self.admin(&request)?;
-        if !self.is_leader() {
-            let mut client = self.forward(&request)?;
-            return client.remove_node(marked(request)).await;
-        }
+    ) -> Result<Response<v1::MembershipResponse>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => return forwarded(AdminClient::new(c).remove_node(r).await),
+        };
+        self.access.admin(&request)?;
         let node_id = request.into_inner().node_id;
-        let known = self.members().iter().any(|m| m.node_id == node_id);
-        if !known {
-            return Err(convert::status(
-                Reason::InvalidRequest,
-                format!("node {node_id} is not a member"),
-                None,
-            ));
+        if !self.members().iter().any(|m| m.node_id == node_id) {
+            return Err(invalid(format!("node {node_id} is not a member")));
         }
         let voters: BTreeSet<NodeId> = self
             .raft
@@ -311,45 +228,39 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         self.change(change).await
     }
 
-    async fn transfer_leader(
+    async fn transfer_leader_call(
         &self,
         request: Request<v1::TransferLeaderRequest>,
-    ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
-        self.admin(&request)?;
-        if !self.is_leader() {
-            let mut client = self.forward(&request)?;
-            return client.transfer_leader(marked(request)).await;
-        }
+    ) -> Result<Response<v1::TransferLeaderResponse>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => {
+                return forwarded(AdminClient::new(c).transfer_leader(r).await);
+            }
+        };
+        self.access.admin(&request)?;
         let target = request.get_ref().node_id;
         let done =
             crate::transfer::transfer(&self.raft, self.id, &self.connector, target, self.lease)
                 .await;
         match done {
-            Ok((leader_id, term)) => {
-                Ok(self.respond(v1::TransferLeaderResponse { leader_id, term }))
-            }
-            Err(e @ crate::transfer::TransferError::NotAVoter(_)) => {
-                Err(convert::status(Reason::InvalidRequest, e.to_string(), None))
-            }
+            Ok((leader_id, term)) => Ok(Response::new(v1::TransferLeaderResponse {
+                leader_id,
+                term,
+            })),
+            Err(e @ crate::transfer::TransferError::NotAVoter(_)) => Err(invalid(e.to_string())),
             Err(e @ crate::transfer::TransferError::NotLeader) => {
-                let hint = self.leader().map(|l| l.1);
-                Err(convert::status(
-                    Reason::NotLeader,
-                    e.to_string(),
-                    hint.as_deref(),
-                ))
+                Err(ServeError::refused(Reason::NotLeader, e.to_string()))
             }
-            Err(e) => Err(convert::status(Reason::Unavailable, e.to_string(), None)),
+            Err(e) => Err(ServeError::refused(Reason::Unavailable, e.to_string())),
         }
     }
 
-    type ExportSnapshotStream = Chunks;
-
-    async fn export_snapshot(
+    async fn export_call(
         &self,
         request: Request<v1::ExportSnapshotRequest>,
-    ) -> Result<Response<Chunks>, Status> {
-        self.admin(&request)?;
+    ) -> Result<Response<Chunks>, ServeError> {
+        self.access.admin(&request)?;
         let (bytes, meta) = {
             let a = self.table.read();
             let bytes = a.table.snapshot();
@@ -379,28 +290,21 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
                 })
             })
             .collect();
-        Ok(self.respond(Box::pin(tokio_stream::iter(chunks))))
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks)) as Chunks))
     }
 
-    async fn import_snapshot(
+    async fn import_call(
         &self,
         request: Request<Streaming<v1::SnapshotChunk>>,
-    ) -> Result<Response<v1::ImportSnapshotResponse>, Status> {
-        self.admin(&request)?;
-        let invalid = |m: String| convert::status(Reason::InvalidRequest, m, None);
-        if !self.is_leader() {
-            let hint = self.leader().map(|l| l.1);
-            return Err(convert::status(
-                Reason::NotLeader,
-                "send imports to the leader (streams are not forwarded)",
-                hint.as_deref(),
-            ));
-        }
+    ) -> Result<Response<v1::ImportSnapshotResponse>, ServeError> {
+        // Streams are not forwarded: the client sends them to the leader.
+        self.router.here("imports").await?;
+        self.access.admin(&request)?;
         let mut stream = request.into_inner();
         let mut bytes = Vec::new();
         let mut sha = None;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(ServeError::Forwarded)?;
             if chunk.offset != bytes.len() as u64 {
                 return Err(invalid(format!(
                     "chunk at {} but {} bytes received",
@@ -420,27 +324,74 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
             }
         }
         let Some(sha) = sha else {
-            return Err(invalid("the stream ended before its last chunk".into()));
+            return Err(invalid("the stream ended before its last chunk"));
         };
         if !sha.is_empty() && sha != hex::encode(Sha256::digest(&bytes)) {
-            return Err(invalid("sha256 does not match the bytes received".into()));
+            return Err(invalid("sha256 does not match the bytes received"));
         }
         let received = bytes.len() as u64;
-        match self
-            .propose(Command::Import(Import { snapshot: bytes }))
-            .await?
-        {
-            (_, Reply::Imported { index, audit_seq }) => {
-                let digest = self.table.read().table.digest_hex();
-                Ok(self.respond(v1::ImportSnapshotResponse {
-                    bytes_received: received,
-                    index,
-                    table_digest: digest,
-                    audit_sequence: audit_seq,
-                }))
-            }
-            (_, other) => Err(Status::internal(format!("import answered {other:?}"))),
-        }
+        let imported = self.writer.import(Import { snapshot: bytes }).await?;
+        let digest = self.table.read().table.digest_hex();
+        Ok(Response::new(v1::ImportSnapshotResponse {
+            bytes_received: received,
+            index: imported.index,
+            table_digest: digest,
+            audit_sequence: imported.audit_seq,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
+    async fn force_release(
+        &self,
+        request: Request<v1::ForceReleaseRequest>,
+    ) -> Result<Response<v1::LockState>, Status> {
+        self.router.answer(self.force_release_call(request).await)
+    }
+
+    async fn status(
+        &self,
+        request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        self.router.answer(self.status_call(request).await)
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<v1::AddNodeRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        self.router.answer(self.add_node_call(request).await)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        self.router.answer(self.remove_node_call(request).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        self.router.answer(self.transfer_leader_call(request).await)
+    }
+
+    type ExportSnapshotStream = Chunks;
+
+    async fn export_snapshot(
+        &self,
+        request: Request<v1::ExportSnapshotRequest>,
+    ) -> Result<Response<Chunks>, Status> {
+        self.router.answer(self.export_call(request).await)
+    }
+
+    async fn import_snapshot(
+        &self,
+        request: Request<Streaming<v1::SnapshotChunk>>,
+    ) -> Result<Response<v1::ImportSnapshotResponse>, Status> {
+        self.router.answer(self.import_call(request).await)
     }
 }
 

@@ -24,11 +24,10 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tenure_core::Reason;
-use tenure_proto::convert;
-use tonic::{Request, Status};
+use tonic::Request;
 
 use crate::error::ServerError;
-use crate::errors::OWNER_METADATA;
+use crate::errors::{OWNER_METADATA, ServeError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,26 +67,24 @@ pub struct Identity {
 
 impl Identity {
     /// FORBIDDEN unless the caller may use `tenant`.
-    pub fn check_tenant(&self, tenant: &str) -> Result<(), Status> {
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), ServeError> {
         match &self.tenants {
-            Some(allowed) if !allowed.contains(tenant) => Err(convert::status(
+            Some(allowed) if !allowed.contains(tenant) => Err(ServeError::refused(
                 Reason::Forbidden,
                 format!("{} may not use tenant {tenant:?}", self.name),
-                None,
             )),
             _ => Ok(()),
         }
     }
 
     /// FORBIDDEN unless the caller has the admin role.
-    pub fn check_admin(&self) -> Result<(), Status> {
+    pub fn check_admin(&self) -> Result<(), ServeError> {
         if self.admin {
             Ok(())
         } else {
-            Err(convert::status(
+            Err(ServeError::refused(
                 Reason::Forbidden,
                 format!("{} is not an admin", self.name),
-                None,
             ))
         }
     }
@@ -150,8 +147,8 @@ impl Auth {
     }
 
     /// The caller of `request`: OWNER_TOKEN_REQUIRED without a valid identity.
-    pub fn identify<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
-        let required = |m: &str| convert::status(Reason::OwnerTokenRequired, m.to_owned(), None);
+    pub fn identify<T>(&self, request: &Request<T>) -> Result<Identity, ServeError> {
+        let required = |m: &str| ServeError::refused(Reason::OwnerTokenRequired, m);
         let metadata = request.metadata();
         match &*self.mode {
             Mode::Development => {

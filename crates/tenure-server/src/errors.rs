@@ -1,12 +1,16 @@
-//! The one mapping from what can go wrong in a node to a gRPC status with
-//! a stable reason (tenure-proto's `convert` does the encoding).
+//! The server's one error type, and the one place where it becomes a gRPC
+//! [`Status`]: always with its stable reason (INTERNAL included) and the
+//! leader's address when the node knows it.
+//!
+//! Handlers, the router, the writer and the access checks all fail with a
+//! [`ServeError`]; the services turn it into a status in exactly one call,
+//! [`ServeError::into_status`], when a handler returns.
 
 use openraft::BasicNode;
 use openraft::error::{ClientWriteError, RaftError};
 use tenure_core::Reason;
-use tenure_proto::convert;
-use tenure_raft::NodeId;
-use tenure_raft::Raft;
+use tenure_proto::{ConvertError, convert};
+use tenure_raft::{NodeId, Raft};
 use tonic::{Request, Status};
 
 /// Marks a call a follower forwarded to the leader, so it is forwarded once.
@@ -16,24 +20,89 @@ pub const FORWARDED: &str = "tenure-forwarded";
 /// development default, as the reference did).
 pub const OWNER_METADATA: &str = "x-owner-id";
 
-/// A failed raft write: NOT_LEADER (with the leader's address) when the
-/// node is not the leader, UNAVAILABLE (retryable) when raft cannot make
-/// progress, INVALID_REQUEST for a membership change that cannot be made.
-pub fn write(
-    e: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-    leader: Option<(NodeId, String)>,
-) -> Status {
-    let hint = leader.as_ref().map(|l| l.1.as_str());
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            let addr = f.leader_node.as_ref().map(|n| n.addr.as_str()).or(hint);
-            convert::status(Reason::NotLeader, "this node is not the leader", addr)
+/// Why a call failed, before it is a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The lease table refused the command.
+    #[error(transparent)]
+    Table(#[from] tenure_core::Error),
+    /// The request could not become a command.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// The node refused: not the leader, no identity, forbidden, over the
+    /// rate limit, unavailable.
+    #[error("{message}")]
+    Refused {
+        /// The stable reason.
+        reason: Reason,
+        /// Words for people.
+        message: String,
+    },
+    /// The leader answered a forwarded call: its answer passes through.
+    #[error("{}", .0.message())]
+    Forwarded(Status),
+    /// Something that should not happen did (an unexpected reply, say).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    /// A refusal for `reason`.
+    pub fn refused(reason: Reason, message: impl Into<String>) -> ServeError {
+        ServeError::Refused {
+            reason,
+            message: message.into(),
         }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-            convert::status(Reason::InvalidRequest, c.to_string(), hint)
-        }
-        RaftError::Fatal(f) => convert::status(Reason::Unavailable, f.to_string(), hint),
     }
+
+    /// The stable reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ServeError::Table(e) => e.reason(),
+            ServeError::Convert(e) => e.reason(),
+            ServeError::Refused { reason, .. } => *reason,
+            ServeError::Forwarded(s) => convert::reason_of(s).unwrap_or(Reason::Unavailable),
+            ServeError::Internal(_) => Reason::Internal,
+        }
+    }
+
+    /// The status a caller sees: the reason's gRPC code, the reason in the
+    /// details and metadata, and `leader` (the leader's address) when
+    /// known. A forwarded answer passes through unchanged.
+    pub fn into_status(self, leader: Option<&str>) -> Status {
+        match self {
+            ServeError::Forwarded(status) => status,
+            other => {
+                if let ServeError::Internal(m) = &other {
+                    tracing::error!(message = %m, "internal error");
+                }
+                convert::status(other.reason(), other.to_string(), leader)
+            }
+        }
+    }
+
+    /// A failed raft write: NOT_LEADER when the node is not the leader,
+    /// UNAVAILABLE (retryable) when raft cannot make progress,
+    /// INVALID_REQUEST for a membership change that cannot be made.
+    pub fn from_write(e: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ServeError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                ServeError::refused(Reason::NotLeader, "this node is not the leader")
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                ServeError::refused(Reason::InvalidRequest, c.to_string())
+            }
+            RaftError::Fatal(f) => ServeError::refused(Reason::Unavailable, f.to_string()),
+        }
+    }
+}
+
+/// A forwarded call's answer, as this node's: the leader's refusal passes
+/// through unchanged.
+pub fn forwarded<T>(
+    answer: Result<tonic::Response<T>, Status>,
+) -> Result<tonic::Response<T>, ServeError> {
+    answer.map_err(ServeError::Forwarded)
 }
 
 /// Marks a request as forwarded once, so it is never forwarded again.
@@ -56,29 +125,4 @@ pub fn leader(raft: &Raft) -> Option<(NodeId, String)> {
         .addr
         .clone();
     Some((id, addr))
-}
-
-/// Proposes `command` through raft and returns its log index and the
-/// table's answer. Input the table would refuse never reaches the log:
-/// the precheck runs first. `fail` maps the table's refusals to a status.
-/// `at_ms` is the proposer's wall clock, for the audit record.
-pub async fn propose(
-    raft: &Raft,
-    proposer: &tenure_raft::Proposer,
-    table: &tenure_raft::TableReader,
-    at_ms: u64,
-    command: tenure_core::Command,
-    fail: impl Fn(&tenure_core::Error) -> Status,
-) -> Result<(u64, tenure_core::Reply), Status> {
-    table
-        .read()
-        .table
-        .precheck(&command)
-        .map_err(|e| fail(&e))?;
-    let committed = proposer
-        .propose(at_ms, command)
-        .await
-        .map_err(|e| write(&e, leader(raft)))?;
-    let reply = committed.applied.result.map_err(|e| fail(&e))?;
-    Ok((committed.log_id.index, reply))
 }

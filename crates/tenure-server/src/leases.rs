@@ -374,8 +374,11 @@ impl LeaseTimers {
                         return;
                     }
                     let m = metrics.borrow_and_update().clone();
+                    // In office: leading, and an entry of this very
+                    // leadership applied (openraft allows a later leader in
+                    // the same term, so the term alone is not enough).
                     let in_office = m.state == ServerState::Leader
-                        && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+                        && m.last_applied.is_some_and(|l| l.leader_id == *m.vote.leader_id());
                     match (in_office, self.active()) {
                         (true, false) => self.take_office(&table, self.clock.now()),
                         (false, true) if m.state != ServerState::Leader => self.step_down(),

@@ -24,6 +24,7 @@
 //! The lock services, leader-side lease timers and identity arrive with the
 //! lock-service issue.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod clock;
@@ -33,8 +34,10 @@ pub mod errors;
 pub mod leases;
 pub mod lock;
 mod node;
+pub mod router;
 pub mod transfer;
 pub mod watch;
+pub mod writer;
 
 pub use admin::AdminService;
 pub use clock::{Harness, NodeClock, Sabotage};

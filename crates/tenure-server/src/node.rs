@@ -21,15 +21,18 @@ use tonic::transport::server::Connected;
 
 use tenure_proto::v1;
 
+use crate::access::Access;
 use crate::admin::AdminService;
 use crate::auth::Auth;
 use crate::clock::Harness;
 use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
 use crate::leases::LeaseTimers;
-use crate::lock::{Access, LockService};
+use crate::lock::LockService;
+use crate::router::Router;
 use crate::transfer::{successor, transfer};
 use crate::watch::History;
+use crate::writer::Writer;
 
 /// A running node.
 pub struct Node {
@@ -152,38 +155,50 @@ impl Node {
             table.clone(),
             Duration::from_millis(config.heartbeat_ms),
         ));
+        // The seam both services share: one router (where a call is
+        // served), one writer (typed proposals), one access check.
+        let router = Router::new(config.id, raft.clone(), timers.clone(), connector.clone());
+        let writer = Writer::new(
+            proposer,
+            table.clone(),
+            harness.clock.clone(),
+            timers.sabotage(),
+        );
+        let access = Access::new(auth, config.rate_limit);
         let admin = AdminService::new(
             config.id,
             raft.clone(),
-            proposer.clone(),
+            router.clone(),
+            writer.clone(),
+            access.clone(),
             table.clone(),
             connector.clone(),
             lease,
-            auth.clone(),
         )
-        .with_flush_counter(move || flush_counter.flushes())
-        .with_clock(harness.clock.clone());
+        .with_flush_counter(move || flush_counter.flushes());
         let history = History::default();
         tokio::spawn(history.clone().run(table.clone()));
         let lock = LockService::new(
-            config.id,
-            raft.clone(),
-            proposer,
+            router,
+            writer,
+            access,
             table.clone(),
             timers.clone(),
             history,
-            connector.clone(),
-            Access {
-                auth,
-                rate_limit: config.rate_limit,
-            },
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(raft.clone(), health));
+        // Reflection in both protocol versions: grpcurl speaks v1, while
+        // Python's grpcio-reflection, Postman, grpcui and older grpcurl
+        // speak only v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tenure_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tenure_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServerError::Config(format!("reflection (v1alpha): {e}")))?;
         // Answers carry the node's own wall clock as their Date (hyper would
         // read the system's), so a simulated node's bytes on the wire follow
         // its simulated clock and a seed replays the same run.
@@ -202,6 +217,7 @@ impl Node {
             ))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(RaftService::new(raft.clone()))
             .add_service(
                 v1::admin_server::AdminServer::new(admin).max_decoding_message_size(8 << 20),
@@ -211,7 +227,7 @@ impl Node {
         let server = tokio::spawn(server);
 
         if config.initial_cluster_state == ClusterState::New {
-            found(&raft, &config.initial_cluster).await?;
+            found(&raft, config.id, &config.initial_cluster, lease).await?;
         }
         let handover = {
             let (raft, id) = (raft.clone(), config.id);
@@ -274,11 +290,51 @@ impl Node {
 
 /// Founds the cluster if this node is fresh; a node with data, or a cluster
 /// formed already, is left as it is.
-async fn found(raft: &Raft, members: &BTreeMap<NodeId, String>) -> Result<(), ServerError> {
+///
+/// Only the founder with the lowest id initializes at once: it campaigns
+/// alone, wins, and hands the membership to the others, so a new cluster
+/// elects once. When every founder initialized, each campaigned at term 1
+/// at the same moment, and (openraft allowing several leaders in one term,
+/// the higher id winning) a late candidate deposed the first leader within
+/// a second. The other founders initialize only if they have heard nothing
+/// (no term, no membership) after waiting their turn, `3 × election_max ×
+/// rank`: a cluster then forms even when the first founder never starts.
+async fn found(
+    raft: &Raft,
+    id: NodeId,
+    members: &BTreeMap<NodeId, String>,
+    election_max: Duration,
+) -> Result<(), ServerError> {
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .iter()
         .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
         .collect();
+    let rank = members.keys().position(|m| *m == id).unwrap_or(0);
+    if rank == 0 {
+        return initialize(raft, nodes).await;
+    }
+    let raft = raft.clone();
+    let wait = election_max * 3 * u32::try_from(rank).unwrap_or(u32::MAX);
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let heard = {
+            let m = raft.metrics().borrow().clone();
+            m.current_term > 0 || m.membership_config.nodes().next().is_some()
+        };
+        if !heard {
+            tracing::warn!(
+                waited_ms = wait.as_millis() as u64,
+                "no founder with a lower id formed the cluster: founding it"
+            );
+            if let Err(e) = initialize(&raft, nodes).await {
+                tracing::error!(error = %e, "could not found the cluster");
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn initialize(raft: &Raft, nodes: BTreeMap<NodeId, BasicNode>) -> Result<(), ServerError> {
     match raft.initialize(nodes).await {
         Ok(()) => Ok(()),
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),

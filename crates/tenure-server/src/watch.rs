@@ -46,12 +46,21 @@ impl History {
         }
     }
 
-    /// Events with a sequence number of at least `from`, and whether some
-    /// before them (but at or after `from`) are no longer kept.
-    pub fn since(&self, from: u64) -> (Vec<AuditEvent>, bool) {
+    /// Where a watch from `from` starts, with `current` the latest audit
+    /// sequence number applied: the retained events to replay (sequence at
+    /// least `from`), and whether some events at or after `from` are no
+    /// longer retained. `from` 0 means "from now on": nothing to replay. A
+    /// `from` above `current` replays nothing and misses nothing: the watch
+    /// waits for it.
+    pub fn since(&self, from: u64, current: u64) -> (Vec<AuditEvent>, bool) {
+        if from == 0 {
+            return (Vec::new(), false);
+        }
         let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         let kept: Vec<AuditEvent> = events.iter().filter(|e| e.seq >= from).cloned().collect();
-        let first = events.front().map_or(u64::MAX, |e| e.seq);
-        (kept, from > 0 && from < first)
+        // The oldest sequence number still here; with nothing retained (a
+        // restart, say), the next one to come.
+        let first = events.front().map_or(current.saturating_add(1), |e| e.seq);
+        (kept, from <= current && from < first)
     }
 }

@@ -195,11 +195,8 @@ impl Worker {
         match client.get(key).await {
             Ok(state) => {
                 let mut ev = p.event(Op::Get, Kind::Ok, key);
-                ev.holder = state
-                    .active_lease
-                    .filter(|_| state.held)
-                    .map(|l| l.lease_id);
-                ev.token = Some(state.last_fencing_token);
+                ev.holder = state.view.active.map(|l| l.id.to_string());
+                ev.token = Some(state.view.last_token);
                 p.record(ev);
             }
             Err(e) => p.record(completion(p, Op::Get, key, &e)),

@@ -1,18 +1,16 @@
 //! `tenure cluster …`: operator commands against a running cluster.
 //!
 //! Every command takes `--endpoints host:port,…` (or `TENURE_ENDPOINTS`),
-//! defaulting to the local cluster that `scripts/cluster-up` starts. The
-//! first endpoint that answers is used; writes are forwarded to the leader by
-//! the node that receives them.
+//! defaulting to the local cluster that `scripts/cluster-up` starts, and
+//! `--token` (or `TENURE_TOKEN`) for a cluster with an auth file. Calls go
+//! through tenure-client, which follows the leader.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use tenure_client::{Client, ClientConfig};
 use tenure_proto::v1;
-use tenure_proto::v1::admin_client::AdminClient;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
 
@@ -82,46 +80,24 @@ enum ClusterCommand {
     },
 }
 
-pub(crate) fn channel(addr: &str) -> Result<Channel, Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::Cluster(format!("{addr}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy())
-}
-
-/// The first endpoint that answers a status call, with its answer.
-/// `body` as a request carrying `token`, if any.
-fn authed<T>(token: Option<&str>, body: T) -> Result<tonic::Request<T>, Error> {
-    let mut r = tonic::Request::new(body);
-    if let Some(t) = token {
-        let value = format!("Bearer {t}")
-            .parse()
-            .map_err(|_| Error::Cluster("the token is not valid metadata".into()))?;
-        r.metadata_mut().insert("authorization", value);
-    }
-    Ok(r)
-}
-
-async fn first(
-    endpoints: &str,
+/// A client of the cluster at `endpoints` (comma-separated), acting in
+/// `tenant` as `owner`, or as the principal `token` names.
+pub(crate) async fn connect(
+    endpoints: &Endpoints,
+    tenant: &str,
+    owner: &str,
     token: Option<&str>,
-) -> Result<(String, v1::StatusResponse), Error> {
-    let mut last = String::from("no endpoints given");
-    for addr in endpoints
+) -> Result<Client, Error> {
+    let list: Vec<String> = endpoints
+        .endpoints
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-    {
-        match AdminClient::new(channel(addr)?)
-            .status(authed(token, v1::StatusRequest {})?)
-            .await
-        {
-            Ok(s) => return Ok((addr.to_owned(), s.into_inner())),
-            Err(e) => last = format!("{addr}: {}", e.message()),
-        }
-    }
-    Err(Error::Cluster(format!("no endpoint answered ({last})")))
+        .map(str::to_owned)
+        .collect();
+    let mut config = ClientConfig::new(list, tenant, owner);
+    config.token = token.map(str::to_owned);
+    Ok(Client::connect(config).await?)
 }
 
 fn role(r: i32) -> &'static str {
@@ -146,31 +122,24 @@ fn status_json(s: &v1::StatusResponse) -> serde_json::Value {
     })
 }
 
-pub(crate) fn admin_error(e: tonic::Status) -> Error {
-    let reason = tenure_proto::convert::reason_of(&e).map_or("UNKNOWN", |r| r.as_str());
-    Error::Cluster(format!("{reason}: {}", e.message()))
-}
-
 /// Runs a cluster command, printing to `out`.
 pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let token = args.token.as_deref();
-        let (addr, status) = first(&args.endpoints.endpoints, token).await?;
-        let mut admin = AdminClient::new(channel(&addr)?).max_decoding_message_size(64 << 20);
+        let client = connect(&args.endpoints, "default", "admin", args.token.as_deref()).await?;
         match args.command {
             ClusterCommand::Status { json } => {
+                let status = client.status().await?;
                 let mut rows = Vec::new();
                 for m in &status.members {
-                    let s = AdminClient::new(channel(&m.address)?).status(authed(token, v1::StatusRequest {})?).await;
-                    rows.push((m.clone(), s.map(tonic::Response::into_inner)));
+                    rows.push((m.clone(), client.status_of(&m.address).await));
                 }
                 if json {
                     let nodes: Vec<serde_json::Value> = rows
                         .iter()
                         .map(|(m, s)| match s {
                             Ok(s) => status_json(s),
-                            Err(e) => serde_json::json!({"node_id": m.node_id, "address": m.address, "error": e.message()}),
+                            Err(e) => serde_json::json!({"node_id": m.node_id, "address": m.address, "error": e.to_string()}),
                         })
                         .collect();
                     writeln!(out, "{}", serde_json::json!({ "leader_id": status.leader_id, "nodes": nodes }))?;
@@ -184,43 +153,32 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
                                 m.node_id, m.address, role(s.role), m.voter, s.term, s.commit_index, s.applied_index,
                                 &s.table_digest[..s.table_digest.len().min(16)]
                             )?,
-                            Err(e) => writeln!(out, "{:<5} {:<22} unreachable: {}", m.node_id, m.address, e.message())?,
+                            Err(e) => writeln!(out, "{:<5} {:<22} unreachable: {e}", m.node_id, m.address)?,
                         }
                     }
                     writeln!(out, "leader: {} ({})", status.leader_id, status.leader_address)?;
                 }
             }
             ClusterCommand::Add { id, addr } => {
-                let r = admin.add_node(authed(token, v1::AddNodeRequest { node_id: id, address: addr })?).await.map_err(admin_error)?;
-                writeln!(out, "node {id} added at log index {}", r.get_ref().log_index)?;
+                let r = client.add_node(id, &addr).await?;
+                writeln!(out, "node {id} added at log index {}", r.log_index)?;
             }
             ClusterCommand::Remove { id } => {
-                let r = admin.remove_node(authed(token, v1::RemoveNodeRequest { node_id: id })?).await.map_err(admin_error)?;
-                writeln!(out, "node {id} removed at log index {}", r.get_ref().log_index)?;
+                let r = client.remove_node(id).await?;
+                writeln!(out, "node {id} removed at log index {}", r.log_index)?;
             }
             ClusterCommand::TransferLeader { to } => {
-                let r = admin.transfer_leader(authed(token, v1::TransferLeaderRequest { node_id: to })?).await.map_err(admin_error)?;
-                writeln!(out, "node {} leads (term {})", r.get_ref().leader_id, r.get_ref().term)?;
+                let r = client.transfer_leader(to).await?;
+                writeln!(out, "node {} leads (term {})", r.leader_id, r.term)?;
             }
             ClusterCommand::Export { out: path } => {
-                let mut stream = admin.export_snapshot(authed(token, v1::ExportSnapshotRequest {})?).await.map_err(admin_error)?.into_inner();
-                let mut bytes = Vec::new();
-                let mut meta = None;
-                while let Some(chunk) = stream.message().await.map_err(admin_error)? {
-                    meta = meta.or(chunk.meta);
-                    bytes.extend_from_slice(&chunk.data);
-                }
-                std::fs::write(&path, &bytes)?;
-                let index = meta.map_or(0, |m| m.index);
-                writeln!(out, "wrote {} bytes (log index {index}) to {}", bytes.len(), path.display())?;
+                let snapshot = client.export().await?;
+                std::fs::write(&path, &snapshot.bytes)?;
+                writeln!(out, "wrote {} bytes (log index {}) to {}", snapshot.bytes.len(), snapshot.meta.index, path.display())?;
             }
             ClusterCommand::Import { input } => {
                 let bytes = std::fs::read(&input)?;
-                let leader = if status.leader_address.is_empty() { addr } else { status.leader_address.clone() };
-                let mut admin = AdminClient::new(channel(&leader)?);
-                let chunk = v1::SnapshotChunk { data: bytes, offset: 0, last: true, meta: None, sha256: String::new() };
-                let r = admin.import_snapshot(authed(token, tokio_stream::iter([chunk]))?).await.map_err(admin_error)?;
-                let r = r.into_inner();
+                let r = client.import(&bytes).await?;
                 writeln!(out, "imported {} bytes at log index {}; table digest {}", r.bytes_received, r.index, r.table_digest)?;
             }
         }

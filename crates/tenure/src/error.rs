@@ -17,9 +17,9 @@ pub enum Error {
     /// The node failed to start or stopped with an error.
     #[error(transparent)]
     Server(#[from] tenure_server::ServerError),
-    /// A call was refused (the refusal, before it is worded for people).
-    #[error("{}", .0.message())]
-    Status(#[from] tonic::Status),
+    /// A call to the cluster failed: refused with a reason, or no node answered.
+    #[error(transparent)]
+    Client(#[from] tenure_client::Error),
     /// A cluster command failed (no endpoint answered, or the cluster refused).
     #[error("{0}")]
     Cluster(String),

@@ -1,0 +1,175 @@
+//! Renew (one lease, keeping or changing its TTL) and keep-alive streams
+//! (many leases over one stream).
+//!
+//! A renewal that keeps the TTL never reaches the log: the leader checks it
+//! against the table, confirms with a quorum that it still leads *after*
+//! the renewal arrived, and only then moves its own deadline (docs/time.md,
+//! rule 3). A renewal that changes the TTL goes through the log.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tenure_core::{AuditKind, LeaseId, Reason};
+use tenure_proto::convert::{self, RenewCall};
+use tenure_proto::v1;
+use tenure_proto::v1::lock_client::LockClient;
+use tenure_raft::Connector;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Streaming};
+
+use super::{LockService, Stream2, millis};
+use crate::errors::ServeError;
+use crate::errors::forwarded;
+use crate::router::Routed;
+
+impl<C: Connector> LockService<C> {
+    pub(super) async fn renew_call(
+        &self,
+        request: Request<v1::RenewRequest>,
+    ) -> Result<Response<v1::Lease>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => return forwarded(LockClient::new(c).renew(r).await),
+        };
+        let who = self.access.writer(&request, &request.get_ref().tenant_id)?;
+        match convert::renew(request.get_ref(), &who.name)? {
+            RenewCall::Change(renew) => {
+                let view = self.writer.renew(renew).await?;
+                Ok(Response::new(self.lease_reply(&view)))
+            }
+            RenewCall::Keep(t) => {
+                let view = self
+                    .table
+                    .read()
+                    .table
+                    .check_renew(&t.tenant, t.lease_id, &t.owner)?;
+                // Still the leader, confirmed by a quorum after the renewal arrived.
+                self.router.confirm(true).await?;
+                let left = self
+                    .timers
+                    .renew(view.id, Duration::from_millis(view.ttl_ms), view.version)
+                    .map_err(|r| ServeError::refused(r.reason(), "not renewed"))?;
+                Ok(Response::new(convert::lease(&view, millis(Some(left)))))
+            }
+        }
+    }
+
+    pub(super) async fn keep_alive_call(
+        &self,
+        request: Request<Streaming<v1::KeepAliveRequest>>,
+    ) -> Result<Response<Stream2<v1::KeepAliveResponse>>, ServeError> {
+        self.router.here("keep-alive streams").await?;
+        let who = self.access.streamer(&request)?;
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(1024);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut notices = service.table.subscribe();
+            let mut kept: HashSet<LeaseId> = HashSet::new();
+            // Requests that arrive together share one quorum read.
+            let batches = inbound.chunks_timeout(1024, Duration::from_millis(2));
+            tokio::pin!(batches);
+            // After the caller stops sending, its leases are still watched:
+            // it hears of each loss until none is left.
+            let mut sending = true;
+            loop {
+                if !sending && kept.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    batch = batches.next(), if sending => {
+                        let Some(batch) = batch else {
+                            sending = false;
+                            continue;
+                        };
+                        let requests: Vec<v1::KeepAliveRequest> = batch.into_iter().filter_map(Result::ok).collect();
+                        if let Err(e) = service.router.confirm(true).await {
+                            let _ = tx.send(Err(e.into_status(service.router.hint().as_deref()))).await;
+                            return;
+                        }
+                        for r in &requests {
+                            let answer = match who.check_tenant(&r.tenant_id) {
+                                Ok(()) => service.keep_one(r, &who.name),
+                                Err(_) => convert::keep_alive_lost(r, Reason::Forbidden, "tenant not allowed"),
+                            };
+                            if answer.alive
+                                && let Ok(id) = r.lease_id.parse::<LeaseId>()
+                            {
+                                kept.insert(id);
+                            }
+                            if tx.send(Ok(answer)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    notice = notices.recv() => {
+                        let Ok(notice) = notice else { continue };
+                        for answer in lost_answers(&mut kept, &notice) {
+                            if tx.send(Ok(answer)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as Stream2<v1::KeepAliveResponse>
+        ))
+    }
+
+    /// A keep-alive of one lease: table checks, then the timers extend it.
+    fn keep_one(&self, req: &v1::KeepAliveRequest, caller: &str) -> v1::KeepAliveResponse {
+        let target = match convert::keep_alive(req, caller) {
+            Ok(t) => t,
+            Err(e) => return convert::keep_alive_lost(req, e.reason(), e.to_string()),
+        };
+        let view = match self.table.read().table.check_renew(
+            &target.tenant,
+            target.lease_id,
+            &target.owner,
+        ) {
+            Ok(v) => v,
+            Err(e) => return convert::keep_alive_lost(req, e.reason(), e.to_string()),
+        };
+        match self
+            .timers
+            .renew(view.id, Duration::from_millis(view.ttl_ms), view.version)
+        {
+            Ok(left) => convert::keep_alive_alive(req, &view, millis(Some(left))),
+            Err(r) => convert::keep_alive_lost(req, r.reason(), "not renewed"),
+        }
+    }
+}
+
+/// The losses, among the leases a keep-alive stream kept, that one applied
+/// entry reports; each is forgotten once told.
+fn lost_answers(
+    kept: &mut HashSet<LeaseId>,
+    notice: &tenure_raft::Notice,
+) -> Vec<v1::KeepAliveResponse> {
+    let mut answers = Vec::new();
+    for e in &notice.events {
+        let reason = match e.kind {
+            AuditKind::LeaseExpire => Reason::LeaseExpired,
+            AuditKind::LeaseRelease | AuditKind::ForceRelease | AuditKind::LeaseWaitCancel => {
+                Reason::LeaseNotActive
+            }
+            _ => continue,
+        };
+        if let Some(id) = e.lease_id
+            && kept.remove(&id)
+        {
+            let req = v1::KeepAliveRequest {
+                tenant_id: e.tenant.to_string(),
+                lease_id: id.to_string(),
+                owner_id: String::new(),
+                client_seq: 0,
+            };
+            answers.push(convert::keep_alive_lost(&req, reason, e.kind.as_str()));
+        }
+    }
+    answers
+}
