@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tenure_client::{Client, ClientConfig, Reason};
+use tenure_client::{Client, ClientConfig, Reason, WatchOptions};
 use tenure_core::{Command, TableConfig};
 use tenure_raft::{NodeId, Proposal, SimDisk, TcpConnector};
 use tenure_server::{ClusterState, Node, NodeConfig};
@@ -18,6 +18,10 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(None).await
+}
+
+async fn cluster_with(auth_file: Option<std::path::PathBuf>) -> Cluster {
     let mut members = BTreeMap::new();
     let mut listeners = BTreeMap::new();
     for id in 1..=3u64 {
@@ -39,7 +43,7 @@ async fn cluster() -> Cluster {
             election_max_ms: 1_600,
             snapshot_every: 10_000,
             keep_after_snapshot: 100,
-            auth_file: None,
+            auth_file: auth_file.clone(),
             rate_limit: 0,
         };
         let node = Node::start(
@@ -187,4 +191,155 @@ async fn tn_client_003_a_guard_survives_a_change_of_leader() {
     for (_, n) in c.nodes {
         n.kill().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_client_005_a_client_with_a_bearer_token_takes_locks_as_its_principal() {
+    let dir = std::env::temp_dir().join(format!("tenure-client-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let file = dir.join("auth.toml");
+    let hash = tenure_server::auth::hash_token("s3cret").expect("hashed");
+    std::fs::write(
+        &file,
+        format!("[[principal]]\nname = \"svc\"\ntoken_hash = \"{hash}\"\ntenants = [\"t\"]\n"),
+    )
+    .expect("written");
+    let c = cluster_with(Some(file)).await;
+    let config = ClientConfig::new(c.addrs.clone(), "t", "ignored").with_token("s3cret");
+    let svc = Client::connect(config).await.expect("connects");
+    let guard = svc
+        .acquire("k", Duration::from_millis(600))
+        .await
+        .expect("granted");
+    assert_eq!(
+        guard.lease().view.owner.as_ref(),
+        "svc",
+        "the principal owns it"
+    );
+    // Kept alive with the token too: past three TTLs, still held.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(guard.is_valid(), "kept alive");
+    let state = svc.get("k").await.expect("readable with the token");
+    assert_eq!(
+        state.view.active.map(|l| l.id.to_string()),
+        Some(guard.lease_id().to_owned())
+    );
+    // Without a token, or with a wrong one: refused, and clearly.
+    for token in [None, Some("wrong")] {
+        let mut config = ClientConfig::new(c.addrs.clone(), "t", "svc");
+        config.token = token.map(str::to_owned);
+        let other = Client::connect(config).await.expect("connects");
+        let refused = other
+            .acquire("k2", Duration::from_millis(600))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.reason(), Reason::OwnerTokenRequired, "{refused}");
+    }
+    // Another tenant than the principal's: FORBIDDEN.
+    let config = ClientConfig::new(c.addrs.clone(), "u", "svc").with_token("s3cret");
+    let elsewhere = Client::connect(config).await.expect("connects");
+    let refused = elsewhere
+        .acquire("k", Duration::from_millis(600))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.reason(), Reason::Forbidden);
+    guard.release().await.expect("released");
+    let _ = std::fs::remove_dir_all(&dir);
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_client_006_a_guard_survives_a_leadership_transfer_without_being_lost() {
+    let c = cluster().await;
+    let alice = client(&c, "alice").await;
+    let guard = alice
+        .acquire("k", Duration::from_millis(1_500))
+        .await
+        .expect("granted");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let leader = alice.status().await.expect("status").leader_id;
+    let to = if leader == 1 { 2 } else { 1 };
+    let moved = alice.transfer_leader(to).await.expect("transferred");
+    assert_eq!(moved.leader_id, to);
+    // The old leader now refuses keep-alives (NOT_LEADER): transient, the
+    // stream reopens on the new leader; three TTLs later the guard holds.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    assert_eq!(
+        guard.lost_reason(),
+        None,
+        "a transient refusal lost nothing"
+    );
+    assert!(guard.is_valid(), "kept alive across the transfer");
+    let state = alice.get("k").await.expect("readable");
+    assert_eq!(
+        state.view.active.map(|l| l.id.to_string()),
+        Some(guard.lease_id().to_owned())
+    );
+    guard.release().await.expect("released");
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_watch_001_a_watch_from_zero_starts_now_and_one_from_later_waits_for_it() {
+    let c = cluster().await;
+    let alice = client(&c, "alice").await;
+    let first = alice
+        .acquire("w/a", Duration::from_secs(5))
+        .await
+        .expect("granted");
+    let now = alice.status().await.expect("status").audit_sequence;
+    assert!(now >= 1);
+    // From 0: nothing already applied comes back, only what happens next.
+    let mut from_now = alice
+        .watch(WatchOptions::default())
+        .await
+        .expect("watching");
+    // From two past now: the next event is skipped, the one after is first.
+    let mut later = alice
+        .watch(WatchOptions {
+            from_sequence: now + 2,
+            ..WatchOptions::default()
+        })
+        .await
+        .expect("watching");
+    // From 1: the retained past replays, with no gap.
+    let mut replay = alice
+        .watch(WatchOptions {
+            from_sequence: 1,
+            ..WatchOptions::default()
+        })
+        .await
+        .expect("watching");
+    first.release().await.expect("released"); // now + 1
+    let second = alice
+        .acquire("w/b", Duration::from_secs(5))
+        .await
+        .expect("granted"); // now + 2
+    let e = next_event(&mut from_now).await;
+    assert_eq!(e.event.seq, now + 1, "from 0 starts after what was applied");
+    assert!(!e.gap_before);
+    let e = next_event(&mut later).await;
+    assert_eq!(e.event.seq, now + 2, "a start above now waits for it");
+    assert!(!e.gap_before);
+    let e = next_event(&mut replay).await;
+    assert_eq!(e.event.seq, 1, "from 1 replays from the first event");
+    assert!(!e.gap_before, "every event since 1 is retained");
+    second.release().await.expect("released");
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+async fn next_event(w: &mut tenure_client::Watch) -> tenure_client::WatchEvent {
+    tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream is open")
+        .expect("an event")
 }

@@ -17,7 +17,10 @@ use crate::validate;
 /// Where in the log a command applies, and the proposer's wall-clock reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApplyCtx {
-    /// The Raft log index of the entry; strictly increasing across applies.
+    /// The command's position in the table's history: strictly increasing
+    /// across applies. The state machine gives each command of a log entry
+    /// the next one ([`Table::next_index`](crate::Table::next_index)), so
+    /// it is not the raft log index once entries carry several commands.
     pub index: u64,
     /// The proposer's wall clock (Unix ms), recorded in audit events only and
     /// never used to decide anything.

@@ -13,18 +13,21 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-/// An opaque lease id, unique forever: the Raft log index of the entry that
-/// created the lease. Clients see it as 16 hex digits and must not parse it.
+/// An opaque lease id, unique forever: the position, in the table's history,
+/// of the Acquire command that created the lease (every applied command takes
+/// the next position, so commands batched into one log entry take
+/// consecutive ones; after an import, positions go on above the imported
+/// history). Clients see it as 16 hex digits and must not parse it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LeaseId(u64);
 
 impl LeaseId {
-    /// The id of the lease created by the entry at `index`.
+    /// The id of the lease created by the command applied at `index`.
     pub fn from_index(index: u64) -> LeaseId {
         LeaseId(index)
     }
 
-    /// The log index that created the lease.
+    /// The position of the command that created the lease.
     pub fn index(self) -> u64 {
         self.0
     }

@@ -9,10 +9,10 @@
 //! for the same log. So the table reads no clock, draws no random number,
 //! does no IO and iterates only ordered maps. Time enters as commands: the
 //! leader watches deadlines on its own monotonic clock and proposes `Expire`
-//! when one passes (shared/DESIGN.md, "Time"). The table stores TTLs, never
-//! timestamps. Renewals that keep their TTL do not reach the log at all; the
-//! leader checks them with [`Table::check_renew`] and extends its own
-//! deadline.
+//! when one passes (docs/time.md, rules 1 and 2). The table stores TTLs,
+//! never timestamps. Renewals that keep their TTL do not reach the log at
+//! all; the leader checks them with [`Table::check_renew`] and extends its
+//! own deadline (rule 3).
 //!
 //! ## What it keeps
 //! - A [`Lock`] per `(tenant, key)` with its holder, its FIFO queue of
@@ -45,7 +45,8 @@
 //!         wait_timeout_ms: 0,
 //!     })
 //! };
-//! // Each command applies at a log index; the lease id derives from it.
+//! // Each command applies at the next position of the table's history; the
+//! // lease id is the position of the Acquire that created it.
 //! let first = table.apply(ApplyCtx { index: 1, at_ms: 0 }, acquire("worker-1", "req-1"));
 //! let Ok(Reply::Lease(lease)) = first.result else { panic!("granted") };
 //! assert_eq!(lease.token, 1);
@@ -57,8 +58,10 @@
 //!
 //! ## Deliberately left out
 //! Deadlines, timers, identity and transport: the server owns those. Idle
-//! lock records are never compacted (their token must survive); DESIGN.md
-//! describes how a compacted lock would restart above every old token.
+//! lock records are never compacted (their token must survive). Were they
+//! ever compacted, a re-created lock would have to start its tokens at the
+//! table's current position, which is above every token the lock ever gave
+//! out (docs/architecture.md, "tenure-core").
 
 mod audit;
 mod command;

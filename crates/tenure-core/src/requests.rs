@@ -4,10 +4,11 @@
 //! with the same request_id. The memory answers it with the original lease
 //! instead of applying it twice. Each record keeps the request's fingerprint
 //! (operation, target, TTL) so that the same id on a *different* request is
-//! refused (the reference's bug 3 returned another lock's lease instead).
-//! Records are keyed by `(tenant, owner, request_id)`: ids are the caller's
-//! own namespace. They are forgotten by age in log entries and by count
-//! (the reference's bug 5 grew without bound).
+//! refused (docs/reference.md, bug 3: the reference returned another lock's
+//! lease instead). Records are keyed by `(tenant, owner, request_id)`: ids
+//! are the caller's own namespace. They are forgotten by age in log entries
+//! and by count (docs/reference.md, bug 5: the reference's grew without
+//! bound).
 
 use std::collections::{HashMap, VecDeque};
 

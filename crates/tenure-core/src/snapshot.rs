@@ -2,10 +2,11 @@
 //!
 //! A snapshot is the whole replicated state, encoded with postcard behind a
 //! format number, so a node can refuse a snapshot from a build it does not
-//! understand instead of misreading it (the reference's bug 2 restored keys
-//! wrongly from a hand-rolled string format). The state holds only ordered
-//! maps and queues, so the encoding, and the SHA-256 digest over it, is the
-//! same on every replica that holds the same table (INV-5).
+//! understand instead of misreading it (docs/reference.md, bug 2: the
+//! reference restored keys wrongly from a hand-rolled string format). The
+//! state holds only ordered maps and queues, so the encoding, and the
+//! SHA-256 digest over it, is the same on every replica that holds the same
+//! table (INV-5).
 
 use crate::error::SnapshotError;
 use crate::table::{State, Table};

@@ -1,9 +1,9 @@
 //! Input validation: lengths and alphabets of every identifier.
 //!
-//! The reference accepted anything (bug 6: a null body crashed it, a TTL sent
-//! as a string passed, nothing had a size limit). Here every identifier has a
-//! length bound and an alphabet, checked before the table looks at anything,
-//! and a refusal names the field and the rule.
+//! The reference accepted anything (docs/reference.md, bug 6: a null body
+//! crashed it, a TTL sent as a string passed, nothing had a size limit).
+//! Here every identifier has a length bound and an alphabet, checked before
+//! the table looks at anything, and a refusal names the field and the rule.
 
 use crate::error::Error;
 
@@ -66,7 +66,8 @@ pub fn tenant(value: &str) -> Result<(), Error> {
 }
 
 /// Lock keys: 1..=256 bytes of printable ASCII without spaces; `/` and `:` are
-/// ordinary characters (bug 2: separators inside keys are harmless here).
+/// ordinary characters (docs/reference.md, bug 2: separators inside keys
+/// are harmless here).
 pub fn key(value: &str) -> Result<(), Error> {
     check(
         "lock_key",

@@ -893,7 +893,7 @@ fn tn_det_001_same_commands_same_digest() {
     assert_ne!(run(), Driver::default().table.digest_hex());
 }
 
-// The reference's bugs (shared/REFERENCE.md), each shown absent.
+// The reference's bugs (docs/reference.md, bugs 1 to 8), each shown absent.
 
 #[test]
 fn reference_bug_1_lease_ids_do_not_collide_across_tenants() {

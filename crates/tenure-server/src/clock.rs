@@ -4,7 +4,7 @@
 //! Deadlines live on the node's monotonic clock ([`NodeClock::now`], over
 //! `tokio::time`, which simulations drive); the wall clock only stamps
 //! audit events with the proposer's reading and decides nothing
-//! (shared/DESIGN.md, "Time"). A simulation gives each host its own
+//! (docs/time.md, rule 1). A simulation gives each host its own
 //! [`NodeClock`], with a rate drift and a wall-clock offset that can step,
 //! to show that offsets do not matter and that drift within `max_drift`
 //! does not either.

@@ -1,5 +1,6 @@
-//! The leader's lease timers: DESIGN.md's time model, on the node's
-//! monotonic clock (`tokio::time`, which simulations drive).
+//! The leader's lease timers: the time model of docs/time.md (rules 1, 2,
+//! 4 and 6), on the node's monotonic clock (`tokio::time`, which
+//! simulations drive).
 //!
 //! The replicated table holds TTLs; deadlines live here, in the leader's
 //! memory only:

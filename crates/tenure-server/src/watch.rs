@@ -64,3 +64,58 @@ impl History {
         (kept, from <= current && from < first)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> AuditEvent {
+        AuditEvent {
+            seq,
+            index: seq,
+            at_ms: 0,
+            kind: tenure_core::AuditKind::LeaseAcquire,
+            tenant: "t".into(),
+            key: "k".into(),
+            lease_id: None,
+            owner: None,
+            token: seq,
+            actor: "a".into(),
+            detail: None,
+        }
+    }
+
+    fn kept(seqs: std::ops::RangeInclusive<u64>) -> History {
+        let h = History::default();
+        h.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(seqs.map(event));
+        h
+    }
+
+    #[test]
+    fn tn_watch_001_from_zero_replays_nothing_and_a_start_ahead_misses_nothing() {
+        let h = kept(1..=5);
+        assert_eq!(h.since(0, 5), (Vec::new(), false));
+        let (past, gap) = h.since(7, 5);
+        assert!(past.is_empty() && !gap, "a start above now waits, no gap");
+        let (past, gap) = h.since(3, 5);
+        assert_eq!(past.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(!gap);
+    }
+
+    #[test]
+    fn tn_watch_001_a_start_older_than_what_is_kept_is_a_gap_even_with_nothing_kept() {
+        // Events 10..=12 kept: from 4, the ones before 10 are gone.
+        let h = kept(10..=12);
+        let (past, gap) = h.since(4, 12);
+        assert_eq!(past.len(), 3);
+        assert!(gap);
+        // Nothing kept at all (a restart): any start at or below now is a gap.
+        let empty = History::default();
+        assert_eq!(empty.since(1, 12), (Vec::new(), true));
+        assert_eq!(empty.since(12, 12), (Vec::new(), true));
+        assert_eq!(empty.since(13, 12), (Vec::new(), false));
+    }
+}

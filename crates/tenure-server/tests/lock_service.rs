@@ -377,6 +377,37 @@ async fn tn_ops_004_health_and_reflection_serve_generic_grpc_tools() {
             "{wanted} missing from {names:?}"
         );
     }
+    // The same over v1alpha, which Python's grpcio-reflection, Postman,
+    // grpcui and older grpcurl speak.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&2]))
+            .expect("uri")
+            .connect_lazy();
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([ask]))
+            .await
+            .expect("v1alpha reflection answers")
+            .into_inner();
+        let Some(Ok(answer)) = answers.next().await else {
+            panic!("no v1alpha reflection answer")
+        };
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.iter().any(|n| n == "tenure.v1.Lock"),
+            "tenure.v1.Lock missing from {names:?} (v1alpha)"
+        );
+    }
     for (_, n) in c.nodes {
         n.kill().await;
     }

@@ -1,7 +1,12 @@
-//! The command line: clap derive, one variant per working subcommand.
+//! The command line: clap derive, one variant per subcommand. Each runs in
+//! a module of its own: `serve` (a node), `cluster` (operators), `lock`
+//! (locks from the shell), `sim` (deterministic simulations), `check`
+//! (histories and audit streams), `bench` (load), `demo` (the table in one
+//! process) and `reasons`; the two small ones, `auth hash-token` and
+//! `completions`, run here.
 //!
-//! Only commands that work are listed. The simulations (`sim`) join as
-//! their issue lands.
+//! Only commands that work are listed. Commands that call a cluster do so
+//! through tenure-client, never on their own.
 
 use std::io::Write as _;
 

@@ -2,9 +2,10 @@
 //!
 //! This is not the cluster. It drives a [`Table`] directly, with a pretend
 //! leader that keeps deadlines on a virtual clock and proposes `Expire` when
-//! one passes, as DESIGN.md's time model does, so that the story can show
-//! contention, a waiting acquire, keep-alives, an expiry during a pause, the
-//! hand-off to the waiter and a stale fenced write refused.
+//! one passes, as the time model does (docs/time.md, rules 1 and 2), so
+//! that the story can show contention, a waiting acquire, keep-alives, an
+//! expiry during a pause, the hand-off to the waiter and a stale fenced
+//! write refused.
 
 use std::collections::BTreeMap;
 use std::io::Write;

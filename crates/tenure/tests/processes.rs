@@ -23,10 +23,16 @@ struct Cluster {
     members: String,
     dir: tempfile::TempDir,
     nodes: BTreeMap<u64, Child>,
+    /// More `tenure serve` arguments for every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn new(n: u64) -> Cluster {
+        Cluster::with_args(n, Vec::new())
+    }
+
+    fn with_args(n: u64, extra: Vec<String>) -> Cluster {
         let addrs: BTreeMap<u64, String> = (1..=n)
             .map(|id| {
                 let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -43,6 +49,7 @@ impl Cluster {
             members,
             dir: tempfile::tempdir().expect("temp dir"),
             nodes: BTreeMap::new(),
+            extra,
         };
         for id in 1..=n {
             c.start(id);
@@ -64,6 +71,7 @@ impl Cluster {
             ])
             .arg("--data-dir")
             .arg(&data)
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -432,6 +440,130 @@ async fn tn_cli_001_locks_from_the_shell_and_a_command_under_a_lock() {
     assert!(out.contains("free"), "{out}");
 }
 
+/// The leader, as a status call with `token` names it (a cluster with an
+/// auth file answers no status without one).
+async fn leader_as(c: &Cluster, token: &str) -> u64 {
+    let config = tenure_client::ClientConfig::new(c.addrs.values().cloned(), "default", "ops")
+        .with_token(token);
+    let start = Instant::now();
+    while start.elapsed() < LIVENESS {
+        if let Ok(client) = tenure_client::Client::connect(config.clone()).await
+            && let Ok(s) = client.status().await
+            && s.leader_id != 0
+        {
+            return s.leader_id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader named");
+}
+
+/// An Argon2id hash of `token`, as `tenure auth hash-token` prints it.
+fn hash_token(token: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["auth", "hash-token", token])
+        .output()
+        .expect("tenure runs");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_cli_003_every_lock_and_cluster_command_works_with_a_token_and_is_refused_without() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let auth = dir.path().join("auth.toml");
+    let file = format!(
+        "[[principal]]\nname = \"ops\"\ntoken_hash = \"{}\"\nroles = [\"admin\"]\ntenants = [\"*\"]\n\n\
+         [[principal]]\nname = \"worker\"\ntoken_hash = \"{}\"\ntenants = [\"default\"]\n",
+        hash_token("ops-secret"),
+        hash_token("worker-secret"),
+    );
+    std::fs::write(&auth, file).expect("auth file");
+    let c = Cluster::with_args(3, vec!["--auth-file".into(), auth.display().to_string()]);
+    leader_as(&c, "ops-secret").await;
+    // `--token` right after `lock` / `cluster` (it is global to both), so
+    // it stays out of a `run` command's own arguments.
+    let with_token = |token: &str, args: &[&str]| {
+        let mut all = vec![args[0], "--token", token];
+        all.extend(&args[1..]);
+        tenure(&c, &all)
+    };
+    let as_worker = |args: &[&str]| with_token("worker-secret", args);
+    let as_ops = |args: &[&str]| with_token("ops-secret", args);
+
+    // Without a token every lock command is refused, clearly.
+    for args in [
+        &["lock", "acquire", "jobs/x"][..],
+        &["lock", "get", "jobs/x"],
+        &["lock", "list"],
+        &["lock", "release", "0000000000000001"],
+        &["lock", "renew", "0000000000000001"],
+        &["lock", "force-release", "jobs/x", "--reason", "r"],
+        &["lock", "watch", "--count", "1"],
+        &["lock", "run", "jobs/x", "--", "true"],
+        &["cluster", "status"],
+    ] {
+        let (code, _, err) = tenure(&c, args);
+        assert_eq!(code, 1, "{args:?} without a token: {err}");
+        assert!(err.contains("OWNER_TOKEN_REQUIRED"), "{args:?}: {err}");
+    }
+
+    // With one, everything works; the principal owns the lease.
+    let (code, out, err) = as_worker(&["lock", "acquire", "jobs/x", "--owner", "worker", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let lease: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(lease["owner_id"], "worker");
+    let id = lease["lease_id"].as_str().expect("an id").to_owned();
+    let (code, out, err) = as_worker(&["lock", "renew", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ACTIVE"), "{out}");
+    let (code, out, err) = as_worker(&["lock", "get", "jobs/x", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
+    let (code, out, err) = as_worker(&["lock", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("jobs/x"), "{out}");
+    let (code, out, err) = as_worker(&["lock", "release", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("RELEASED"), "{out}");
+    let (code, out, err) = as_worker(&["lock", "watch", "--from", "1", "--count", "2", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, out, err) = as_worker(&[
+        "lock",
+        "run",
+        "jobs/y",
+        "--",
+        "sh",
+        "-c",
+        "echo token=$TENURE_FENCING_TOKEN",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("token=1"), "{out}");
+    // Force-release needs the admin role.
+    let (code, _, err) = as_worker(&["lock", "force-release", "jobs/x", "--reason", "r"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("FORBIDDEN"), "{err}");
+    let (code, out, err) = as_ops(&["lock", "force-release", "jobs/x", "--reason", "r"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("free"), "{out}");
+    // Cluster commands too.
+    let (code, out, err) = as_ops(&["cluster", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"leader_id\""), "{out}");
+    let leader = leader_as(&c, "ops-secret").await;
+    let to = if leader == 1 { "2" } else { "1" };
+    let (code, out, err) = as_ops(&["cluster", "transfer-leader", "--to", to]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("node {to} leads")), "{out}");
+    let backup = dir.path().join("backup.bin");
+    let (code, _, err) = as_ops(&["cluster", "export", "--out", &backup.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = as_worker(&["cluster", "export", "--out", &backup.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("FORBIDDEN"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ls_acc_01_over_three_processes_ten_concurrent_clients_one_wins() {
     let c = Cluster::new(3);
@@ -575,4 +707,76 @@ async fn tn_bench_001_tenure_bench_runs_every_workload_against_real_processes() 
     let (code, _, err) = tenure(&c, &["bench", "--contention", "2", "--quiet", "--no-write"]);
     assert_ne!(code, 0);
     assert!(err.contains("--contention"), "{err}");
+}
+
+/// One fresh 3-node start: the time the first leader took office, and
+/// whether, in the 5 s after, a leader changed or a call met a retryable
+/// refusal (NOT_LEADER) on any node.
+async fn fresh_start() -> Result<Duration, String> {
+    let c = Cluster::new(3);
+    let start = Instant::now();
+    // One client per node, each bound to that node alone: a follower
+    // forwards, so any NOT_LEADER it answers shows as a retry.
+    let mut clients = Vec::new();
+    for addr in c.addrs.values() {
+        let mut config = tenure_client::ClientConfig::new([addr.clone()], "t", "probe");
+        config.call_timeout = Duration::from_secs(30);
+        clients.push(
+            tenure_client::Client::connect(config)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?,
+        );
+    }
+    // The first linearizable read answered: a leader is in office.
+    clients[0]
+        .get("probe")
+        .await
+        .map_err(|e| format!("no leader took office: {e}"))?;
+    let took_office = start.elapsed();
+    let first = clients[0].status().await.map_err(|e| e.to_string())?;
+    let retries: Vec<u64> = clients.iter().map(tenure_client::Client::retries).collect();
+    let watch_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < watch_until {
+        for client in &clients {
+            client.get("probe").await.map_err(|e| e.to_string())?;
+            let s = client.status().await.map_err(|e| e.to_string())?;
+            if (s.leader_id, s.term) != (first.leader_id, first.term) {
+                return Err(format!(
+                    "leader changed from {} (term {}) to {} (term {})",
+                    first.leader_id, first.term, s.leader_id, s.term
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (client, before) in clients.iter().zip(retries) {
+        if client.retries() != before {
+            return Err(format!(
+                "{} retryable refusals after the leader took office",
+                client.retries() - before
+            ));
+        }
+    }
+    Ok(took_office)
+}
+
+/// `TENURE_FORMATION_STARTS=50` for the full check; CI runs 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_repl_011_a_fresh_cluster_elects_once_and_keeps_its_leader() {
+    let starts: u32 = std::env::var("TENURE_FORMATION_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut failures = Vec::new();
+    for i in 0..starts {
+        match fresh_start().await {
+            Ok(took) => println!("start {i}: leader in office after {took:?}, kept for 5 s"),
+            Err(e) => failures.push(format!("start {i}: {e}")),
+        }
+    }
+    println!(
+        "{} of {starts} fresh starts kept their first leader",
+        starts as usize - failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
 }
