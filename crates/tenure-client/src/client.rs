@@ -316,8 +316,27 @@ impl Client {
         options: AcquireOptions,
     ) -> Result<LockGuard, Error> {
         // Rule 5: the deadline counts from the first attempt's send time.
-        let sent = Instant::now();
-        let granted = self.lease(key, ttl, options).await?;
+        let mut sent = Instant::now();
+        let waited = !options.wait.is_zero();
+        let mut granted = self.lease(key, ttl, options).await?;
+        // A grant after a wait may come longer than a TTL after the first
+        // send, and that deadline would be gone on arrival. A renewal sent
+        // now (confirmed by a quorum read on the leader) gives a deadline
+        // that counts from now instead.
+        if waited && sent.elapsed() > ttl.mul_f64(1.0 - self.inner.max_drift) / 3 {
+            let renewed_at = Instant::now();
+            let id = granted.view.id.to_string();
+            match self.renew(&id, None).await {
+                Ok(renewed) => {
+                    sent = renewed_at;
+                    granted.expires_in_ms = renewed.expires_in_ms;
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(lease = id, error = %e, "no renewal after the wait; the keep-alive will try");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(LockGuard::new(self.clone(), granted, sent))
     }
 

@@ -343,3 +343,37 @@ async fn next_event(w: &mut tenure_client::Watch) -> tenure_client::WatchEvent {
         .expect("the stream is open")
         .expect("an event")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_client_007_a_guard_granted_after_a_wait_longer_than_its_ttl_is_valid() {
+    let c = cluster().await;
+    let alice = client(&c, "alice").await;
+    let bob = client(&c, "bob").await;
+    let held = alice
+        .acquire("k", Duration::from_millis(600))
+        .await
+        .expect("granted");
+    let waiter = tokio::spawn(async move {
+        let guard = bob
+            .acquire_waiting("k", Duration::from_millis(600), Duration::from_secs(10))
+            .await
+            .expect("granted after the wait");
+        let valid_at_grant = guard.is_valid();
+        // And kept alive from there on.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        (valid_at_grant, guard.is_valid(), guard)
+    });
+    // The wait (2 s) is over three times bob's TTL.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    held.release().await.expect("released");
+    let (at_grant, later, guard) = waiter.await.expect("the waiter ran");
+    assert!(
+        at_grant,
+        "the deadline counts from after the wait, not from the first send"
+    );
+    assert!(later, "kept alive after the grant");
+    guard.release().await.expect("released");
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}

@@ -10,8 +10,8 @@
 //! status, and the one place every answer gets the leader's address in its
 //! `tenure-leader` metadata.
 //!
-//! The RPC families live in their own files: [`grant`] (acquire, release),
-//! [`keep`] (renew, keep-alive) and [`read`] (get, list, watch).
+//! The RPC families live in their own files: `grant.rs` (acquire, release),
+//! `keep.rs` (renew, keep-alive) and `read.rs` (get, list, watch).
 
 mod grant;
 mod keep;
