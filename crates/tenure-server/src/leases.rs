@@ -11,7 +11,8 @@
 //!   version, so a lease that changed meanwhile is left alone) and refuses
 //!   renewals of that lease while the expiry is in flight;
 //! - a new leader takes office only once it has applied an entry of its own
-//!   term (so every `Expire` a deposed leader proposed has applied), then
+//!   leadership (its term and its id: openraft lets a later leader win the
+//!   same term), so every `Expire` a deposed leader proposed has applied; then
 //!   extends every live lease by its full TTL plus the election timeout,
 //!   spreading expiries that would fall due together;
 //! - a timer loop that stalled longer than an election timeout (a paused

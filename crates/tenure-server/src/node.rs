@@ -79,8 +79,8 @@ impl Node {
     /// Starts a node on `disk`, reaching peers through `connector` and
     /// serving on `incoming` until `shutdown` resolves. With
     /// `initial_cluster_state = new`, a fresh node founds the cluster with
-    /// the other initial members (every founder proposes the same
-    /// membership, which openraft accepts); a node that has data rejoins.
+    /// the other initial members (the lowest-id founder at once, the others
+    /// only if they hear nothing: see `found`); a node that has data rejoins.
     pub async fn start<D, C, I, IO, IE>(
         config: NodeConfig,
         disk: D,

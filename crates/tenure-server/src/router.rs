@@ -113,6 +113,20 @@ impl<C: Connector> Router<C> {
         }
     }
 
+    /// A read: a stale one is served by the node asked, a linearizable one
+    /// is routed like a write (and confirmed by a quorum read after).
+    pub async fn route_read<T>(
+        &self,
+        request: Request<T>,
+        stale: bool,
+    ) -> Result<Routed<T>, ServeError> {
+        if stale {
+            Ok(Routed::Here(request))
+        } else {
+            self.route(request).await
+        }
+    }
+
     /// For calls that are never forwarded (streams the leader must hold):
     /// NOT_LEADER unless this node is in office.
     pub async fn here(&self, what: &str) -> Result<(), ServeError> {

@@ -24,5 +24,5 @@ pub mod store;
 pub mod workload;
 
 pub use cluster::{Observation, SimCluster};
-pub use net::{TurmoilConnector, admin_client, incoming, lock_client};
+pub use net::{TurmoilConnector, incoming};
 pub use scenario::{Control, Outcome, Scenario, run, scenario, scenarios};

@@ -100,19 +100,3 @@ pub async fn incoming(port: u16) -> io::Result<impl Stream<Item = io::Result<Acc
     });
     Ok(UnboundedReceiverStream::new(rx))
 }
-
-/// A `Lock` client to a simulated node (`host` is its host name).
-pub fn lock_client(host: &str) -> tenure_proto::v1::lock_client::LockClient<Channel> {
-    let channel = TurmoilConnector
-        .channel(&format!("{host}:{}", crate::cluster::PORT))
-        .expect("a simulated address is a valid URI");
-    tenure_proto::v1::lock_client::LockClient::new(channel)
-}
-
-/// An `Admin` client to a simulated node.
-pub fn admin_client(host: &str) -> tenure_proto::v1::admin_client::AdminClient<Channel> {
-    let channel = TurmoilConnector
-        .channel(&format!("{host}:{}", crate::cluster::PORT))
-        .expect("a simulated address is a valid URI");
-    tenure_proto::v1::admin_client::AdminClient::new(channel)
-}

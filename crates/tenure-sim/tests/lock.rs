@@ -8,8 +8,11 @@ use tenure_core::Reason;
 use tenure_proto::convert::reason_of;
 use tenure_proto::v1;
 use tenure_raft::NodeId;
+use tenure_sim::SimCluster;
 use tenure_sim::cluster::TICK;
-use tenure_sim::{SimCluster, lock_client};
+
+mod common;
+use common::lock_client;
 
 fn seed() -> u64 {
     std::env::var("TENURE_SIM_SEED")

@@ -10,8 +10,10 @@ use tenure_raft::NodeId;
 use tenure_sim::SimCluster;
 use tenure_sim::cluster::TICK;
 
+mod common;
+
 fn admin(host: &str) -> AdminClient<tonic::transport::Channel> {
-    tenure_sim::admin_client(host)
+    common::admin_client(host)
 }
 
 async fn status(host: &str) -> Option<v1::StatusResponse> {

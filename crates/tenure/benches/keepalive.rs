@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tenure_client::{Client, ClientConfig};
-use tenure_proto::v1;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -104,14 +103,7 @@ fn main() {
         }
         let acquire_secs = acquired_at.elapsed().as_secs_f64();
         // The leader, and its usage from now over the hold.
-        let mut admin = v1::admin_client::AdminClient::connect(format!("http://{}", endpoints[0]))
-            .await
-            .expect("admin");
-        let status = admin
-            .status(v1::StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
+        let status = client.status().await.expect("status");
         let leader_pid = nodes[&status.leader_id].id();
         let before = tenure_bench::process_usage(leader_pid);
         let started = Instant::now();
@@ -119,11 +111,7 @@ fn main() {
         let held_secs = started.elapsed().as_secs_f64();
         let after = tenure_bench::process_usage(leader_pid);
         let valid = guards.iter().filter(|g| g.is_valid()).count();
-        let status = admin
-            .status(v1::StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
+        let status = client.status().await.expect("status");
         let cpu = (after.cpu_secs - before.cpu_secs) / held_secs;
         let rss_kib = (after.rss_mib * 1024.0).round() as u64;
         (

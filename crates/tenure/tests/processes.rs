@@ -154,26 +154,19 @@ async fn settled_leader(c: &Cluster, ids: &[u64]) -> u64 {
     panic!("the cluster never settled on a leader");
 }
 
-/// A committed no-op, retried as a client would while the answer is
-/// retryable (a leader change in progress), for up to ten seconds.
-async fn write(addr: &str, n: u32) -> Result<(), tonic::Status> {
-    let start = Instant::now();
-    loop {
-        match write_once(addr, n).await {
-            Err(e)
-                if start.elapsed() < Duration::from_secs(10)
-                    && (e.code() == tonic::Code::Unavailable
-                        || tenure_proto::convert::reason_of(&e)
-                            .is_some_and(|r| r.is_retryable())) =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            done => return done,
-        }
-    }
+/// A committed no-op (a force-release of a lock nobody holds) through
+/// tenure-client bound to `addr`, which retries a retryable refusal (a
+/// leader change in progress) with the same request for up to ten seconds.
+async fn write(addr: &str, n: u32) -> Result<(), tenure_client::Error> {
+    let config = tenure_client::ClientConfig::new([addr.to_owned()], "t", "ops");
+    let client = tenure_client::Client::connect(config).await?;
+    client
+        .force_release(&format!("noop-{n}"), "test write", None)
+        .await
+        .map(|_| ())
 }
 
-/// A committed no-op: a force-release of a lock nobody holds.
+/// One attempt, raw, at the node `addr` itself (to see its own refusal).
 async fn write_once(addr: &str, n: u32) -> Result<(), tonic::Status> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")

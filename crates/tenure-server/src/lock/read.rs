@@ -25,13 +25,9 @@ impl<C: Connector> LockService<C> {
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::LockState>, ServeError> {
         let stale = stale(request.get_ref().consistency);
-        let request = if stale {
-            request
-        } else {
-            match self.router.route(request).await? {
-                Routed::Here(r) => r,
-                Routed::Forward(c, r) => return forwarded(LockClient::new(c).get(r).await),
-            }
+        let request = match self.router.route_read(request, stale).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => return forwarded(LockClient::new(c).get(r).await),
         };
         let r = request.get_ref();
         self.access.reader(&request, &r.tenant_id, false)?;
@@ -53,13 +49,9 @@ impl<C: Connector> LockService<C> {
         request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, ServeError> {
         let stale = stale(request.get_ref().consistency);
-        let request = if stale {
-            request
-        } else {
-            match self.router.route(request).await? {
-                Routed::Here(r) => r,
-                Routed::Forward(c, r) => return forwarded(LockClient::new(c).list(r).await),
-            }
+        let request = match self.router.route_read(request, stale).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => return forwarded(LockClient::new(c).list(r).await),
         };
         let r = request.get_ref();
         self.access.reader(&request, &r.tenant_id, false)?;
