@@ -8,14 +8,20 @@
 //! flush, so a simulated crash loses exactly what a real one may lose. It
 //! lives outside the simulated host, so a restarted node reopens it.
 //!
-//! Operators, note: sled flushes with `sync_file_range` on Linux, which is
-//! durable across process crashes but, upstream reports, not guaranteed
-//! across power loss.
+//! sled flushes with `sync_file_range` on Linux, which survives a process
+//! crash but flushes neither the drive's write cache nor the file's
+//! metadata. So after each of sled's flushes [`SledDisk`] calls `fdatasync`
+//! on sled's log file, `fsync` on every blob file it has not synced yet, and
+//! `fsync` on the directories whose entries changed (a snapshot renamed, a
+//! blob created): a flush that returned is on stable storage, and only then
+//! does openraft see an append or a vote as done. docs/storage.md has the
+//! details, and what this cannot do about drives that lie about flushes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::future::Future;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -25,6 +31,14 @@ pub enum DiskError {
     /// sled reported an error (IO, corruption, a held lock).
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// Syncing sled's files to stable storage failed.
+    #[error("fsync of {path}: {source}")]
+    Sync {
+        /// The file or directory.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
     /// A record could not be encoded or decoded.
     #[error("record {what}: {detail}")]
     Codec {
@@ -88,6 +102,81 @@ pub struct SledDisk {
     db: sled::Db,
     trees: [sled::Tree; 3],
     flushes: Arc<AtomicU64>,
+    /// sled's files, synced after each of its flushes; `None`: sled's own
+    /// flush alone (`--unsafe-no-fsync`, for measuring what syncs cost).
+    files: Option<Arc<Files>>,
+}
+
+/// sled's files on disk, and what has been synced of them.
+#[derive(Debug)]
+struct Files {
+    dir: PathBuf,
+    /// sled's log, where every write lands.
+    log: std::fs::File,
+    /// The names in `dir` and in `dir/blobs` at the last sync: a change
+    /// means the directory's entries must be synced too.
+    seen: Mutex<(BTreeSet<OsString>, BTreeSet<OsString>)>,
+}
+
+fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
+    move |source| DiskError::Sync {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn names(dir: &Path) -> Result<BTreeSet<OsString>, DiskError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.file_name()).map_err(sync_error(dir)))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(sync_error(dir)(e)),
+    }
+}
+
+/// `fsync` of a file or a directory, opened read-only (Linux syncs the
+/// inode whatever the descriptor's mode).
+fn fsync(path: &Path) -> Result<(), DiskError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(sync_error(path))
+}
+
+impl Files {
+    fn open(dir: &Path) -> Result<Files, DiskError> {
+        let path = dir.join("db");
+        let log = std::fs::File::open(&path).map_err(sync_error(&path))?;
+        let files = Files {
+            dir: dir.to_owned(),
+            log,
+            seen: Mutex::new((BTreeSet::new(), BTreeSet::new())),
+        };
+        files.sync()?;
+        Ok(files)
+    }
+
+    /// Puts on stable storage everything sled has flushed.
+    fn sync(&self) -> Result<(), DiskError> {
+        self.log
+            .sync_data()
+            .map_err(sync_error(&self.dir.join("db")))?;
+        let blobs_dir = self.dir.join("blobs");
+        let blobs = names(&blobs_dir)?;
+        let top = names(&self.dir)?;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        for new in blobs.difference(&seen.1) {
+            fsync(&blobs_dir.join(new))?;
+        }
+        if blobs != seen.1 {
+            fsync(&blobs_dir)?;
+        }
+        if top != seen.0 {
+            fsync(&self.dir)?;
+        }
+        *seen = (top, blobs);
+        Ok(())
+    }
 }
 
 impl SledDisk {
@@ -97,16 +186,30 @@ impl SledDisk {
     /// log's group commit, the vote, snapshots), and a timer flush in
     /// between only competes with those for the disk.
     pub fn open(dir: &Path) -> Result<SledDisk, DiskError> {
+        SledDisk::open_with(dir, true)
+    }
+
+    /// [`SledDisk::open`]; `sync` false leaves durability to sled's own
+    /// flush (survives a process crash, not a power loss): only for
+    /// measuring what the syncs cost.
+    pub fn open_with(dir: &Path, sync: bool) -> Result<SledDisk, DiskError> {
         let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         let trees = [
             db.open_tree(Space::Log.name())?,
             db.open_tree(Space::Meta.name())?,
             db.open_tree(Space::Snapshot.name())?,
         ];
+        db.flush()?;
+        let files = if sync {
+            Some(Arc::new(Files::open(dir)?))
+        } else {
+            None
+        };
         Ok(SledDisk {
             db,
             trees,
             flushes: Arc::default(),
+            files,
         })
     }
 
@@ -156,6 +259,15 @@ impl Disk for SledDisk {
 
     async fn flush(&self) -> Result<(), DiskError> {
         self.db.flush_async().await?;
+        if let Some(files) = &self.files {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || files.sync())
+                .await
+                .map_err(|e| DiskError::Sync {
+                    path: "sled's files".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+        }
         self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

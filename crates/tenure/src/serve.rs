@@ -62,6 +62,12 @@ pub struct ServeArgs {
     /// beyond it, RATE_LIMITED (retry later). Default 10000.
     #[arg(long, env = "TENURE_RATE_LIMIT")]
     rate_limit: Option<u32>,
+    /// UNSAFE, for measuring what durability costs: skip the fdatasync
+    /// after each flush, so an acknowledged grant or a vote survives a
+    /// process crash but not a power loss. Loopback only; never in a
+    /// configuration file.
+    #[arg(long, env = "TENURE_UNSAFE_NO_FSYNC", hide_env_values = true)]
+    unsafe_no_fsync: bool,
 }
 
 /// `--initial-cluster-state`.
@@ -109,6 +115,12 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         .parse::<std::net::SocketAddr>()
         .map(|a| a.ip().is_loopback())
         .unwrap_or_else(|_| config.listen.starts_with("localhost:"));
+    if args.unsafe_no_fsync && !loopback {
+        return Err(tenure_server::ServerError::Config(
+            "--unsafe-no-fsync is for measurements on loopback only".into(),
+        )
+        .into());
+    }
     if config.auth_file.is_none() && !loopback {
         return Err(tenure_server::ServerError::Config(format!(
             "without --auth-file a node listens on loopback only (got {}); give it an auth file",
@@ -119,7 +131,11 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         std::fs::create_dir_all(&config.data_dir)?;
-        let disk = SledDisk::open(&config.data_dir).map_err(tenure_server::ServerError::from)?;
+        let disk = SledDisk::open_with(&config.data_dir, !args.unsafe_no_fsync)
+            .map_err(tenure_server::ServerError::from)?;
+        if args.unsafe_no_fsync {
+            tracing::warn!("--unsafe-no-fsync: acknowledged writes and votes are NOT safe from a power loss");
+        }
         let listener = TcpListener::bind(&config.listen).await.map_err(|source| {
             tenure_server::ServerError::Listen {
                 addr: config.listen.clone(),

@@ -773,3 +773,33 @@ async fn tn_repl_011_a_fresh_cluster_elects_once_and_keeps_its_leader() {
     );
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// `scripts/durability-check`: three nodes of this binary under strace;
+/// each of 10 grants must follow an fdatasync of sled's log on the leader
+/// and a follower, and the same run with `--unsafe-no-fsync` must fail that
+/// check (the check bites). The script installs strace when missing.
+#[test]
+fn tn_dur_001_every_grant_is_acknowledged_after_an_fdatasync_on_a_quorum() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(root.join("scripts/durability-check"))
+        .arg("10")
+        .env("TENURE_BIN", env!("CARGO_BIN_EXE_tenure"))
+        .output()
+        .expect("the script runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("synced: every grant was acknowledged after an fdatasync"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unsynced: 10 of 10 grants were acknowledged without"),
+        "{text}"
+    );
+}
