@@ -798,8 +798,10 @@ fn tn_dur_001_every_grant_is_acknowledged_after_an_fdatasync_on_a_quorum() {
         text.contains("synced: every grant was acknowledged after an fdatasync"),
         "{text}"
     );
+    // Without the syncs the check fails (sled may still fsync its log now
+    // and then on its own, so not necessarily for every grant).
     assert!(
-        text.contains("unsynced: 10 of 10 grants were acknowledged without"),
+        text.contains("grants were acknowledged without a quorum fdatasync"),
         "{text}"
     );
 }
