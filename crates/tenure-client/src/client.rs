@@ -143,34 +143,52 @@ impl KeepAliveStream {
     /// Renews every lease in `leases` and waits for every answer. A broken
     /// stream is an error: open another.
     pub async fn renew_all(&mut self, leases: &[String]) -> Result<Vec<Renewed>, Error> {
-        for (seq, lease_id) in leases.iter().enumerate() {
-            let request = v1::KeepAliveRequest {
-                tenant_id: self.tenant.clone(),
-                lease_id: lease_id.clone(),
-                owner_id: String::new(),
-                client_seq: seq as u64,
-            };
-            if self.tx.send(request).await.is_err() {
-                return Err(Error::Unavailable("the keep-alive stream closed".into()));
+        let KeepAliveStream {
+            tenant,
+            tx,
+            answers,
+        } = self;
+        // Send and read at once: with more renewals in flight than the
+        // stream buffers, a sender that read nothing until it had sent all
+        // would wait on the server, and the server on it.
+        let send = async {
+            for (seq, lease_id) in leases.iter().enumerate() {
+                let request = v1::KeepAliveRequest {
+                    tenant_id: tenant.clone(),
+                    lease_id: lease_id.clone(),
+                    owner_id: String::new(),
+                    client_seq: seq as u64,
+                };
+                if tx.send(request).await.is_err() {
+                    return Err(Error::Unavailable("the keep-alive stream closed".into()));
+                }
             }
-        }
-        let mut out = Vec::with_capacity(leases.len());
-        while out.len() < leases.len() {
-            match self.answers.message().await {
-                Ok(Some(a)) => out.push(Renewed {
-                    result: if a.alive {
-                        Ok(Duration::from_millis(a.expires_in_ms))
-                    } else {
-                        Err(tenure_core::Reason::parse(&a.reason)
-                            .unwrap_or(tenure_core::Reason::LeaseNotActive))
-                    },
-                    lease_id: a.lease_id,
-                }),
-                Ok(None) => return Err(Error::Unavailable("the keep-alive stream closed".into())),
-                Err(s) => return Err(Error::from_status(&s)),
+            Ok(())
+        };
+        let receive = async {
+            let mut out = Vec::with_capacity(leases.len());
+            while out.len() < leases.len() {
+                match answers.message().await {
+                    Ok(Some(a)) => out.push(Renewed {
+                        result: if a.alive {
+                            Ok(Duration::from_millis(a.expires_in_ms))
+                        } else {
+                            Err(tenure_core::Reason::parse(&a.reason)
+                                .unwrap_or(tenure_core::Reason::LeaseNotActive))
+                        },
+                        lease_id: a.lease_id,
+                    }),
+                    Ok(None) => {
+                        return Err(Error::Unavailable("the keep-alive stream closed".into()));
+                    }
+                    Err(s) => return Err(Error::from_status(&s)),
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        };
+        let (sent, received) = tokio::join!(send, receive);
+        sent?;
+        received
     }
 }
 

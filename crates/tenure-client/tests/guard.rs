@@ -45,6 +45,7 @@ async fn cluster_with(auth_file: Option<std::path::PathBuf>) -> Cluster {
             keep_after_snapshot: 100,
             auth_file: auth_file.clone(),
             rate_limit: 0,
+            cache_mb: 64,
         };
         let node = Node::start(
             config,
@@ -373,6 +374,48 @@ async fn tn_client_007_a_guard_granted_after_a_wait_longer_than_its_ttl_is_valid
     );
     assert!(later, "kept alive after the grant");
     guard.release().await.expect("released");
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
+}
+
+/// A round of far more renewals than one stream buffers (8,000; the
+/// benchmark's keep-alive workload holds 6,250 per client) completes: the
+/// client sends and reads at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_round_of_more_leases_than_the_stream_buffers_completes() {
+    let c = cluster().await;
+    let alice = client(&c, "alice").await;
+    let mut pending = Vec::new();
+    for i in 0..8_000 {
+        let a = alice.clone();
+        pending.push(tokio::spawn(async move {
+            a.lease(
+                &format!("many/{i:05}"),
+                Duration::from_secs(60),
+                tenure_client::AcquireOptions::default(),
+            )
+            .await
+        }));
+    }
+    let mut ids = Vec::new();
+    for p in pending {
+        ids.push(
+            p.await
+                .expect("joined")
+                .expect("granted")
+                .view
+                .id
+                .to_string(),
+        );
+    }
+    let mut stream = alice.keep_alive_stream().await.expect("a stream");
+    let answers = tokio::time::timeout(Duration::from_secs(20), stream.renew_all(&ids))
+        .await
+        .expect("the round completes")
+        .expect("renewed");
+    assert_eq!(answers.len(), 8_000);
+    assert!(answers.iter().all(|a| a.result.is_ok()));
     for (_, n) in c.nodes {
         n.kill().await;
     }

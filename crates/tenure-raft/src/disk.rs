@@ -96,6 +96,11 @@ fn upper(to: Option<&[u8]>) -> Bound<Vec<u8>> {
     to.map_or(Bound::Unbounded, |t| Bound::Excluded(t.to_vec()))
 }
 
+/// The page cache [`SledDisk::open`] gives sled: 64 MiB (sled's own default
+/// is 1 GiB, which a lock service's leader would fill with log it rarely
+/// reads back).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 /// The production medium: one sled database, a tree per space.
 #[derive(Clone, Debug)]
 pub struct SledDisk {
@@ -186,14 +191,18 @@ impl SledDisk {
     /// log's group commit, the vote, snapshots), and a timer flush in
     /// between only competes with those for the disk.
     pub fn open(dir: &Path) -> Result<SledDisk, DiskError> {
-        SledDisk::open_with(dir, true)
+        SledDisk::open_with(dir, true, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`SledDisk::open`]; `sync` false leaves durability to sled's own
-    /// flush (survives a process crash, not a power loss): only for
-    /// measuring what the syncs cost.
-    pub fn open_with(dir: &Path, sync: bool) -> Result<SledDisk, DiskError> {
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+    /// [`SledDisk::open`] with a page cache of `cache_bytes`; `sync` false
+    /// leaves durability to sled's own flush (survives a process crash, not
+    /// a power loss): only for measuring what the syncs cost.
+    pub fn open_with(dir: &Path, sync: bool, cache_bytes: u64) -> Result<SledDisk, DiskError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .cache_capacity(cache_bytes)
+            .open()?;
         let trees = [
             db.open_tree(Space::Log.name())?,
             db.open_tree(Space::Meta.name())?,

@@ -67,6 +67,7 @@ async fn cluster<D: Disk>(open: impl Fn(&std::path::Path) -> D) -> Cluster<D> {
             keep_after_snapshot: 1_000,
             auth_file: None,
             rate_limit: 0,
+            cache_mb: 64,
         };
         let node = Node::start(
             config,

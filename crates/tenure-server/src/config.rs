@@ -57,6 +57,9 @@ pub struct Settings {
     pub auth_file: Option<PathBuf>,
     /// Calls per second one caller may make to the Lock service (0: no limit).
     pub rate_limit: Option<u32>,
+    /// The storage's page cache, MiB (sled's cache; it holds the log and
+    /// snapshots, not the lease table, which lives in memory anyway).
+    pub cache_mb: Option<u64>,
 }
 
 /// The final configuration of a node.
@@ -88,6 +91,8 @@ pub struct NodeConfig {
     pub auth_file: Option<PathBuf>,
     /// Calls per second per caller (0: no limit); beyond it RATE_LIMITED.
     pub rate_limit: u32,
+    /// The storage's page cache, MiB.
+    pub cache_mb: u64,
 }
 
 /// Defaults that keep a failover under about a second on a LAN.
@@ -96,6 +101,10 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 pub const DEFAULT_ELECTION_MIN_MS: u64 = 300;
 /// Default upper election timeout.
 pub const DEFAULT_ELECTION_MAX_MS: u64 = 600;
+/// Default storage page cache, MiB: the log and snapshots are read back
+/// rarely (a follower catching up, a restart), so a small cache costs
+/// little; sled's own default is 1 GiB.
+pub const DEFAULT_CACHE_MB: u64 = 64;
 
 impl Settings {
     /// Reads a TOML settings file.
@@ -121,6 +130,7 @@ impl Settings {
             keep_after_snapshot: self.keep_after_snapshot.or(lower.keep_after_snapshot),
             auth_file: self.auth_file.or(lower.auth_file),
             rate_limit: self.rate_limit.or(lower.rate_limit),
+            cache_mb: self.cache_mb.or(lower.cache_mb),
         }
     }
 
@@ -166,6 +176,7 @@ impl Settings {
             keep_after_snapshot: self.keep_after_snapshot.unwrap_or(1_000),
             auth_file: self.auth_file,
             rate_limit: self.rate_limit.unwrap_or(10_000),
+            cache_mb: self.cache_mb.unwrap_or(DEFAULT_CACHE_MB),
         };
         if config.heartbeat_ms == 0
             || config.election_min_ms / 2 <= config.heartbeat_ms
@@ -175,6 +186,9 @@ impl Settings {
                 "timing must satisfy 0 < heartbeat_ms < election_min_ms / 2 and election_min_ms < election_max_ms"
                     .into(),
             );
+        }
+        if config.cache_mb == 0 {
+            return bad("cache_mb must be at least 1".into());
         }
         if config.snapshot_every == 0 {
             return bad("snapshot_every must be at least 1".into());

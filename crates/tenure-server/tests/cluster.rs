@@ -284,6 +284,20 @@ fn tn_ops_003_the_deploy_configs_resolve() {
     let auth = std::path::PathBuf::from(format!("{root}/auth.example.toml"));
     let auth = tenure_server::auth::Auth::from_file(&auth).expect("the example auth file reads");
     assert!(auth.enforced());
+    // The storage cache: 64 MiB by default and in the example; 0 refused.
+    let example =
+        tenure_server::Settings::from_file(std::path::Path::new(&format!("{root}/tenure.toml")))
+            .and_then(tenure_server::Settings::resolve)
+            .expect("resolves");
+    assert_eq!(example.cache_mb, tenure_server::config::DEFAULT_CACHE_MB);
+    let with_cache = |mb| tenure_server::Settings {
+        id: Some(1),
+        initial_cluster: Some([(1, "127.0.0.1:7001".to_owned())].into()),
+        cache_mb: Some(mb),
+        ..tenure_server::Settings::default()
+    };
+    assert_eq!(with_cache(1).resolve().map(|c| c.cache_mb).ok(), Some(1));
+    assert!(with_cache(0).resolve().is_err(), "a zero cache is refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,7 @@ impl SimCluster {
             keep_after_snapshot: 100,
             auth_file: None,
             rate_limit: 0,
+            cache_mb: 64,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// beyond it, RATE_LIMITED (retry later). Default 10000.
     #[arg(long, env = "TENURE_RATE_LIMIT")]
     rate_limit: Option<u32>,
+    /// The storage's page cache, MiB (default 64).
+    #[arg(long, env = "TENURE_CACHE_MB")]
+    cache_mb: Option<u64>,
     /// UNSAFE, for measuring what durability costs: skip the fdatasync
     /// after each flush, so an acknowledged grant or a vote survives a
     /// process crash but not a power loss. Loopback only; never in a
@@ -96,6 +99,7 @@ impl ServeArgs {
             keep_after_snapshot: self.keep_after_snapshot,
             auth_file: self.auth_file.clone(),
             rate_limit: self.rate_limit,
+            cache_mb: self.cache_mb,
         }
     }
 }
@@ -131,7 +135,8 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         std::fs::create_dir_all(&config.data_dir)?;
-        let disk = SledDisk::open_with(&config.data_dir, !args.unsafe_no_fsync)
+        let cache_bytes = config.cache_mb.saturating_mul(1 << 20);
+        let disk = SledDisk::open_with(&config.data_dir, !args.unsafe_no_fsync, cache_bytes)
             .map_err(tenure_server::ServerError::from)?;
         if args.unsafe_no_fsync {
             tracing::warn!("--unsafe-no-fsync: acknowledged writes and votes are NOT safe from a power loss");

@@ -35,6 +35,7 @@ pub fn config(
         keep_after_snapshot: 100,
         auth_file: None,
         rate_limit: 0,
+        cache_mb: 64,
     }
 }
 
