@@ -49,9 +49,11 @@ impl Watch {
         self.last
     }
 
-    /// The next event; `None` once the cluster closed the stream for good.
-    /// A broken stream is reopened from the event after the last one
-    /// delivered (or from the requested start, when none was).
+    /// The next event. A broken or ended stream (a node stopped, the
+    /// watcher fell behind) is reopened, on any node, from the event after
+    /// the last one delivered (or from the requested start, when none was);
+    /// after five failed reopenings in a row it answers UNAVAILABLE. `None`
+    /// never comes from the cluster: a watch follows events until dropped.
     pub async fn next(&mut self) -> Option<Result<WatchEvent, Error>> {
         let mut failures = 0;
         loop {
@@ -64,7 +66,12 @@ impl Watch {
                         self.last = e.sequence;
                         return Some(watch_event(&e));
                     }
-                    Ok(None) => return None,
+                    // A node ends a watch only when it stops: resume
+                    // elsewhere, as after a broken stream.
+                    Ok(None) => {
+                        tracing::debug!(last = self.last, "watch ended by the node; resuming");
+                        self.stream = None;
+                    }
                     Err(status) => {
                         let error = Error::from_status(&status);
                         if !error.is_retryable() {

@@ -386,28 +386,26 @@ async fn tn_client_007_a_guard_granted_after_a_wait_longer_than_its_ttl_is_valid
 async fn a_keep_alive_round_of_more_leases_than_the_stream_buffers_completes() {
     let c = cluster().await;
     let alice = client(&c, "alice").await;
-    let mut pending = Vec::new();
-    for i in 0..8_000 {
-        let a = alice.clone();
-        pending.push(tokio::spawn(async move {
-            a.lease(
-                &format!("many/{i:05}"),
-                Duration::from_secs(60),
-                tenure_client::AcquireOptions::default(),
-            )
-            .await
-        }));
-    }
+    // Taken 250 at a time: thousands of calls at once on one connection
+    // would meet HTTP/2's limit on concurrent streams.
     let mut ids = Vec::new();
-    for p in pending {
-        ids.push(
-            p.await
-                .expect("joined")
-                .expect("granted")
-                .view
-                .id
-                .to_string(),
-        );
+    for batch in 0..32 {
+        let mut pending = Vec::new();
+        for i in batch * 250..(batch + 1) * 250 {
+            let a = alice.clone();
+            pending.push(tokio::spawn(async move {
+                a.lease(
+                    &format!("many/{i:05}"),
+                    Duration::from_secs(60),
+                    tenure_client::AcquireOptions::default(),
+                )
+                .await
+            }));
+        }
+        for p in pending {
+            let lease = p.await.expect("joined").expect("granted");
+            ids.push(lease.view.id.to_string());
+        }
     }
     let mut stream = alice.keep_alive_stream().await.expect("a stream");
     let answers = tokio::time::timeout(Duration::from_secs(20), stream.renew_all(&ids))

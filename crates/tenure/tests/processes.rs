@@ -805,3 +805,53 @@ fn tn_dur_001_every_grant_is_acknowledged_after_an_fdatasync_on_a_quorum() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_watch_001_a_watch_resumes_on_another_node_after_kill_9_of_its_node() {
+    let mut c = Cluster::new(3);
+    let leader = settled_leader(&c, &[1, 2, 3]).await;
+    let config = tenure_client::ClientConfig::new(c.addrs.values().cloned(), "t", "watcher");
+    let client = tenure_client::Client::connect(config)
+        .await
+        .expect("connects");
+    let first = client
+        .acquire("r/a", Duration::from_secs(30))
+        .await
+        .expect("granted");
+    let mut watch = client
+        .watch(tenure_client::WatchOptions {
+            from_sequence: 1,
+            ..tenure_client::WatchOptions::default()
+        })
+        .await
+        .expect("watching");
+    let mut seqs = vec![next_seq(&mut watch).await];
+    // The watch runs on the node the client follows, the leader: kill it.
+    c.kill(leader);
+    let up: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    settled_leader(&c, &up).await;
+    let _second = client
+        .acquire("r/b", Duration::from_secs(30))
+        .await
+        .expect("a new leader grants");
+    let last = client.status().await.expect("status").audit_sequence;
+    while seqs.last() != Some(&last) {
+        seqs.push(next_seq(&mut watch).await);
+    }
+    let expected: Vec<u64> = (1..=last).collect();
+    assert_eq!(
+        seqs, expected,
+        "every event once, in order, across the failover"
+    );
+    drop(first);
+}
+
+async fn next_seq(w: &mut tenure_client::Watch) -> u64 {
+    tokio::time::timeout(LIVENESS, w.next())
+        .await
+        .expect("an event in time")
+        .expect("the watch goes on")
+        .expect("an event")
+        .event
+        .seq
+}
