@@ -12,6 +12,7 @@ use tenure_proto::v1::admin_client::AdminClient;
 use tenure_proto::v1::lock_client::LockClient;
 use tokio::time::Instant;
 
+use crate::admin::{Imported, Leadership, Membership, NodeStatus, SnapshotInfo};
 use crate::guard::LockGuard;
 use crate::keepalive::KeepAlive;
 use crate::transport::{Dialer, Error, Identity, Route, Settings, Transport};
@@ -116,8 +117,8 @@ pub struct WatchEvent {
 /// them, checked against the SHA-256 it sent.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    /// The snapshot's metadata.
-    pub meta: v1::SnapshotMeta,
+    /// What the node said of the snapshot.
+    pub meta: SnapshotInfo,
     /// The snapshot.
     pub bytes: Vec<u8>,
 }
@@ -535,7 +536,7 @@ impl Client {
 
     /// The status of the leader, or of any node that answers when no
     /// leader is known.
-    pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
+    pub async fn status(&self) -> Result<NodeStatus, Error> {
         self.t()
             .call(
                 Route::Leader,
@@ -544,10 +545,11 @@ impl Client {
                 |c, r| async move { AdminClient::new(c).status(r).await },
             )
             .await
+            .map(NodeStatus::from)
     }
 
     /// The status of the node at `addr`, as it sees the cluster.
-    pub async fn status_of(&self, addr: &str) -> Result<v1::StatusResponse, Error> {
+    pub async fn status_of(&self, addr: &str) -> Result<NodeStatus, Error> {
         self.t()
             .call(
                 Route::Node(addr),
@@ -556,10 +558,11 @@ impl Client {
                 |c, r| async move { AdminClient::new(c).status(r).await },
             )
             .await
+            .map(NodeStatus::from)
     }
 
     /// Adds node `id` at `address`: a learner first, then a voter.
-    pub async fn add_node(&self, id: u64, address: &str) -> Result<v1::MembershipResponse, Error> {
+    pub async fn add_node(&self, id: u64, address: &str) -> Result<Membership, Error> {
         let body = v1::AddNodeRequest {
             node_id: id,
             address: address.to_owned(),
@@ -568,24 +571,27 @@ impl Client {
             AdminClient::new(c).add_node(r).await
         })
         .await
+        .map(Membership::from)
     }
 
     /// Removes node `id` from the cluster.
-    pub async fn remove_node(&self, id: u64) -> Result<v1::MembershipResponse, Error> {
+    pub async fn remove_node(&self, id: u64) -> Result<Membership, Error> {
         let body = v1::RemoveNodeRequest { node_id: id };
         self.admin_write(&body, |c, r| async move {
             AdminClient::new(c).remove_node(r).await
         })
         .await
+        .map(Membership::from)
     }
 
     /// Hands leadership to voter `to`; answers with the new leader and term.
-    pub async fn transfer_leader(&self, to: u64) -> Result<v1::TransferLeaderResponse, Error> {
+    pub async fn transfer_leader(&self, to: u64) -> Result<Leadership, Error> {
         let body = v1::TransferLeaderRequest { node_id: to };
         self.admin_write(&body, |c, r| async move {
             AdminClient::new(c).transfer_leader(r).await
         })
         .await
+        .map(Leadership::from)
     }
 
     /// Membership changes can take a while (a learner catching up): they
@@ -647,12 +653,15 @@ impl Client {
                 "the exported bytes do not match their SHA-256".into(),
             ));
         }
-        Ok(Snapshot { meta, bytes })
+        Ok(Snapshot {
+            meta: meta.into(),
+            bytes,
+        })
     }
 
     /// Imports an exported lease table into the cluster (through its
     /// leader), streamed in 1 MiB chunks with the SHA-256 of the whole.
-    pub async fn import(&self, bytes: &[u8]) -> Result<v1::ImportSnapshotResponse, Error> {
+    pub async fn import(&self, bytes: &[u8]) -> Result<Imported, Error> {
         use sha2::Digest as _;
         let sha = hex_sha256(&sha2::Sha256::digest(bytes));
         let count = bytes.len().div_ceil(IMPORT_CHUNK).max(1);
@@ -675,6 +684,7 @@ impl Client {
             AdminClient::new(c).import_snapshot(r).await
         })
         .await
+        .map(Imported::from)
     }
 }
 

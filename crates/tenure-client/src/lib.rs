@@ -50,12 +50,14 @@
 //! TLS options of its own (the TLS issue adds them; until then a [`Dialer`]
 //! can open any channel), and any retry of a call whose refusal is final.
 
+mod admin;
 mod client;
 mod guard;
 mod keepalive;
 mod transport;
 mod watch;
 
+pub use admin::{Imported, Leadership, Member, Membership, NodeRole, NodeStatus, SnapshotInfo};
 pub use client::{
     AcquireOptions, Client, ClientConfig, KeepAliveStream, Lease, ListPage, LockState, Renewed,
     Snapshot, WatchEvent,
@@ -63,9 +65,5 @@ pub use client::{
 pub use guard::LockGuard;
 pub use keepalive::Lost;
 pub use tenure_core::{FencedResource, Reason};
-pub use tenure_proto::v1::{
-    ImportSnapshotResponse, Member, MembershipResponse, NodeRole, SnapshotMeta, StatusResponse,
-    TransferLeaderResponse,
-};
 pub use transport::{Dial, Dialer, Error, Identity};
 pub use watch::{Watch, WatchOptions};

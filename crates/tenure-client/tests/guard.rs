@@ -262,7 +262,12 @@ async fn tn_client_006_a_guard_survives_a_leadership_transfer_without_being_lost
         .await
         .expect("granted");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let leader = alice.status().await.expect("status").leader_id;
+    let leader = alice
+        .status()
+        .await
+        .expect("status")
+        .leader_id
+        .expect("a leader");
     let to = if leader == 1 { 2 } else { 1 };
     let moved = alice.transfer_leader(to).await.expect("transferred");
     assert_eq!(moved.leader_id, to);

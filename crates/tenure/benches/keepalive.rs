@@ -104,7 +104,8 @@ fn main() {
         let acquire_secs = acquired_at.elapsed().as_secs_f64();
         // The leader, and its usage from now over the hold.
         let status = client.status().await.expect("status");
-        let leader_pid = nodes[&status.leader_id].id();
+        let leader = status.leader_id.expect("a leader");
+        let leader_pid = nodes[&leader].id();
         let before = tenure_bench::process_usage(leader_pid);
         let started = Instant::now();
         tokio::time::sleep(hold).await;

@@ -9,8 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use tenure_client::{Client, ClientConfig};
-use tenure_proto::v1;
+use tenure_client::{Client, ClientConfig, NodeStatus};
 
 use crate::error::Error;
 
@@ -100,20 +99,10 @@ pub(crate) async fn connect(
     Ok(Client::connect(config).await?)
 }
 
-fn role(r: i32) -> &'static str {
-    match v1::NodeRole::try_from(r) {
-        Ok(v1::NodeRole::Leader) => "leader",
-        Ok(v1::NodeRole::Follower) => "follower",
-        Ok(v1::NodeRole::Candidate) => "candidate",
-        Ok(v1::NodeRole::Learner) => "learner",
-        _ => "unknown",
-    }
-}
-
-fn status_json(s: &v1::StatusResponse) -> serde_json::Value {
+fn status_json(s: &NodeStatus) -> serde_json::Value {
     serde_json::json!({
-        "node_id": s.node_id, "role": role(s.role), "leader_id": s.leader_id,
-        "leader_address": s.leader_address, "term": s.term, "commit_index": s.commit_index,
+        "node_id": s.node_id, "role": s.role.as_str(), "leader_id": s.leader_id.unwrap_or(0),
+        "leader_address": s.leader_address.as_deref().unwrap_or_default(), "term": s.term, "commit_index": s.commit_index,
         "applied_index": s.applied_index, "table_digest": s.table_digest,
         "audit_sequence": s.audit_sequence, "locks": s.locks, "active_leases": s.active_leases,
         "waiting_leases": s.waiting_leases, "version": s.version, "disk_flushes": s.disk_flushes,
@@ -142,7 +131,7 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
                             Err(e) => serde_json::json!({"node_id": m.node_id, "address": m.address, "error": e.to_string()}),
                         })
                         .collect();
-                    writeln!(out, "{}", serde_json::json!({ "leader_id": status.leader_id, "nodes": nodes }))?;
+                    writeln!(out, "{}", serde_json::json!({ "leader_id": status.leader_id.unwrap_or(0), "nodes": nodes }))?;
                 } else {
                     writeln!(out, "{:<5} {:<22} {:<9} {:<6} {:>6} {:>10} {:>10}  digest", "node", "address", "role", "voter", "term", "commit", "applied")?;
                     for (m, s) in rows {
@@ -150,13 +139,13 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
                             Ok(s) => writeln!(
                                 out,
                                 "{:<5} {:<22} {:<9} {:<6} {:>6} {:>10} {:>10}  {}",
-                                m.node_id, m.address, role(s.role), m.voter, s.term, s.commit_index, s.applied_index,
+                                m.node_id, m.address, s.role.as_str(), m.voter, s.term, s.commit_index, s.applied_index,
                                 &s.table_digest[..s.table_digest.len().min(16)]
                             )?,
                             Err(e) => writeln!(out, "{:<5} {:<22} unreachable: {e}", m.node_id, m.address)?,
                         }
                     }
-                    writeln!(out, "leader: {} ({})", status.leader_id, status.leader_address)?;
+                    writeln!(out, "leader: {} ({})", status.leader_id.unwrap_or(0), status.leader_address.as_deref().unwrap_or_default())?;
                 }
             }
             ClusterCommand::Add { id, addr } => {

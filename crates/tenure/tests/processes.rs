@@ -442,9 +442,9 @@ async fn leader_as(c: &Cluster, token: &str) -> u64 {
     while start.elapsed() < LIVENESS {
         if let Ok(client) = tenure_client::Client::connect(config.clone()).await
             && let Ok(s) = client.status().await
-            && s.leader_id != 0
+            && let Some(leader) = s.leader_id
         {
-            return s.leader_id;
+            return leader;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -735,7 +735,7 @@ async fn fresh_start() -> Result<Duration, String> {
             let s = client.status().await.map_err(|e| e.to_string())?;
             if (s.leader_id, s.term) != (first.leader_id, first.term) {
                 return Err(format!(
-                    "leader changed from {} (term {}) to {} (term {})",
+                    "leader changed from {:?} (term {}) to {:?} (term {})",
                     first.leader_id, first.term, s.leader_id, s.term
                 ));
             }

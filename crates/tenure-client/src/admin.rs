@@ -1,0 +1,218 @@
+//! What the Admin calls answer, as plain Rust values (the wire messages stay
+//! inside the client).
+
+use tenure_proto::v1;
+
+/// A node's role in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRole {
+    /// It leads.
+    Leader,
+    /// It follows a leader.
+    Follower,
+    /// It is campaigning.
+    Candidate,
+    /// It replicates but does not vote (catching up after `add_node`).
+    Learner,
+    /// It did not say (stopping, or a newer server's role).
+    Unknown,
+}
+
+impl NodeRole {
+    /// The role's name in lower case (`leader`, `follower`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Leader => "leader",
+            NodeRole::Follower => "follower",
+            NodeRole::Candidate => "candidate",
+            NodeRole::Learner => "learner",
+            NodeRole::Unknown => "unknown",
+        }
+    }
+
+    fn from_wire(role: i32) -> NodeRole {
+        match v1::NodeRole::try_from(role) {
+            Ok(v1::NodeRole::Leader) => NodeRole::Leader,
+            Ok(v1::NodeRole::Follower) => NodeRole::Follower,
+            Ok(v1::NodeRole::Candidate) => NodeRole::Candidate,
+            Ok(v1::NodeRole::Learner) => NodeRole::Learner,
+            _ => NodeRole::Unknown,
+        }
+    }
+}
+
+/// A member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its id.
+    pub node_id: u64,
+    /// The address other nodes and clients reach it at.
+    pub address: String,
+    /// Whether it votes (false: a learner).
+    pub voter: bool,
+}
+
+/// One node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The answering node.
+    pub node_id: u64,
+    /// Its role.
+    pub role: NodeRole,
+    /// The leader it knows of, if any.
+    pub leader_id: Option<u64>,
+    /// The leader's client address, if known.
+    pub leader_address: Option<String>,
+    /// Its raft term.
+    pub term: u64,
+    /// The highest log index it knows to be committed.
+    pub commit_index: u64,
+    /// The highest log index it applied.
+    pub applied_index: u64,
+    /// The members, as its latest membership says.
+    pub members: Vec<Member>,
+    /// SHA-256 of its lease table, hex: replicas at the same index agree.
+    pub table_digest: String,
+    /// The latest audit sequence number it applied.
+    pub audit_sequence: u64,
+    /// Lock records in its table.
+    pub locks: u64,
+    /// ACTIVE leases.
+    pub active_leases: u64,
+    /// WAITING leases.
+    pub waiting_leases: u64,
+    /// Its software version.
+    pub version: String,
+    /// Its disk flushes (fsyncs) since it started.
+    pub disk_flushes: u64,
+}
+
+/// The members once a membership change committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// The members.
+    pub members: Vec<Member>,
+    /// The log index at which the change committed.
+    pub log_index: u64,
+}
+
+/// Who leads after a transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The new leader.
+    pub leader_id: u64,
+    /// Its term.
+    pub term: u64,
+}
+
+/// What an exported snapshot holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The node that made it.
+    pub source_node_id: u64,
+    /// The last log index it includes.
+    pub index: u64,
+    /// The term of that index.
+    pub term: u64,
+    /// The lease table's snapshot format number.
+    pub format: u32,
+    /// Its size in bytes.
+    pub total_bytes: u64,
+    /// SHA-256 of the table it holds, hex.
+    pub table_digest: String,
+}
+
+/// What an import restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Imported {
+    /// Bytes the leader received.
+    pub bytes_received: u64,
+    /// The log index at which the restored table took effect.
+    pub index: u64,
+    /// SHA-256 of the restored table, hex.
+    pub table_digest: String,
+    /// Its latest audit sequence number.
+    pub audit_sequence: u64,
+}
+
+fn nonzero(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
+}
+
+fn nonempty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+impl From<v1::Member> for Member {
+    fn from(m: v1::Member) -> Member {
+        Member {
+            node_id: m.node_id,
+            address: m.address,
+            voter: m.voter,
+        }
+    }
+}
+
+impl From<v1::StatusResponse> for NodeStatus {
+    fn from(s: v1::StatusResponse) -> NodeStatus {
+        NodeStatus {
+            node_id: s.node_id,
+            role: NodeRole::from_wire(s.role),
+            leader_id: nonzero(s.leader_id),
+            leader_address: nonempty(s.leader_address),
+            term: s.term,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            members: s.members.into_iter().map(Member::from).collect(),
+            table_digest: s.table_digest,
+            audit_sequence: s.audit_sequence,
+            locks: s.locks,
+            active_leases: s.active_leases,
+            waiting_leases: s.waiting_leases,
+            version: s.version,
+            disk_flushes: s.disk_flushes,
+        }
+    }
+}
+
+impl From<v1::MembershipResponse> for Membership {
+    fn from(m: v1::MembershipResponse) -> Membership {
+        Membership {
+            members: m.members.into_iter().map(Member::from).collect(),
+            log_index: m.log_index,
+        }
+    }
+}
+
+impl From<v1::TransferLeaderResponse> for Leadership {
+    fn from(t: v1::TransferLeaderResponse) -> Leadership {
+        Leadership {
+            leader_id: t.leader_id,
+            term: t.term,
+        }
+    }
+}
+
+impl From<v1::SnapshotMeta> for SnapshotInfo {
+    fn from(m: v1::SnapshotMeta) -> SnapshotInfo {
+        SnapshotInfo {
+            source_node_id: m.source_node_id,
+            index: m.index,
+            term: m.term,
+            format: m.format,
+            total_bytes: m.total_bytes,
+            table_digest: m.table_digest,
+        }
+    }
+}
+
+impl From<v1::ImportSnapshotResponse> for Imported {
+    fn from(r: v1::ImportSnapshotResponse) -> Imported {
+        Imported {
+            bytes_received: r.bytes_received,
+            index: r.index,
+            table_digest: r.table_digest,
+            audit_sequence: r.audit_sequence,
+        }
+    }
+}
