@@ -68,8 +68,9 @@ pub(crate) struct KeepAlive {
     drift: f64,
 }
 
-/// How often the stream task looks for renewals that are due.
-const TICK: Duration = Duration::from_millis(50);
+/// How often the stream task looks for renewals that are due (it scans
+/// every kept lease, so not too often).
+const TICK: Duration = Duration::from_millis(100);
 
 impl KeepAlive {
     pub(crate) fn new(transport: &Arc<Transport>, tenant: &str, drift: f64) -> KeepAlive {

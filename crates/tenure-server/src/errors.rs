@@ -115,7 +115,10 @@ pub fn marked<T>(mut request: Request<T>) -> Request<T> {
 
 /// The leader's id and address, as `raft` knows them.
 pub fn leader(raft: &Raft) -> Option<(NodeId, String)> {
-    let m = raft.metrics().borrow().clone();
+    // Every answer names the leader: read the metrics in place rather
+    // than clone them whole.
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
     let id = m.current_leader?;
     let addr = m
         .membership_config
