@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tenure_client::{AcquireOptions, Client, ClientConfig, Error, KeepAliveStream};
+use tenure_client::{AcquireOptions, Client, ClientConfig, Error, KeepAliveStream, TlsConfig};
 
 use crate::target::{Downstream, OpError, Target};
 
@@ -18,6 +18,7 @@ pub struct TenureTarget {
     endpoints: Vec<String>,
     tenant: String,
     token: Option<String>,
+    tls: Option<TlsConfig>,
     /// Makes owner names unique to this run, so a run never meets a lease
     /// an earlier run left behind as its own.
     run: u64,
@@ -36,8 +37,15 @@ impl TenureTarget {
             endpoints,
             tenant,
             token,
+            tls: None,
             run,
         }
+    }
+
+    /// The same target, reached over TLS when `tls` is given.
+    pub fn with_tls(mut self, tls: Option<TlsConfig>) -> TenureTarget {
+        self.tls = tls;
+        self
     }
 }
 
@@ -65,6 +73,7 @@ impl Target for TenureTarget {
         let owner = format!("bench-{:x}-{client}", self.run);
         let mut config = ClientConfig::new(self.endpoints.clone(), &self.tenant, &owner);
         config.token = self.token.clone();
+        config.tls = self.tls.clone();
         config.call_timeout = CALL_TIMEOUT;
         let client = Client::connect(config).await.map_err(|e| op_error(&e))?;
         // A linearizable read finds the leader (and proves the cluster answers).

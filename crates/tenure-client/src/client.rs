@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::admin::{Imported, Leadership, Membership, NodeStatus, SnapshotInfo};
 use crate::guard::LockGuard;
 use crate::keepalive::KeepAlive;
-use crate::transport::{Dialer, Error, Identity, Route, Settings, Transport};
+use crate::transport::{Dialer, Error, Identity, Route, Settings, TlsConfig, Transport};
 use crate::watch::{Watch, WatchOptions};
 
 /// How to reach the cluster, and as whom.
@@ -41,6 +41,8 @@ pub struct ClientConfig {
     /// How to open a channel to an endpoint; `None`: plain TCP. Every
     /// connection the client makes goes through this one seam.
     pub dialer: Option<Dialer>,
+    /// TLS to the nodes; `None`: plain TCP (a loopback cluster).
+    pub tls: Option<TlsConfig>,
     /// The first half of every request_id this client makes (the second
     /// counts up); `None`: random. A simulation fixes it, so that a seed
     /// replays the same bytes.
@@ -64,8 +66,15 @@ impl ClientConfig {
             call_timeout: Duration::from_secs(10),
             try_timeout: Duration::from_secs(2),
             dialer: None,
+            tls: None,
             request_id_prefix: None,
         }
+    }
+
+    /// The same configuration over TLS.
+    pub fn with_tls(mut self, tls: TlsConfig) -> ClientConfig {
+        self.tls = Some(tls);
+        self
     }
 
     /// The same configuration, presenting `token` as a bearer token.
@@ -261,6 +270,7 @@ impl Client {
             call_timeout: config.call_timeout,
             try_timeout: config.try_timeout,
             dialer: config.dialer.clone(),
+            tls: config.tls.clone(),
             request_id_prefix: config.request_id_prefix,
         })?);
         let drift = config.max_drift.clamp(0.0, 0.9);

@@ -65,5 +65,5 @@ pub use client::{
 pub use guard::LockGuard;
 pub use keepalive::Lost;
 pub use tenure_core::{FencedResource, Reason};
-pub use transport::{Dial, Dialer, Error, Identity};
+pub use transport::{Dial, Dialer, Error, Identity, TlsConfig};
 pub use watch::{Watch, WatchOptions};

@@ -16,7 +16,7 @@ use tenure_core::Reason;
 use tenure_proto::convert;
 use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +81,69 @@ pub struct Identity {
     pub token: Option<String>,
 }
 
-/// Opens a channel to `host:port` some other way than plain TCP: a
-/// simulated network, or (until the TLS issue lands its own option) a
-/// channel with a custom connector. The one seam through which every
+/// TLS to the cluster: the CA that signs the nodes' certificates and, for
+/// a cluster that takes them (`--client-ca`), this client's certificate.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The CA certificate(s), PEM.
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate chain and key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the nodes' certificates must carry, when it is not the
+    /// host of the endpoint (a node reached through a tunnel, say).
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("client_certificate", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// Reads the CA and, when both are given, this client's certificate
+    /// and key from PEM files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<TlsConfig, Error> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
+        };
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Invalid(
+                    "a client certificate needs both --tls-cert and --tls-key".into(),
+                ));
+            }
+        };
+        Ok(TlsConfig {
+            ca_pem: read(ca)?,
+            identity,
+            domain: None,
+        })
+    }
+
+    fn tonic(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
+}
+
+/// Opens a channel to `host:port` some other way than TCP or TLS: a
+/// simulated network, or a channel with a custom connector. The one seam through which every
 /// connection of a client is made.
 #[derive(Clone)]
 pub struct Dialer(pub Arc<Dial>);
@@ -105,6 +165,7 @@ pub(crate) struct Settings {
     pub(crate) call_timeout: Duration,
     pub(crate) try_timeout: Duration,
     pub(crate) dialer: Option<Dialer>,
+    pub(crate) tls: Option<TlsConfig>,
     pub(crate) request_id_prefix: Option<u64>,
 }
 
@@ -245,13 +306,22 @@ impl Transport {
         }
         let c = match &self.settings.dialer {
             Some(Dialer(dial)) => dial(addr).map_err(|e| Error::Invalid(format!("{addr}: {e}")))?,
-            None => Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(1))
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(1))
-                .connect_lazy(),
+            None => {
+                let invalid = |e: tonic::transport::Error| Error::Invalid(format!("{addr}: {e}"));
+                let endpoint = match &self.settings.tls {
+                    Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+                        .map_err(invalid)?
+                        .tls_config(tls.tonic())
+                        .map_err(invalid)?,
+                    None => Endpoint::from_shared(format!("http://{addr}")).map_err(invalid)?,
+                };
+                endpoint
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(1))
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(1))
+                    .connect_lazy()
+            }
         };
         channels.insert(addr.to_owned(), c.clone());
         Ok(c)

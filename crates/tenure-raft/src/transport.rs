@@ -27,7 +27,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::types::{NodeId, Raft, TypeConfig};
 
@@ -46,24 +46,43 @@ pub trait Connector: Clone + Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error>;
 }
 
-/// Plain TCP, for production nodes.
+/// TCP, for production nodes: plain on loopback, mutual TLS otherwise.
 #[derive(Clone, Debug)]
 pub struct TcpConnector {
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// The peers' CA and this node's certificate; `None`: plain TCP.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Default for TcpConnector {
     fn default() -> Self {
         TcpConnector {
             connect_timeout: Duration::from_millis(500),
+            tls: None,
+        }
+    }
+}
+
+impl TcpConnector {
+    /// A connector that calls peers with mutual TLS.
+    pub fn with_tls(tls: ClientTlsConfig) -> TcpConnector {
+        TcpConnector {
+            tls: Some(tls),
+            ..TcpConnector::default()
         }
     }
 }
 
 impl Connector for TcpConnector {
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = match &self.tls {
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?
+            }
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+        };
+        Ok(endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             // Keep-alive finds a connection a partition silently broke, so the

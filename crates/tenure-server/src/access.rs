@@ -9,7 +9,7 @@ use std::time::Duration;
 use tenure_core::Reason;
 use tonic::Request;
 
-use crate::auth::{Auth, Identity};
+use crate::auth::{Auth, Identity, Role};
 use crate::errors::{OWNER_METADATA, ServeError};
 
 /// One rate limiter, keyed by caller.
@@ -61,45 +61,49 @@ impl Access {
         }
     }
 
-    /// The caller of a write in `tenant`.
+    /// The caller of a write in `tenant`: a writer allowed the tenant.
     pub fn writer<T>(&self, request: &Request<T>, tenant: &str) -> Result<Identity, ServeError> {
         let who = self.auth.identify(request)?;
+        who.check_role(Role::Writer)?;
         who.check_tenant(tenant)?;
         self.limit(&who.name)?;
         Ok(who)
     }
 
-    /// The caller of a keep-alive stream: identified once, each lease's
-    /// tenant checked as it comes.
+    /// The caller of a keep-alive stream: a writer, identified once, each
+    /// lease's tenant checked as it comes.
     pub fn streamer<T>(&self, request: &Request<T>) -> Result<Identity, ServeError> {
         let who = self.auth.identify(request)?;
+        who.check_role(Role::Writer)?;
         self.limit(&who.name)?;
         Ok(who)
     }
 
     /// A read of `tenant` (or of every tenant): any caller on a development
-    /// cluster, an identified one allowed the tenant (an admin for every
-    /// tenant) when tokens are enforced.
+    /// cluster, limited by the name it gives; when credentials are
+    /// enforced, a reader allowed the tenant (every tenant for
+    /// `all_tenants`), limited by its principal.
     pub fn reader<T>(
         &self,
         request: &Request<T>,
         tenant: &str,
         all_tenants: bool,
     ) -> Result<(), ServeError> {
-        let named = request
-            .metadata()
-            .get(OWNER_METADATA)
-            .and_then(|v| v.to_str().ok());
-        self.limit(named.unwrap_or("anonymous"))?;
-        if self.auth.enforced() {
-            let who = self.auth.identify(request)?;
-            if all_tenants {
-                who.check_admin()?;
-            } else {
-                who.check_tenant(tenant)?;
-            }
+        if !self.auth.enforced() {
+            let named = request
+                .metadata()
+                .get(OWNER_METADATA)
+                .and_then(|v| v.to_str().ok());
+            return self.limit(named.unwrap_or("anonymous"));
         }
-        Ok(())
+        let who = self.auth.identify(request)?;
+        who.check_role(Role::Reader)?;
+        if all_tenants {
+            who.check_all_tenants()?;
+        } else {
+            who.check_tenant(tenant)?;
+        }
+        self.limit(&who.name)
     }
 
     /// The caller, who must be an admin. Without an auth file every caller
@@ -107,11 +111,7 @@ impl Access {
     pub fn admin<T>(&self, request: &Request<T>) -> Result<Identity, ServeError> {
         if !self.auth.enforced() {
             let named = self.auth.identify(request).ok();
-            return Ok(named.unwrap_or(Identity {
-                name: "admin".into(),
-                admin: true,
-                tenants: None,
-            }));
+            return Ok(named.unwrap_or_else(|| Identity::development("admin")));
         }
         let who = self.auth.identify(request)?;
         who.check_admin()?;

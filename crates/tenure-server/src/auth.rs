@@ -1,5 +1,6 @@
-//! Who is calling: bearer tokens checked against Argon2 hashes, with roles
-//! and allowed tenants, or — with no auth file, for development only — the
+//! Who is calling: a client certificate, or a bearer token checked against
+//! an Argon2 hash, each naming a principal of the auth file with its roles
+//! and tenants; or — with no auth file, for development only — the
 //! `x-owner-id` metadata entry, trusted as the reference trusted it.
 //!
 //! The auth file is TOML, one `[[principal]]` table per caller:
@@ -7,27 +8,68 @@
 //! ```toml
 //! [[principal]]
 //! name = "billing-worker"              # becomes the owner of its leases
-//! token_hash = "$argon2id$v=19$…"     # `tenure auth hash-token` prints it
-//! roles = ["admin"]                    # admin: force-release, membership, backup
+//! token_id = "5f0c2a9e41d7b3c8"       # the token's public part
+//! token_hash = "$argon2id$v=19$…"     # `tenure auth new-token` prints both
+//! roles = ["writer"]                   # writer (default), reader, admin
 //! tenants = ["billing"]                # or ["*"] for every tenant
 //! ```
 //!
-//! Argon2 is slow on purpose, so a token that verified once is remembered
-//! by its SHA-256 for the life of the process.
+//! A principal without `token_hash` authenticates only by a client
+//! certificate naming it (`--client-ca`). Names, token ids and hashes are
+//! unique; an unknown role, a malformed hash or a duplicate refuses the
+//! whole file.
+//!
+//! Argon2 is slow on purpose, so no call costs more than one verification:
+//! a token `tnr_<id>_<secret>` (what `tenure auth new-token` makes) is
+//! looked up by its id and checked against that one hash; a token that
+//! verified is remembered (by its SHA-256) until the file reloads, one that
+//! failed is refused at once for [`FAILED_FOR`]; and verifications that
+//! are not remembered are limited per remote address before any is made.
+//! Tokens made before ids existed (`tenure auth hash-token`, entries
+//! without `token_id`) keep working, checked against each such entry.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand::RngCore as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tenure_core::Reason;
 use tonic::Request;
+use tonic::metadata::MetadataValue;
 
 use crate::error::ServerError;
 use crate::errors::{OWNER_METADATA, ServeError};
+use crate::peers::Peers;
+use crate::tls::peer_chain;
+
+/// Set by a follower that forwards a call from a client it authenticated
+/// by certificate: the principal. Believed only from a member node.
+pub const ON_BEHALF_OF: &str = "tenure-on-behalf-of";
+
+/// Set by a follower that forwards a call: the caller's address, for the
+/// leader's per-address limit. Believed only from a member node.
+pub const FORWARDED_FOR: &str = "tenure-forwarded-for";
+
+/// How long a token that failed verification is refused without another.
+pub const FAILED_FOR: Duration = Duration::from_secs(30);
+
+/// Verifications (of tokens not remembered) one remote address may cause
+/// per second, and at once.
+pub const VERIFICATIONS_PER_SECOND: u32 = 5;
+/// See [`VERIFICATIONS_PER_SECOND`].
+pub const VERIFICATIONS_BURST: u32 = 20;
+
+/// Failed tokens remembered at most; beyond, the oldest half is forgotten.
+const FAILED_MAX: usize = 10_000;
+
+/// The prefix of tokens with an id part.
+pub const TOKEN_PREFIX: &str = "tnr_";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,17 +82,90 @@ struct AuthFile {
 #[serde(deny_unknown_fields)]
 struct PrincipalEntry {
     name: String,
-    token_hash: String,
     #[serde(default)]
-    roles: Vec<String>,
+    token_id: Option<String>,
+    #[serde(default)]
+    token_hash: Option<String>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
     #[serde(default)]
     tenants: Vec<String>,
 }
 
+/// What a principal may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Roles {
+    /// Force-release, membership, backup and restore, configuration.
+    pub admin: bool,
+    /// Acquire, renew, release and keep-alive in its tenants.
+    pub writer: bool,
+    /// Get, list and watch in its tenants.
+    pub reader: bool,
+}
+
+impl Roles {
+    /// Every role: a development node's callers.
+    pub const ALL: Roles = Roles {
+        admin: true,
+        writer: true,
+        reader: true,
+    };
+
+    /// The names an auth file may use.
+    pub const NAMES: [&'static str; 3] = ["admin", "writer", "reader"];
+
+    /// Roles from their names; `None` is the default, writer. An unknown
+    /// name is an error.
+    pub fn parse(names: Option<&[String]>) -> Result<Roles, String> {
+        let Some(names) = names else {
+            return Ok(Roles {
+                writer: true,
+                ..Roles::default()
+            });
+        };
+        let mut roles = Roles::default();
+        for n in names {
+            match n.as_str() {
+                "admin" => roles.admin = true,
+                "writer" => roles.writer = true,
+                "reader" => roles.reader = true,
+                other => {
+                    return Err(format!(
+                        "unknown role {other:?} (roles: {})",
+                        Roles::NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(roles)
+    }
+}
+
+/// A role a call needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// See [`Roles::admin`].
+    Admin,
+    /// See [`Roles::writer`].
+    Writer,
+    /// See [`Roles::reader`].
+    Reader,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Writer => "writer",
+            Role::Reader => "reader",
+        }
+    }
+}
+
 struct Principal {
     name: String,
-    hash: String,
-    admin: bool,
+    hash: Option<String>,
+    roles: Roles,
     tenants: Option<BTreeSet<String>>,
 }
 
@@ -59,13 +174,22 @@ struct Principal {
 pub struct Identity {
     /// The principal: the owner of the leases it takes.
     pub name: String,
-    /// Whether it may force-release, change membership and back up.
-    pub admin: bool,
+    /// What it may do.
+    pub roles: Roles,
     /// The tenants it may use; `None`: every tenant.
     pub tenants: Option<BTreeSet<String>>,
 }
 
 impl Identity {
+    /// A development caller: every role, every tenant.
+    pub fn development(name: impl Into<String>) -> Identity {
+        Identity {
+            name: name.into(),
+            roles: Roles::ALL,
+            tenants: None,
+        }
+    }
+
     /// FORBIDDEN unless the caller may use `tenant`.
     pub fn check_tenant(&self, tenant: &str) -> Result<(), ServeError> {
         match &self.tenants {
@@ -77,136 +201,409 @@ impl Identity {
         }
     }
 
-    /// FORBIDDEN unless the caller has the admin role.
-    pub fn check_admin(&self) -> Result<(), ServeError> {
-        if self.admin {
+    /// FORBIDDEN unless the caller may use every tenant.
+    pub fn check_all_tenants(&self) -> Result<(), ServeError> {
+        match &self.tenants {
+            Some(_) => Err(ServeError::refused(
+                Reason::Forbidden,
+                format!("{} may not read every tenant", self.name),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// FORBIDDEN unless the caller has `role`.
+    pub fn check_role(&self, role: Role) -> Result<(), ServeError> {
+        let has = match role {
+            Role::Admin => self.roles.admin,
+            Role::Writer => self.roles.writer,
+            Role::Reader => self.roles.reader,
+        };
+        if has {
             Ok(())
         } else {
             Err(ServeError::refused(
                 Reason::Forbidden,
-                format!("{} is not an admin", self.name),
+                format!("{} does not have the {} role", self.name, role.name()),
             ))
         }
     }
+
+    /// FORBIDDEN unless the caller has the admin role.
+    pub fn check_admin(&self) -> Result<(), ServeError> {
+        self.check_role(Role::Admin)
+    }
 }
 
-enum Mode {
-    Development,
-    Tokens {
-        principals: Vec<Principal>,
-        verified: Mutex<HashMap<[u8; 32], usize>>,
-    },
+/// One loaded auth file.
+struct Book {
+    principals: Vec<Principal>,
+    by_name: HashMap<String, usize>,
+    by_id: HashMap<String, usize>,
+    /// Entries with a hash and no token id (made by `hash-token`).
+    legacy: Vec<usize>,
+    /// Tokens that verified, by SHA-256: the principal.
+    verified: Mutex<HashMap<[u8; 32], usize>>,
+    /// Tokens that failed, by SHA-256: when.
+    failed: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl Book {
+    fn load(path: &Path) -> Result<Book, ServerError> {
+        let bad = |m: String| ServerError::Config(format!("{}: {m}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        Book::parse(&text).map_err(bad)
+    }
+
+    fn parse(text: &str) -> Result<Book, String> {
+        let file: AuthFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if file.principals.is_empty() {
+            return Err("no [[principal]]".into());
+        }
+        let mut book = Book {
+            principals: Vec::new(),
+            by_name: HashMap::new(),
+            by_id: HashMap::new(),
+            legacy: Vec::new(),
+            verified: Mutex::default(),
+            failed: Mutex::default(),
+        };
+        let mut hashes = HashMap::new();
+        for (index, p) in file.principals.into_iter().enumerate() {
+            let name = p.name;
+            tenure_core::validate::owner(&name).map_err(|e| format!("{name:?}: {e}"))?;
+            if book.by_name.insert(name.clone(), index).is_some() {
+                return Err(format!("principal {name:?} appears twice"));
+            }
+            if let Some(hash) = &p.token_hash {
+                PasswordHash::new(hash).map_err(|e| format!("{name}: token_hash: {e}"))?;
+                if let Some(other) = hashes.insert(hash.clone(), name.clone()) {
+                    return Err(format!(
+                        "{name} and {other} have the same token_hash: one token would name both; \
+                         give each its own (`tenure auth new-token`)"
+                    ));
+                }
+            }
+            match (&p.token_id, &p.token_hash) {
+                (Some(id), Some(_)) => {
+                    if !valid_id(id) {
+                        return Err(format!(
+                            "{name}: token_id {id:?} must be 1 to 64 letters and digits"
+                        ));
+                    }
+                    if book.by_id.insert(id.clone(), index).is_some() {
+                        return Err(format!("token_id {id:?} appears twice"));
+                    }
+                }
+                (Some(_), None) => {
+                    return Err(format!("{name}: token_id without token_hash"));
+                }
+                (None, Some(_)) => book.legacy.push(index),
+                (None, None) => {}
+            }
+            let roles = Roles::parse(p.roles.as_deref()).map_err(|e| format!("{name}: {e}"))?;
+            let all = p.tenants.iter().any(|t| t == "*");
+            book.principals.push(Principal {
+                name,
+                hash: p.token_hash,
+                roles,
+                tenants: (!all).then(|| p.tenants.into_iter().collect()),
+            });
+        }
+        Ok(book)
+    }
+
+    fn identity(&self, index: usize) -> Identity {
+        let p = &self.principals[index];
+        Identity {
+            name: p.name.clone(),
+            roles: p.roles,
+            tenants: p.tenants.clone(),
+        }
+    }
+
+    fn named(&self, name: &str) -> Option<Identity> {
+        self.by_name.get(name).map(|i| self.identity(*i))
+    }
+
+    fn verifies(&self, index: usize, token: &str) -> bool {
+        self.principals[index]
+            .hash
+            .as_deref()
+            .and_then(|h| PasswordHash::new(h).ok())
+            .is_some_and(|h| {
+                Argon2::default()
+                    .verify_password(token.as_bytes(), &h)
+                    .is_ok()
+            })
+    }
+
+    fn recently_failed(&self, key: &[u8; 32]) -> bool {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        match failed.get(key) {
+            Some(at) if at.elapsed() < FAILED_FOR => true,
+            Some(_) => {
+                failed.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_failure(&self, key: [u8; 32]) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed.len() >= FAILED_MAX {
+            failed.retain(|_, at| at.elapsed() < FAILED_FOR);
+            if failed.len() >= FAILED_MAX {
+                failed.clear();
+            }
+        }
+        failed.insert(key, Instant::now());
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The id part of a token `tnr_<id>_<secret>`.
+pub fn token_id(token: &str) -> Option<&str> {
+    let (id, secret) = token.strip_prefix(TOKEN_PREFIX)?.split_once('_')?;
+    (valid_id(id) && !secret.is_empty()).then_some(id)
+}
+
+type AddressLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+struct Inner {
+    /// The auth file, reread on [`Auth::reload`]; `None`: development.
+    path: Option<PathBuf>,
+    book: RwLock<Option<Arc<Book>>>,
+    /// Members and certificates, once the node has a raft.
+    peers: Option<Peers>,
+    /// Verifications per remote address.
+    verifications: Arc<AddressLimiter>,
 }
 
 /// How this node identifies callers.
 #[derive(Clone)]
 pub struct Auth {
-    mode: Arc<Mode>,
+    inner: Arc<Inner>,
 }
 
 impl Auth {
-    /// No auth file: identity from `x-owner-id`, admin allowed.
-    pub fn development() -> Auth {
+    fn with(path: Option<PathBuf>, book: Option<Book>, peers: Option<Peers>) -> Auth {
+        let quota = governor::Quota::per_second(
+            std::num::NonZeroU32::new(VERIFICATIONS_PER_SECOND)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+        )
+        .allow_burst(
+            std::num::NonZeroU32::new(VERIFICATIONS_BURST).unwrap_or(std::num::NonZeroU32::MIN),
+        );
         Auth {
-            mode: Arc::new(Mode::Development),
-        }
-    }
-
-    /// Whether this node checks tokens.
-    pub fn enforced(&self) -> bool {
-        matches!(*self.mode, Mode::Tokens { .. })
-    }
-
-    /// Reads an auth file; refuses one with a malformed hash or no principal.
-    pub fn from_file(path: &Path) -> Result<Auth, ServerError> {
-        let bad = |m: String| ServerError::Config(format!("{}: {m}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let file: AuthFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if file.principals.is_empty() {
-            return Err(bad("no [[principal]]".into()));
-        }
-        let mut principals = Vec::new();
-        for p in file.principals {
-            tenure_core::validate::owner(&p.name).map_err(|e| bad(e.to_string()))?;
-            PasswordHash::new(&p.token_hash)
-                .map_err(|e| bad(format!("{}: token_hash: {e}", p.name)))?;
-            let all = p.tenants.iter().any(|t| t == "*");
-            principals.push(Principal {
-                admin: p.roles.iter().any(|r| r == "admin"),
-                tenants: (!all).then(|| p.tenants.into_iter().collect()),
-                name: p.name,
-                hash: p.token_hash,
-            });
-        }
-        Ok(Auth {
-            mode: Arc::new(Mode::Tokens {
-                principals,
-                verified: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                path,
+                book: RwLock::new(book.map(Arc::new)),
+                peers,
+                verifications: Arc::new(AddressLimiter::keyed(quota)),
             }),
-        })
+        }
     }
 
-    /// The caller of `request`: OWNER_TOKEN_REQUIRED without a valid identity.
+    /// No auth file: identity from `x-owner-id`, every role.
+    pub fn development() -> Auth {
+        Auth::with(None, None, None)
+    }
+
+    /// Reads an auth file; refuses one with a malformed hash, an unknown
+    /// role, a duplicate or no principal.
+    pub fn from_file(path: &Path) -> Result<Auth, ServerError> {
+        let book = Book::load(path)?;
+        Ok(Auth::with(Some(path.to_owned()), Some(book), None))
+    }
+
+    /// The auth of a node: its file (if any), and its peers, who prove
+    /// client certificates and vouch for the clients they forward.
+    pub fn for_node(path: Option<&Path>, peers: Peers) -> Result<Auth, ServerError> {
+        let book = path.map(Book::load).transpose()?;
+        Ok(Auth::with(path.map(Path::to_owned), book, Some(peers)))
+    }
+
+    /// Whether this node checks credentials.
+    pub fn enforced(&self) -> bool {
+        self.book().is_some()
+    }
+
+    fn book(&self) -> Option<Arc<Book>> {
+        self.inner
+            .book
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Rereads the auth file: on success its principals replace the old
+    /// ones (remembered tokens are forgotten); a broken file changes
+    /// nothing, and the error says why.
+    pub fn reload(&self) -> Result<usize, ServerError> {
+        let Some(path) = &self.inner.path else {
+            return Err(ServerError::Config(
+                "no auth file to reload (development mode)".into(),
+            ));
+        };
+        match Book::load(path) {
+            Ok(book) => {
+                let n = book.principals.len();
+                *self
+                    .inner
+                    .book
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(book));
+                tracing::info!(path = %path.display(), principals = n, "auth file reloaded");
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "auth file not reloaded; the previous one stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// The principal a verified client certificate on this call names.
+    fn certified<T>(&self, request: &Request<T>) -> Option<String> {
+        let tls = self.inner.peers.as_ref()?.tls()?;
+        tls.principal_of(&peer_chain(request.extensions())?)
+    }
+
+    fn from_member<T>(&self, request: &Request<T>) -> bool {
+        self.inner
+            .peers
+            .as_ref()
+            .is_some_and(|p| p.from_member(request.extensions()))
+    }
+
+    /// Before a follower forwards `request` to the leader: drops what the
+    /// caller claimed in the headers only nodes may set, then vouches for
+    /// the principal of its client certificate and its address.
+    pub fn vouch<T>(&self, request: &mut Request<T>) {
+        let certified = self.certified(request);
+        let address = request.remote_addr().map(|a| a.ip().to_string());
+        let metadata = request.metadata_mut();
+        metadata.remove(ON_BEHALF_OF);
+        metadata.remove(FORWARDED_FOR);
+        if let Some(v) = certified.and_then(|n| MetadataValue::try_from(n).ok()) {
+            metadata.insert(ON_BEHALF_OF, v);
+        }
+        if let Some(v) = address.and_then(|a| MetadataValue::try_from(a).ok()) {
+            metadata.insert(FORWARDED_FOR, v);
+        }
+    }
+
+    /// The address a call counts against: the one a member node forwarded
+    /// it for, or the connection's.
+    fn address<T>(&self, request: &Request<T>) -> IpAddr {
+        let forwarded = || {
+            request
+                .metadata()
+                .get(FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        self.from_member(request)
+            .then(forwarded)
+            .flatten()
+            .or_else(|| request.remote_addr().map(|a| a.ip()))
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// The caller of `request`: OWNER_TOKEN_REQUIRED without a valid
+    /// identity, RATE_LIMITED when its address caused too many
+    /// verifications.
     pub fn identify<T>(&self, request: &Request<T>) -> Result<Identity, ServeError> {
         let required = |m: &str| ServeError::refused(Reason::OwnerTokenRequired, m);
         let metadata = request.metadata();
-        match &*self.mode {
-            Mode::Development => {
-                let name = metadata
-                    .get(OWNER_METADATA)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| required("no caller identity (x-owner-id)"))?;
-                Ok(Identity {
-                    name: name.to_owned(),
-                    admin: true,
-                    tenants: None,
-                })
-            }
-            Mode::Tokens {
-                principals,
-                verified,
-            } => {
-                let token = metadata
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| required("no bearer token"))?;
-                let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-                let known = verified
+        let Some(book) = self.book() else {
+            let name = metadata
+                .get(OWNER_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| required("no caller identity (x-owner-id)"))?;
+            return Ok(Identity::development(name));
+        };
+        // A call a member node forwarded: its certificate is the node's,
+        // so the caller is the principal it vouches for, or the token's.
+        let member = self.from_member(request);
+        if member && let Some(name) = metadata.get(ON_BEHALF_OF).and_then(|v| v.to_str().ok()) {
+            return book
+                .named(name)
+                .ok_or_else(|| required("the certificate names no principal of the auth file"));
+        }
+        // The caller's own client certificate, when it names a principal.
+        let certified = if member {
+            None
+        } else {
+            self.certified(request)
+        };
+        if let Some(who) = certified.as_deref().and_then(|n| book.named(n)) {
+            return Ok(who);
+        }
+        let token = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| match &certified {
+                Some(name) => required(&format!(
+                    "the client certificate names {name:?}, no principal of the auth file"
+                )),
+                None => required("no bearer token and no client certificate"),
+            })?;
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let known = book
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        if let Some(index) = known {
+            return Ok(book.identity(index));
+        }
+        // From here a call may cost work: limit it by address first.
+        let address = self.address(request);
+        if self.inner.verifications.check_key(&address).is_err() {
+            return Err(ServeError::refused(
+                Reason::RateLimited,
+                format!("too many unverified credentials from {address}; retry later"),
+            ));
+        }
+        if book.recently_failed(&key) {
+            return Err(required("unknown bearer token"));
+        }
+        let found = match token_id(token) {
+            Some(id) => book
+                .by_id
+                .get(id)
+                .copied()
+                .filter(|i| book.verifies(*i, token)),
+            None => book
+                .legacy
+                .iter()
+                .copied()
+                .find(|i| book.verifies(*i, token)),
+        };
+        match found {
+            Some(index) => {
+                book.verified
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .get(&key)
-                    .copied();
-                let index = match known {
-                    Some(i) => i,
-                    None => {
-                        let i = principals
-                            .iter()
-                            .position(|p| {
-                                PasswordHash::new(&p.hash).is_ok_and(|h| {
-                                    Argon2::default()
-                                        .verify_password(token.as_bytes(), &h)
-                                        .is_ok()
-                                })
-                            })
-                            .ok_or_else(|| required("unknown bearer token"))?;
-                        verified
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(key, i);
-                        i
-                    }
-                };
-                let p = &principals[index];
-                Ok(Identity {
-                    name: p.name.clone(),
-                    admin: p.admin,
-                    tenants: p.tenants.clone(),
-                })
+                    .insert(key, index);
+                Ok(book.identity(index))
+            }
+            None => {
+                book.remember_failure(key);
+                tracing::info!(%address, "refused an unknown bearer token");
+                Err(required("unknown bearer token"))
             }
         }
     }
@@ -219,4 +616,34 @@ pub fn hash_token(token: &str) -> Result<String, ServerError> {
         .hash_password(token.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| ServerError::Config(format!("hashing: {e}")))
+}
+
+/// A new token and its id: `tnr_<16 hex id>_<64 hex secret>`, from the
+/// operating system's randomness.
+pub fn new_token() -> (String, String) {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let id = hex::encode(id);
+    (format!("{TOKEN_PREFIX}{id}_{}", hex::encode(secret)), id)
+}
+
+/// Checks an auth file's text as a node would load it.
+pub fn check_file(text: &str) -> Result<usize, String> {
+    Book::parse(text).map(|b| b.principals.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_id_is_the_part_between_the_prefix_and_the_secret() {
+        let (token, id) = new_token();
+        assert_eq!(token_id(&token), Some(id.as_str()));
+        assert_eq!(token_id("tnr__x"), None);
+        assert_eq!(token_id("tnr_abc_"), None);
+        assert_eq!(token_id("change-me"), None);
+    }
 }

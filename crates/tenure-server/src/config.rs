@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tenure_raft::NodeId;
 
 use crate::error::ServerError;
+use crate::tls::TlsFiles;
 
 /// Whether this node founds a new cluster or joins a running one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -60,6 +61,16 @@ pub struct Settings {
     /// The storage's page cache, MiB (sled's cache; it holds the log and
     /// snapshots, not the lease table, which lives in memory anyway).
     pub cache_mb: Option<u64>,
+    /// This node's certificate (PEM): with `tls_key` and `tls_ca`, every
+    /// port is served over TLS only and peers are called with mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signs node certificates (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// The CA that signs client certificates (PEM): a client presenting
+    /// one is the principal it names. Needs TLS and an auth file.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The final configuration of a node.
@@ -93,6 +104,8 @@ pub struct NodeConfig {
     pub rate_limit: u32,
     /// The storage's page cache, MiB.
     pub cache_mb: u64,
+    /// TLS, if the node serves it.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Defaults that keep a failover under about a second on a LAN.
@@ -131,6 +144,10 @@ impl Settings {
             auth_file: self.auth_file.or(lower.auth_file),
             rate_limit: self.rate_limit.or(lower.rate_limit),
             cache_mb: self.cache_mb.or(lower.cache_mb),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_ca: self.tls_ca.or(lower.tls_ca),
+            client_ca: self.client_ca.or(lower.client_ca),
         }
     }
 
@@ -160,6 +177,32 @@ impl Settings {
                 "initial cluster must name this node ({id}) to found a new cluster"
             ));
         }
+        let tls = match (self.tls_cert, self.tls_key, self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert,
+                key,
+                ca,
+                client_ca: self.client_ca,
+            }),
+            (None, None, None) => {
+                if self.client_ca.is_some() {
+                    return bad("client_ca (--client-ca) needs TLS: give --tls-cert, --tls-key and --tls-ca".into());
+                }
+                None
+            }
+            _ => {
+                return bad(
+                    "TLS needs all three of tls_cert, tls_key and tls_ca (--tls-cert, --tls-key, --tls-ca)"
+                        .into(),
+                );
+            }
+        };
+        if tls.as_ref().is_some_and(|t| t.client_ca.is_some()) && self.auth_file.is_none() {
+            return bad(
+                "client_ca (--client-ca) needs an auth file: it gives the certificates' principals their roles and tenants"
+                    .into(),
+            );
+        }
         let config = NodeConfig {
             id,
             data_dir: self
@@ -177,6 +220,7 @@ impl Settings {
             auth_file: self.auth_file,
             rate_limit: self.rate_limit.unwrap_or(10_000),
             cache_mb: self.cache_mb.unwrap_or(DEFAULT_CACHE_MB),
+            tls,
         };
         if config.heartbeat_ms == 0
             || config.election_min_ms / 2 <= config.heartbeat_ms

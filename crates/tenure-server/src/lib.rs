@@ -49,8 +49,15 @@
 //! ## Deliberately left out
 //! Lock semantics (tenure-core's table decides every outcome) and storage
 //! (tenure-raft's); the server adds time, identity and transport around
-//! them. Not built yet: TLS between clients and nodes and among nodes,
-//! Prometheus metrics, and the HTTP/JSON gateway of the reference's API.
+//! them. Not built yet: Prometheus metrics, and the HTTP/JSON gateway of
+//! the reference's API.
+//!
+//! ## Transport security
+//! With `tls` files ([`tls`]) a node serves TLS only and calls its peers
+//! with mutual TLS; the Raft service answers only members presenting their
+//! node certificate ([`peers`]), and clients may authenticate with a
+//! certificate from `--client-ca` as well as with a bearer token
+//! ([`auth`]).
 
 pub mod access;
 pub mod admin;
@@ -62,7 +69,9 @@ pub mod errors;
 pub mod leases;
 pub mod lock;
 mod node;
+pub mod peers;
 pub mod router;
+pub mod tls;
 pub mod transfer;
 pub mod watch;
 pub mod writer;

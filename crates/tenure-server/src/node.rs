@@ -17,6 +17,7 @@ use tenure_raft::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 
 use tenure_proto::v1;
@@ -29,15 +30,27 @@ use crate::config::{ClusterState, NodeConfig};
 use crate::error::ServerError;
 use crate::leases::LeaseTimers;
 use crate::lock::LockService;
+use crate::peers::Peers;
 use crate::router::Router;
+use crate::tls::Tls;
 use crate::transfer::{successor, transfer};
 use crate::watch::History;
 use crate::writer::Writer;
+
+/// How often a node pings an HTTP/2 connection that is idle, and keeps
+/// TCP alive.
+pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered before the connection is closed.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams (calls) one connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// A running node.
 pub struct Node {
     /// This node's id.
     pub id: NodeId,
+    /// How it identifies callers: [`Auth::reload`] rereads the auth file.
+    pub auth: Auth,
     /// Its raft.
     pub raft: Raft,
     /// Read access to its applied lease table.
@@ -127,10 +140,12 @@ impl Node {
             tracing::warn!(sabotage = ?harness.sabotage, "negative controls in force: this node is deliberately unsafe");
         }
         let raft_config = raft_config(&config)?;
-        let auth = match &config.auth_file {
-            Some(path) => Auth::from_file(path)?,
-            None => Auth::development(),
-        };
+        let tls = config
+            .tls
+            .as_ref()
+            .map(Tls::load)
+            .transpose()?
+            .map(Arc::new);
         let log = LogStore::new(disk.clone());
         let flush_counter = disk.clone();
         let sm = StateMachineStore::open(disk, harness.table.clone())
@@ -146,6 +161,8 @@ impl Node {
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
 
+        let peers = Peers::new(tls.clone(), raft.clone());
+        let auth = Auth::for_node(config.auth_file.as_deref(), peers.clone())?;
         let proposer = Proposer::new(raft.clone());
         let lease = Duration::from_millis(config.election_max_ms);
         let timers = LeaseTimers::with_harness(lease, &harness);
@@ -157,14 +174,20 @@ impl Node {
         ));
         // The seam both services share: one router (where a call is
         // served), one writer (typed proposals), one access check.
-        let router = Router::new(config.id, raft.clone(), timers.clone(), connector.clone());
+        let router = Router::new(
+            config.id,
+            raft.clone(),
+            timers.clone(),
+            connector.clone(),
+            auth.clone(),
+        );
         let writer = Writer::new(
             proposer,
             table.clone(),
             harness.clock.clone(),
             timers.sabotage(),
         );
-        let access = Access::new(auth, config.rate_limit);
+        let access = Access::new(auth.clone(), config.rate_limit);
         let admin = AdminService::new(
             config.id,
             raft.clone(),
@@ -203,7 +226,20 @@ impl Node {
         // read the system's), so a simulated node's bytes on the wire follow
         // its simulated clock and a seed replays the same run.
         let date_clock = harness.clock.clone();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder()
+            // Bounds for slow, idle or greedy clients: a connection that
+            // stops answering HTTP/2 pings is closed, and one connection
+            // may not open streams without end.
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .tcp_keepalive(Some(HTTP2_KEEPALIVE));
+        if let Some(tls) = &tls {
+            builder = builder
+                .tls_config(tls.server_config())
+                .map_err(|e| ServerError::Config(format!("TLS: {e}")))?;
+        }
+        let server = builder
             .layer(tower::util::MapResponseLayer::new(
                 move |mut response: tonic::codegen::http::Response<tonic::body::Body>| {
                     let at = std::time::UNIX_EPOCH + Duration::from_millis(date_clock.wall_ms());
@@ -218,7 +254,11 @@ impl Node {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(RaftService::new(raft.clone()))
+            // Only members, proven by their node certificates, may call it.
+            .add_service(InterceptedService::new(
+                RaftService::new(raft.clone()),
+                peers.gate(),
+            ))
             .add_service(
                 v1::admin_server::AdminServer::new(admin).max_decoding_message_size(8 << 20),
             )
@@ -242,9 +282,10 @@ impl Node {
                 }
             })
         };
-        tracing::info!(id = config.id, advertise = %config.advertise, "node started");
+        tracing::info!(id = config.id, advertise = %config.advertise, tls = tls.is_some(), "node started");
         Ok(Node {
             id: config.id,
+            auth,
             raft,
             table,
             timers,

@@ -20,6 +20,7 @@ use tenure_raft::{Connector, NodeId, QuorumReads, Raft};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Auth;
 use crate::errors::{self, FORWARDED, ServeError, marked};
 use crate::leases::LeaseTimers;
 
@@ -43,13 +44,16 @@ pub struct Router<C: Connector> {
     connector: C,
     /// Read-index rounds, one for every read waiting.
     reads: QuorumReads,
+    /// Vouches for the callers it forwards.
+    auth: Auth,
 }
 
 impl<C: Connector> Router<C> {
     /// The router of node `id`.
-    pub fn new(id: NodeId, raft: Raft, timers: LeaseTimers, connector: C) -> Router<C> {
+    pub fn new(id: NodeId, raft: Raft, timers: LeaseTimers, connector: C, auth: Auth) -> Router<C> {
         Router {
             id,
+            auth,
             reads: QuorumReads::new(raft.clone()),
             raft,
             timers,
@@ -94,7 +98,7 @@ impl<C: Connector> Router<C> {
     }
 
     /// Serves `request` here if this node is in office, or forwards it.
-    pub async fn route<T>(&self, request: Request<T>) -> Result<Routed<T>, ServeError> {
+    pub async fn route<T>(&self, mut request: Request<T>) -> Result<Routed<T>, ServeError> {
         if self.wait_in_office().await {
             return Ok(Routed::Here(request));
         }
@@ -104,6 +108,7 @@ impl<C: Connector> Router<C> {
                     .connector
                     .channel(&addr)
                     .map_err(|e| ServeError::refused(Reason::Unavailable, e.to_string()))?;
+                self.auth.vouch(&mut request);
                 Ok(Routed::Forward(channel, marked(request)))
             }
             _ => Err(ServeError::refused(

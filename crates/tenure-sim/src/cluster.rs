@@ -144,6 +144,7 @@ impl SimCluster {
             auth_file: None,
             rate_limit: 0,
             cache_mb: 64,
+            tls: None,
         }
     }
 

@@ -32,23 +32,14 @@ pub struct BenchCommand {
 
 /// Runs the benchmark, prints the table (or JSON) and writes the files.
 pub fn run(args: BenchCommand, out: &mut impl Write) -> Result<(), Error> {
-    let endpoints: Vec<String> = args
-        .endpoints
-        .endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let endpoints = args.endpoints.list();
+    let tls = args.endpoints.tls()?;
     if endpoints.is_empty() {
         return Err(Error::Cluster("no endpoints given".into()));
     }
-    let target = Arc::new(TenureTarget::new(
-        endpoints,
-        args.tenant,
-        args.token,
-        rand::random(),
-    ));
+    let target = Arc::new(
+        TenureTarget::new(endpoints, args.tenant, args.token, rand::random()).with_tls(tls),
+    );
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime
         .block_on(tenure_bench::run(target, &args.bench))

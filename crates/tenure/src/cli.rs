@@ -64,9 +64,13 @@ enum Command {
     /// Deterministic simulations of a cluster under faults: `sim list`,
     /// `sim run SCENARIO --seed N`; exit 0 pass, 1 violation, 2 inconclusive.
     Sim(crate::sim::SimArgs),
-    /// Authentication helpers.
+    /// Authentication helpers: new tokens, hashes.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Certificates for TLS: `certs init` makes a development CA, node
+    /// certificates and a client certificate.
+    #[command(subcommand)]
+    Certs(crate::certs::CertsCommand),
     /// Print a shell completion script: `tenure completions bash > …`.
     Completions {
         /// The shell.
@@ -84,6 +88,22 @@ enum Command {
 /// `tenure auth`.
 #[derive(Debug, Subcommand)]
 enum AuthCommand {
+    /// Make a bearer token with a public id part, and print it with the
+    /// `[[principal]]` entry (its id and Argon2id hash) for the auth file.
+    NewToken {
+        /// The principal's name: the owner of the leases it takes.
+        #[arg(long)]
+        name: String,
+        /// Its roles: writer (the default), reader, admin.
+        #[arg(long, value_delimiter = ',', default_value = "writer")]
+        roles: Vec<String>,
+        /// The tenants it may use (`*`: every tenant).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        tenants: Vec<String>,
+        /// One JSON object, {"token": …, "toml": …}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print an Argon2id hash of a bearer token, for an auth file's
     /// `token_hash` (the token is read from stdin unless given).
     HashToken {
@@ -126,6 +146,28 @@ impl Cli {
             },
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
+            Command::Certs(command) => crate::certs::run(command, &mut out),
+            Command::Auth(AuthCommand::NewToken {
+                name,
+                roles,
+                tenants,
+                json,
+            }) => {
+                let (token, toml) = new_token(&name, &roles, &tenants)?;
+                if json {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({ "token": token, "toml": toml })
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{token}\n\n# Add to the auth file, then reload it (SIGHUP); the token is shown only once.\n{toml}"
+                    )?;
+                }
+                Ok(())
+            }
             Command::Auth(AuthCommand::HashToken { token }) => {
                 let token = match token {
                     Some(t) => t,
@@ -148,6 +190,32 @@ impl Cli {
             }
         }
     }
+}
+
+/// A new token for `name`, and the auth file entry that admits it.
+fn new_token(name: &str, roles: &[String], tenants: &[String]) -> Result<(String, String), Error> {
+    let bad = |m: String| Error::Cluster(m);
+    tenure_core::validate::owner(name).map_err(|e| bad(format!("--name: {e}")))?;
+    tenure_server::auth::Roles::parse(Some(roles)).map_err(|e| bad(format!("--roles: {e}")))?;
+    for t in tenants.iter().filter(|t| *t != "*") {
+        tenure_core::validate::tenant(t).map_err(|e| bad(format!("--tenants: {e}")))?;
+    }
+    let (token, id) = tenure_server::auth::new_token();
+    let hash = tenure_server::auth::hash_token(&token)?;
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let toml = format!(
+        "[[principal]]\nname = {name:?}\ntoken_id = {id:?}\ntoken_hash = {hash:?}\nroles = [{}]\ntenants = [{}]\n",
+        list(roles),
+        list(tenants)
+    );
+    tenure_server::auth::check_file(&toml).map_err(|e| bad(format!("the entry made: {e}")))?;
+    Ok((token, toml))
 }
 
 /// Structured logs to stderr, filtered by `RUST_LOG` (default: warnings;

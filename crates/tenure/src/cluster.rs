@@ -2,26 +2,65 @@
 //!
 //! Every command takes `--endpoints host:port,…` (or `TENURE_ENDPOINTS`),
 //! defaulting to the local cluster that `scripts/cluster-up` starts, and
-//! `--token` (or `TENURE_TOKEN`) for a cluster with an auth file. Calls go
+//! `--token` (or `TENURE_TOKEN`) for a cluster with an auth file, and
+//! `--tls-ca` (with `--tls-cert` and `--tls-key` for a client certificate)
+//! for a cluster that serves TLS. Calls go
 //! through tenure-client, which follows the leader.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use tenure_client::{Client, ClientConfig, NodeStatus};
+use tenure_client::{Client, ClientConfig, NodeStatus, TlsConfig};
 
 use crate::error::Error;
 
 /// The local cluster's client addresses (`scripts/cluster-up`).
 pub const LOCAL_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
-/// Where to reach the cluster.
+/// Where to reach the cluster, and how.
 #[derive(Debug, Args)]
 pub struct Endpoints {
     /// Cluster endpoints, host:port, comma-separated.
     #[arg(long, env = "TENURE_ENDPOINTS", default_value = LOCAL_ENDPOINTS, global = true)]
     pub(crate) endpoints: String,
+    /// The CA that signs the nodes' certificates (PEM): connect over TLS.
+    #[arg(long, env = "TENURE_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Your client certificate (PEM), for a cluster that takes them
+    /// (`--client-ca`); with --tls-key.
+    #[arg(long, env = "TENURE_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "TENURE_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
+}
+
+impl Endpoints {
+    /// The endpoints, one per entry.
+    pub(crate) fn list(&self) -> Vec<String> {
+        self.endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// TLS, when --tls-ca is given.
+    pub(crate) fn tls(&self) -> Result<Option<TlsConfig>, Error> {
+        match &self.tls_ca {
+            Some(ca) => Ok(Some(TlsConfig::from_files(
+                ca,
+                self.tls_cert.as_deref(),
+                self.tls_key.as_deref(),
+            )?)),
+            None if self.tls_cert.is_some() || self.tls_key.is_some() => Err(Error::Cluster(
+                "--tls-cert and --tls-key need --tls-ca (the CA of the nodes' certificates)".into(),
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// `tenure cluster`.
@@ -87,15 +126,9 @@ pub(crate) async fn connect(
     owner: &str,
     token: Option<&str>,
 ) -> Result<Client, Error> {
-    let list: Vec<String> = endpoints
-        .endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let mut config = ClientConfig::new(list, tenant, owner);
+    let mut config = ClientConfig::new(endpoints.list(), tenant, owner);
     config.token = token.map(str::to_owned);
+    config.tls = endpoints.tls()?;
     Ok(Client::connect(config).await?)
 }
 

@@ -2,6 +2,7 @@
 //! command and prints the error; everything else lives in the modules.
 
 mod bench;
+mod certs;
 mod check;
 mod cli;
 mod cluster;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use tenure_raft::{Disk as _, SledDisk, TcpConnector};
+use tenure_server::auth::Auth;
 use tenure_server::config::parse_members;
+use tenure_server::tls::Tls;
 use tenure_server::{ClusterState, Node, Settings};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
@@ -65,6 +67,23 @@ pub struct ServeArgs {
     /// The storage's page cache, MiB (default 64).
     #[arg(long, env = "TENURE_CACHE_MB")]
     cache_mb: Option<u64>,
+    /// This node's certificate (PEM). With --tls-key and --tls-ca, the node
+    /// serves TLS only and calls its peers with mutual TLS; required to
+    /// listen beyond loopback. `tenure certs init` makes a development set.
+    #[arg(long, env = "TENURE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "TENURE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signs node certificates (PEM): the Raft service answers
+    /// only members presenting a certificate from it that names them
+    /// (`node-<id>`, as CN or DNS SAN).
+    #[arg(long, env = "TENURE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The CA that signs client certificates (PEM): a client presenting one
+    /// is the principal its CN (or first DNS/URI SAN) names in the auth file.
+    #[arg(long, env = "TENURE_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
     /// UNSAFE, for measuring what durability costs: skip the fdatasync
     /// after each flush, so an acknowledged grant or a vote survives a
     /// process crash but not a power loss. Loopback only; never in a
@@ -100,6 +119,10 @@ impl ServeArgs {
             auth_file: self.auth_file.clone(),
             rate_limit: self.rate_limit,
             cache_mb: self.cache_mb,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            client_ca: self.client_ca.clone(),
         }
     }
 }
@@ -112,8 +135,8 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         None => Settings::default(),
     };
     let config = args.settings().over(file).resolve()?;
-    // Without authentication, callers are whoever they say they are: such a
-    // node is reachable from this machine only.
+    // Beyond loopback, bytes cross a network: TLS, and credentials, or
+    // nothing. Without an auth file, callers are whoever they say they are.
     let loopback = config
         .listen
         .parse::<std::net::SocketAddr>()
@@ -125,6 +148,14 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         )
         .into());
     }
+    if config.tls.is_none() && !loopback {
+        return Err(tenure_server::ServerError::Config(format!(
+            "without TLS a node listens on loopback only (got {}); give it --tls-cert, --tls-key and --tls-ca \
+             (`tenure certs init` makes a development set)",
+            config.listen
+        ))
+        .into());
+    }
     if config.auth_file.is_none() && !loopback {
         return Err(tenure_server::ServerError::Config(format!(
             "without --auth-file a node listens on loopback only (got {}); give it an auth file",
@@ -132,6 +163,10 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         ))
         .into());
     }
+    let connector = match &config.tls {
+        Some(files) => TcpConnector::with_tls(Tls::load(files)?.client_config()),
+        None => TcpConnector::default(),
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         std::fs::create_dir_all(&config.data_dir)?;
@@ -159,7 +194,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         let node = Node::start(
             config,
             disk.clone(),
-            TcpConnector::default(),
+            connector,
             // Small replies (raft acks, lock answers) must not wait for
             // Nagle's algorithm to meet a delayed ACK: 40 ms stalls.
             TcpListenerStream::new(listener).map(|accepted| {
@@ -172,11 +207,38 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
             signal(),
         )
         .await?;
+        tokio::spawn(reload_on_hangup(node.auth.clone()));
         node.wait().await?;
         disk.flush().await.map_err(tenure_server::ServerError::from)?;
         tracing::info!("stopped cleanly");
         Ok(())
     })
+}
+
+/// Rereads the auth file on each SIGHUP: tokens rotate without a restart;
+/// a broken file leaves the one in force (and the log says why).
+async fn reload_on_hangup(auth: Auth) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: the auth file reloads only on restart");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            if auth.enforced() {
+                // Success and failure are both logged by `reload`.
+                let _ = auth.reload();
+            } else {
+                tracing::info!("SIGHUP: no auth file to reload");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = auth;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -36,6 +36,7 @@ pub fn config(
         auth_file: None,
         rate_limit: 0,
         cache_mb: 64,
+        tls: None,
     }
 }
 
