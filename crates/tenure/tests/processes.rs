@@ -467,7 +467,7 @@ async fn tn_cli_003_every_lock_and_cluster_command_works_with_a_token_and_is_ref
     let auth = dir.path().join("auth.toml");
     let file = format!(
         "[[principal]]\nname = \"ops\"\ntoken_hash = \"{}\"\nroles = [\"admin\"]\ntenants = [\"*\"]\n\n\
-         [[principal]]\nname = \"worker\"\ntoken_hash = \"{}\"\ntenants = [\"default\"]\n",
+         [[principal]]\nname = \"worker\"\ntoken_hash = \"{}\"\nroles = [\"writer\", \"reader\"]\ntenants = [\"default\"]\n",
         hash_token("ops-secret"),
         hash_token("worker-secret"),
     );
