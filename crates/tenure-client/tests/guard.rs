@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tenure_client::{Client, ClientConfig, Reason, WatchOptions};
+use tenure_client::{AcquireOptions, Client, ClientConfig, Reason, WatchOptions};
 use tenure_core::{Command, TableConfig};
 use tenure_raft::{NodeId, Proposal, SimDisk, TcpConnector};
 use tenure_server::{ClusterState, Node, NodeConfig};
@@ -203,7 +203,9 @@ async fn tn_client_005_a_client_with_a_bearer_token_takes_locks_as_its_principal
     let hash = tenure_server::auth::hash_token("s3cret").expect("hashed");
     std::fs::write(
         &file,
-        format!("[[principal]]\nname = \"svc\"\ntoken_hash = \"{hash}\"\ntenants = [\"t\"]\n"),
+        format!(
+            "[[principal]]\nname = \"svc\"\ntoken_hash = \"{hash}\"\nroles = [\"writer\", \"reader\"]\ntenants = [\"t\"]\n"
+        ),
     )
     .expect("written");
     let c = cluster_with(Some(file)).await;
@@ -423,4 +425,111 @@ async fn a_keep_alive_round_of_more_leases_than_the_stream_buffers_completes() {
     for (_, n) in c.nodes {
         n.kill().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_auth_006_each_role_is_allowed_and_refused_exactly_as_listed() {
+    let dir = tempfile_dir("roles");
+    let file = dir.join("auth.toml");
+    let mut text = String::new();
+    let mut tokens = BTreeMap::new();
+    for role in ["writer", "reader", "admin"] {
+        let (token, id) = tenure_server::auth::new_token();
+        let hash = tenure_server::auth::hash_token(&token).expect("hashed");
+        text.push_str(&format!(
+            "[[principal]]\nname = \"{role}-svc\"\ntoken_id = \"{id}\"\ntoken_hash = \"{hash}\"\nroles = [\"{role}\"]\ntenants = [\"t\"]\n\n"
+        ));
+        tokens.insert(role, token);
+    }
+    std::fs::write(&file, text).expect("written");
+    let c = cluster_with(Some(file)).await;
+    let as_role = |role: &str| {
+        let config =
+            ClientConfig::new(c.addrs.clone(), "t", "ignored").with_token(tokens[role].clone());
+        Client::connect(config)
+    };
+    let writer = as_role("writer").await.expect("connects");
+    let reader = as_role("reader").await.expect("connects");
+    let admin = as_role("admin").await.expect("connects");
+    let forbidden = |what: &str, r: Result<(), tenure_client::Error>| match r {
+        Err(e) => assert_eq!(e.reason(), Reason::Forbidden, "{what}: {e}"),
+        Ok(()) => panic!("{what} was allowed"),
+    };
+    let ttl = Duration::from_secs(2);
+
+    // writer: acquire, renew, release and keep-alive; nothing else.
+    let lease = writer.lease("k", ttl, AcquireOptions::default()).await.expect("writer acquires");
+    let id = lease.view.id.to_string();
+    writer.renew(&id, None).await.expect("writer renews");
+    let mut stream = writer.keep_alive_stream().await.expect("writer keeps alive");
+    stream
+        .renew_all(std::slice::from_ref(&id))
+        .await
+        .expect("writer's keep-alive answered");
+    writer.release(&id, None).await.expect("writer releases");
+    forbidden("writer get", writer.get("k").await.map(|_| ()));
+    forbidden("writer list", writer.list("", 10, None).await.map(|_| ()));
+    forbidden("writer watch", first_event(&writer).await);
+    forbidden(
+        "writer force-release",
+        writer.force_release("k", "r", None).await.map(|_| ()),
+    );
+    forbidden("writer backup", writer.export().await.map(|_| ()));
+    forbidden("writer membership", writer.remove_node(9).await.map(|_| ()));
+
+    // reader: get, list and watch; nothing else.
+    reader.get("k").await.expect("reader gets");
+    reader.list("", 10, None).await.expect("reader lists");
+    first_event(&reader).await.expect("reader watches");
+    forbidden("reader acquire", reader.lease("k", ttl, AcquireOptions::default()).await.map(|_| ()));
+    forbidden("reader renew", reader.renew(&id, None).await.map(|_| ()));
+    forbidden("reader release", reader.release(&id, None).await.map(|_| ()));
+    forbidden(
+        "reader keep-alive",
+        async { reader.keep_alive_stream().await?.renew_all(std::slice::from_ref(&id)).await.map(|_| ()) }.await,
+    );
+    forbidden(
+        "reader force-release",
+        reader.force_release("k", "r", None).await.map(|_| ()),
+    );
+    forbidden("reader backup", reader.export().await.map(|_| ()));
+
+    // admin: force-release, backup, membership; no lock of its own.
+    admin
+        .force_release("k", "r", None)
+        .await
+        .expect("admin force-releases");
+    admin.export().await.expect("admin backs up");
+    let removed = admin.remove_node(9).await;
+    assert!(
+        !matches!(&removed, Err(e) if e.reason() == Reason::Forbidden),
+        "admin may change membership: {removed:?}"
+    );
+    forbidden("admin acquire", admin.lease("k", ttl, AcquireOptions::default()).await.map(|_| ()));
+    forbidden("admin get", admin.get("k").await.map(|_| ()));
+    // Anyone identified may read the cluster's status.
+    for client in [&writer, &reader, &admin] {
+        client.status().await.expect("status for every role");
+    }
+}
+
+/// The first event of a watch from sequence 1; `Ok` also when none came
+/// within five seconds (the watch was allowed).
+async fn first_event(client: &Client) -> Result<(), tenure_client::Error> {
+    let mut watch = client
+        .watch(WatchOptions {
+            from_sequence: 1,
+            ..WatchOptions::default()
+        })
+        .await?;
+    match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+        Ok(Some(Err(e))) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn tempfile_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tenure-client-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    dir
 }

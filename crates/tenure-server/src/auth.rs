@@ -569,7 +569,20 @@ impl Auth {
         if let Some(index) = known {
             return Ok(book.identity(index));
         }
-        // From here a call may cost work: limit it by address first.
+        if book.recently_failed(&key) {
+            return Err(required("unknown bearer token"));
+        }
+        // Which entry could it be? Finding out costs nothing; checking it
+        // costs one Argon2 (or, for a token without an id, one per entry
+        // made before ids existed).
+        let candidates: &[usize] = match token_id(token) {
+            Some(id) => book.by_id.get(id).map(std::slice::from_ref).unwrap_or_default(),
+            None => &book.legacy,
+        };
+        if candidates.is_empty() {
+            return Err(required("unknown bearer token"));
+        }
+        // From here a call costs work: limit it by address first.
         let address = self.address(request);
         if self.inner.verifications.check_key(&address).is_err() {
             return Err(ServeError::refused(
@@ -577,21 +590,7 @@ impl Auth {
                 format!("too many unverified credentials from {address}; retry later"),
             ));
         }
-        if book.recently_failed(&key) {
-            return Err(required("unknown bearer token"));
-        }
-        let found = match token_id(token) {
-            Some(id) => book
-                .by_id
-                .get(id)
-                .copied()
-                .filter(|i| book.verifies(*i, token)),
-            None => book
-                .legacy
-                .iter()
-                .copied()
-                .find(|i| book.verifies(*i, token)),
-        };
+        let found = candidates.iter().copied().find(|i| book.verifies(*i, token));
         match found {
             Some(index) => {
                 book.verified
@@ -637,6 +636,67 @@ pub fn check_file(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HASH_A: &str = "$argon2id$v=19$m=19456,t=2,p=1$N+nVEjEtDHMGQ6v8eOHexg$hGLFZQk8JIb5etoWcLRqUWjPgCz9zWOebsqmi+SmzzE";
+    const HASH_B: &str = "$argon2id$v=19$m=19456,t=2,p=1$pGF9XSyMLxRZ9MPDtqoEYQ$oi+ekiAVguCcx+MpaKuIPiDlNUFD+38vOvCxD5SZeYY";
+
+    fn entry(name: &str, id: Option<&str>, hash: Option<&str>, roles: &str) -> String {
+        let mut e = format!("[[principal]]\nname = \"{name}\"\n");
+        if let Some(id) = id {
+            e.push_str(&format!("token_id = \"{id}\"\n"));
+        }
+        if let Some(h) = hash {
+            e.push_str(&format!("token_hash = \"{h}\"\n"));
+        }
+        e.push_str(&format!("roles = [{roles}]\ntenants = [\"*\"]\n\n"));
+        e
+    }
+
+    #[test]
+    fn tn_auth_007_duplicates_unknown_roles_and_half_entries_refuse_the_file() {
+        let ok = format!(
+            "{}{}{}",
+            entry("a", Some("id1"), Some(HASH_A), "\"writer\""),
+            entry("b", None, Some(HASH_B), "\"reader\", \"admin\""),
+            entry("cert-only", None, None, "\"writer\"")
+        );
+        assert_eq!(check_file(&ok), Ok(3));
+        let refused = [
+            // The same name twice.
+            format!("{}{}", entry("a", Some("id1"), Some(HASH_A), ""), entry("a", Some("id2"), Some(HASH_B), "")),
+            // The same token id twice.
+            format!("{}{}", entry("a", Some("id1"), Some(HASH_A), ""), entry("b", Some("id1"), Some(HASH_B), "")),
+            // The same hash twice (deploy/auth.example.toml used to do this).
+            format!("{}{}", entry("a", None, Some(HASH_A), ""), entry("b", None, Some(HASH_A), "")),
+            // An unknown role.
+            entry("a", Some("id1"), Some(HASH_A), "\"root\""),
+            // An id with no hash to check it against.
+            entry("a", Some("id1"), None, ""),
+            // A malformed hash.
+            entry("a", None, Some("not-a-hash"), ""),
+            // An id that is not letters and digits.
+            entry("a", Some("id 1"), Some(HASH_A), ""),
+            // Nobody.
+            String::new(),
+        ];
+        for text in refused {
+            assert!(check_file(&text).is_err(), "accepted:\n{text}");
+        }
+        // Roles default to writer only.
+        let book = Book::parse(&entry("w", None, Some(HASH_A), "")).expect("parses");
+        let roles = Book::parse("[[principal]]\nname = \"w\"\n")
+            .expect("parses")
+            .identity(0)
+            .roles;
+        assert_eq!(
+            roles,
+            Roles {
+                writer: true,
+                ..Roles::default()
+            }
+        );
+        assert_eq!(book.identity(0).roles, Roles::default(), "roles = [] is none");
+    }
 
     #[test]
     fn a_token_id_is_the_part_between_the_prefix_and_the_secret() {
