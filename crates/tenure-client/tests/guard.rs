@@ -458,10 +458,16 @@ async fn tn_auth_006_each_role_is_allowed_and_refused_exactly_as_listed() {
     let ttl = Duration::from_secs(2);
 
     // writer: acquire, renew, release and keep-alive; nothing else.
-    let lease = writer.lease("k", ttl, AcquireOptions::default()).await.expect("writer acquires");
+    let lease = writer
+        .lease("k", ttl, AcquireOptions::default())
+        .await
+        .expect("writer acquires");
     let id = lease.view.id.to_string();
     writer.renew(&id, None).await.expect("writer renews");
-    let mut stream = writer.keep_alive_stream().await.expect("writer keeps alive");
+    let mut stream = writer
+        .keep_alive_stream()
+        .await
+        .expect("writer keeps alive");
     stream
         .renew_all(std::slice::from_ref(&id))
         .await
@@ -481,12 +487,29 @@ async fn tn_auth_006_each_role_is_allowed_and_refused_exactly_as_listed() {
     reader.get("k").await.expect("reader gets");
     reader.list("", 10, None).await.expect("reader lists");
     first_event(&reader).await.expect("reader watches");
-    forbidden("reader acquire", reader.lease("k", ttl, AcquireOptions::default()).await.map(|_| ()));
+    forbidden(
+        "reader acquire",
+        reader
+            .lease("k", ttl, AcquireOptions::default())
+            .await
+            .map(|_| ()),
+    );
     forbidden("reader renew", reader.renew(&id, None).await.map(|_| ()));
-    forbidden("reader release", reader.release(&id, None).await.map(|_| ()));
+    forbidden(
+        "reader release",
+        reader.release(&id, None).await.map(|_| ()),
+    );
     forbidden(
         "reader keep-alive",
-        async { reader.keep_alive_stream().await?.renew_all(std::slice::from_ref(&id)).await.map(|_| ()) }.await,
+        async {
+            reader
+                .keep_alive_stream()
+                .await?
+                .renew_all(std::slice::from_ref(&id))
+                .await
+                .map(|_| ())
+        }
+        .await,
     );
     forbidden(
         "reader force-release",
@@ -505,7 +528,13 @@ async fn tn_auth_006_each_role_is_allowed_and_refused_exactly_as_listed() {
         !matches!(&removed, Err(e) if e.reason() == Reason::Forbidden),
         "admin may change membership: {removed:?}"
     );
-    forbidden("admin acquire", admin.lease("k", ttl, AcquireOptions::default()).await.map(|_| ()));
+    forbidden(
+        "admin acquire",
+        admin
+            .lease("k", ttl, AcquireOptions::default())
+            .await
+            .map(|_| ()),
+    );
     forbidden("admin get", admin.get("k").await.map(|_| ()));
     // Anyone identified may read the cluster's status.
     for client in [&writer, &reader, &admin] {

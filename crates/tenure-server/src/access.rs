@@ -3,7 +3,8 @@
 //! role the call needs: a writer of a tenant, a reader of a tenant (or of
 //! every tenant), or an admin.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tenure_core::Reason;
@@ -15,12 +16,36 @@ use crate::errors::{OWNER_METADATA, ServeError};
 /// One rate limiter, keyed by caller.
 type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
+/// Keep-alive streams one principal may have open at once (each client
+/// needs one; the benchmark runs 256 clients as one principal).
+pub const MAX_STREAMS_PER_PRINCIPAL: usize = 1024;
+
 /// Who may call, and how often.
 #[derive(Clone)]
 pub struct Access {
     auth: Auth,
     /// Calls per second per caller; `None`: no limit.
     limiter: Option<Arc<Limiter>>,
+    /// Open keep-alive streams per principal.
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open keep-alive stream of a principal; dropping it frees the slot.
+pub struct StreamSlot {
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+    name: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = streams.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                streams.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl Access {
@@ -42,7 +67,32 @@ impl Access {
             });
             limiter
         });
-        Access { auth, limiter }
+        Access {
+            auth,
+            limiter,
+            streams: Arc::default(),
+        }
+    }
+
+    /// A slot for one more keep-alive stream of `who`: RATE_LIMITED when it
+    /// has [`MAX_STREAMS_PER_PRINCIPAL`] open already.
+    pub fn stream_slot(&self, who: &Identity) -> Result<StreamSlot, ServeError> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = streams.entry(who.name.clone()).or_insert(0);
+        if *open >= MAX_STREAMS_PER_PRINCIPAL {
+            return Err(ServeError::refused(
+                Reason::RateLimited,
+                format!(
+                    "{} has {MAX_STREAMS_PER_PRINCIPAL} keep-alive streams open; one per client is enough",
+                    who.name
+                ),
+            ));
+        }
+        *open += 1;
+        Ok(StreamSlot {
+            streams: Arc::clone(&self.streams),
+            name: who.name.clone(),
+        })
     }
 
     /// Whether tokens are enforced (an auth file).
@@ -124,5 +174,38 @@ impl Access {
             self.auth.identify(request)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tn_sec_001_a_principal_has_a_bounded_number_of_keep_alive_streams() {
+        let access = Access::new(Auth::development(), 0);
+        let who = Identity::development("svc");
+        let mut slots: Vec<StreamSlot> = (0..MAX_STREAMS_PER_PRINCIPAL)
+            .map(|_| access.stream_slot(&who).expect("within the bound"))
+            .collect();
+        let refused = access.stream_slot(&who).err().expect("one too many");
+        assert_eq!(refused.reason(), Reason::RateLimited);
+        // Another principal is not affected.
+        access
+            .stream_slot(&Identity::development("other"))
+            .expect("its own bound");
+        // A stream that ends frees its slot.
+        slots.pop();
+        let again = access.stream_slot(&who).expect("a slot freed");
+        drop(again);
+        drop(slots);
+        assert!(
+            access
+                .streams
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty(),
+            "nothing kept for principals with no stream"
+        );
     }
 }

@@ -576,7 +576,11 @@ impl Auth {
         // costs one Argon2 (or, for a token without an id, one per entry
         // made before ids existed).
         let candidates: &[usize] = match token_id(token) {
-            Some(id) => book.by_id.get(id).map(std::slice::from_ref).unwrap_or_default(),
+            Some(id) => book
+                .by_id
+                .get(id)
+                .map(std::slice::from_ref)
+                .unwrap_or_default(),
             None => &book.legacy,
         };
         if candidates.is_empty() {
@@ -590,7 +594,10 @@ impl Auth {
                 format!("too many unverified credentials from {address}; retry later"),
             ));
         }
-        let found = candidates.iter().copied().find(|i| book.verifies(*i, token));
+        let found = candidates
+            .iter()
+            .copied()
+            .find(|i| book.verifies(*i, token));
         match found {
             Some(index) => {
                 book.verified
@@ -663,11 +670,23 @@ mod tests {
         assert_eq!(check_file(&ok), Ok(3));
         let refused = [
             // The same name twice.
-            format!("{}{}", entry("a", Some("id1"), Some(HASH_A), ""), entry("a", Some("id2"), Some(HASH_B), "")),
+            format!(
+                "{}{}",
+                entry("a", Some("id1"), Some(HASH_A), ""),
+                entry("a", Some("id2"), Some(HASH_B), "")
+            ),
             // The same token id twice.
-            format!("{}{}", entry("a", Some("id1"), Some(HASH_A), ""), entry("b", Some("id1"), Some(HASH_B), "")),
+            format!(
+                "{}{}",
+                entry("a", Some("id1"), Some(HASH_A), ""),
+                entry("b", Some("id1"), Some(HASH_B), "")
+            ),
             // The same hash twice (deploy/auth.example.toml used to do this).
-            format!("{}{}", entry("a", None, Some(HASH_A), ""), entry("b", None, Some(HASH_A), "")),
+            format!(
+                "{}{}",
+                entry("a", None, Some(HASH_A), ""),
+                entry("b", None, Some(HASH_A), "")
+            ),
             // An unknown role.
             entry("a", Some("id1"), Some(HASH_A), "\"root\""),
             // An id with no hash to check it against.
@@ -695,7 +714,11 @@ mod tests {
                 ..Roles::default()
             }
         );
-        assert_eq!(book.identity(0).roles, Roles::default(), "roles = [] is none");
+        assert_eq!(
+            book.identity(0).roles,
+            Roles::default(),
+            "roles = [] is none"
+        );
     }
 
     #[test]

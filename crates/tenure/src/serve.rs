@@ -3,14 +3,21 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use tenure_raft::{Disk as _, SledDisk, TcpConnector};
 use tenure_server::auth::Auth;
 use tenure_server::config::parse_members;
 use tenure_server::tls::Tls;
 use tenure_server::{ClusterState, Node, Settings};
-use tokio::net::TcpListener;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::error::Error;
 
@@ -195,15 +202,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
             config,
             disk.clone(),
             connector,
-            // Small replies (raft acks, lock answers) must not wait for
-            // Nagle's algorithm to meet a delayed ACK: 40 ms stalls.
-            TcpListenerStream::new(listener).map(|accepted| {
-                accepted.inspect(|stream| {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
-                    }
-                })
-            }),
+            limited(listener),
             signal(),
         )
         .await?;
@@ -213,6 +212,87 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         tracing::info!("stopped cleanly");
         Ok(())
     })
+}
+
+/// Connections a node holds open at once; one more is closed as soon as it
+/// is accepted (and logged), so a flood of idle sockets cannot exhaust the
+/// node's file descriptors.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// The accepted connections, each holding one of [`MAX_CONNECTIONS`]
+/// slots, with TCP_NODELAY: small replies (raft acks, lock answers) must
+/// not wait for Nagle's algorithm to meet a delayed ACK (40 ms stalls).
+fn limited(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> + Send + 'static {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
+        Err(e) => Some(Err(e)),
+        Ok(io) => {
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::warn!(peer = ?io.peer_addr().ok(), max = MAX_CONNECTIONS, "too many connections: closed a new one");
+                return None;
+            };
+            if let Err(e) = io.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+            Some(Ok(Limited { io, _permit: permit }))
+        }
+    })
+}
+
+/// A connection that holds a connection slot until it closes.
+struct Limited {
+    io: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Limited {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl AsyncRead for Limited {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Limited {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Rereads the auth file on each SIGHUP: tokens rotate without a restart;

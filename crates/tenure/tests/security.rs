@@ -393,11 +393,7 @@ async fn tn_auth_004_wrong_and_garbage_tokens_are_refused_cheaply() {
         ok_times.push(t);
         let (t, r) = status(&garbage).await;
         let e = r.expect_err("garbage refused");
-        assert_eq!(
-            e.reason(),
-            tenure_client::Reason::OwnerTokenRequired,
-            "{e}"
-        );
+        assert_eq!(e.reason(), tenure_client::Reason::OwnerTokenRequired, "{e}");
         garbage_times.push(t);
         let (t, r) = status(&wrong).await;
         let e = r.expect_err("a wrong secret refused");
@@ -449,7 +445,10 @@ async fn tn_auth_005_sighup_rotates_tokens_and_a_broken_file_keeps_the_old_one()
     c.hangup();
     let start = Instant::now();
     while !c.log(1).contains("auth file not reloaded") {
-        assert!(start.elapsed() < LIVENESS, "the broken file was not reported");
+        assert!(
+            start.elapsed() < LIVENESS,
+            "the broken file was not reported"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(works(&new).await, "the previous file stays in force");
@@ -519,4 +518,58 @@ fn tn_tls_005_certs_init_makes_a_ca_node_and_client_certificates_and_new_token_a
     let (code, _, err) = tenure(&["auth", "new-token", "--name", "svc", "--roles", "root"]);
     assert_eq!(code, 1);
     assert!(err.contains("unknown role"), "{err}");
+}
+
+#[test]
+fn tn_tls_005_cluster_up_tls_starts_a_tls_cluster_with_an_auth_file() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster_dir = dir.path().join("local");
+    // Three free ports in a row, as the script numbers them.
+    let base = (0..50)
+        .map(|i| 21_000 + (std::process::id() % 2_000) * 10 + i * 7)
+        .find(|b| (1..=3).all(|i| TcpListener::bind(("127.0.0.1", (b + i) as u16)).is_ok()))
+        .expect("three free ports");
+    let env = |c: &mut Command| {
+        c.env("TENURE_BIN", env!("CARGO_BIN_EXE_tenure"))
+            .env("TENURE_CLUSTER_DIR", &cluster_dir)
+            .env("TENURE_PORT_BASE", base.to_string());
+    };
+    let mut up = Command::new(scripts.join("cluster-up"));
+    up.args(["3", "--tls"]);
+    env(&mut up);
+    let out = up.output().expect("cluster-up runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stopped = || {
+        let mut down = Command::new(scripts.join("cluster-down"));
+        down.arg("--wipe");
+        env(&mut down);
+        down.output().expect("cluster-down runs");
+    };
+    if !out.status.success() {
+        stopped();
+        panic!(
+            "cluster-up --tls failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(text.contains("leader:"), "{text}");
+    assert!(text.contains("TENURE_TLS_CA"), "{text}");
+    let token = std::fs::read_to_string(cluster_dir.join("token")).expect("the token file");
+    let endpoints = format!("127.0.0.1:{}", base + 2);
+    let ca = cluster_dir.join("certs/ca.pem").display().to_string();
+    let (code, out, err) = tenure(&[
+        "lock",
+        "acquire",
+        "up/tls",
+        "--endpoints",
+        &endpoints,
+        "--tls-ca",
+        &ca,
+        "--token",
+        token.trim(),
+    ]);
+    stopped();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("token 1"), "{out}");
 }

@@ -62,10 +62,13 @@ impl<C: Connector> LockService<C> {
     ) -> Result<Response<Stream2<v1::KeepAliveResponse>>, ServeError> {
         self.router.here("keep-alive streams").await?;
         let who = self.access.streamer(&request)?;
+        let slot = self.access.stream_slot(&who)?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let service = self.clone();
         tokio::spawn(async move {
+            // Held while the stream lives.
+            let _slot = slot;
             let mut notices = service.table.subscribe();
             let mut kept: HashSet<LeaseId> = HashSet::new();
             // Requests that arrive together share one quorum read.
