@@ -27,6 +27,8 @@
 // openraft's StorageError is large, and its traits fix it as our error type.
 #![allow(clippy::result_large_err)]
 
+#[cfg(test)]
+mod decode_tests;
 pub mod disk;
 pub mod log_store;
 pub mod proposer;

@@ -101,7 +101,8 @@ fn encode<T: Serialize>(value: &T) -> Result<pb::RaftMessage, postcard::Error> {
     })
 }
 
-fn decode<T: DeserializeOwned>(message: &pb::RaftMessage) -> Result<T, String> {
+/// Decodes a message from a peer: its format must be this build's.
+pub(crate) fn decode<T: DeserializeOwned>(message: &pb::RaftMessage) -> Result<T, String> {
     if message.format != FORMAT {
         return Err(format!(
             "payload format {} (this node speaks {FORMAT})",

@@ -721,6 +721,38 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn tn_sec_002_an_arbitrary_auth_file_loads_or_is_refused(text in ".{0,400}") {
+            let _ = check_file(&text);
+        }
+
+        #[test]
+        fn tn_sec_002_an_arbitrary_principal_entry_loads_or_is_refused(
+            name in ".{0,20}",
+            id in proptest::option::of(".{0,20}"),
+            roles in proptest::collection::vec("[a-z]{0,8}", 0..4),
+        ) {
+            let mut text = format!("[[principal]]\nname = {name:?}\n");
+            if let Some(id) = id {
+                text.push_str(&format!("token_id = {id:?}\ntoken_hash = {HASH_A:?}\n"));
+            }
+            text.push_str(&format!("roles = {roles:?}\n"));
+            if let Ok(n) = check_file(&text) {
+                proptest::prop_assert_eq!(n, 1);
+            }
+        }
+
+        #[test]
+        fn tn_sec_002_an_arbitrary_token_has_an_id_or_none(token in ".{0,100}") {
+            if let Some(id) = token_id(&token) {
+                proptest::prop_assert!(valid_id(id));
+            }
+        }
+    }
+
     #[test]
     fn a_token_id_is_the_part_between_the_prefix_and_the_secret() {
         let (token, id) = new_token();
