@@ -113,12 +113,30 @@ impl TlsCluster {
     }
 
     fn spawn(&mut self, id: u64) {
+        let members = self.members.clone();
+        self.spawn_with(id, &["--initial-cluster", &members]);
+    }
+
+    /// Starts node `id` on a free port, to be added with `cluster add`.
+    fn spawn_joiner(&mut self, id: u64) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = l.local_addr().expect("address").to_string();
+        drop(l);
+        self.spawn_with(
+            id,
+            &["--listen", &addr, "--initial-cluster-state", "existing"],
+        );
+        self.addrs.insert(id, addr.clone());
+        addr
+    }
+
+    fn spawn_with(&mut self, id: u64, args: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("node-{id}.log")))
             .expect("log file");
         let node = format!("node-{id}");
         let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
             .args(["serve", "--id", &id.to_string()])
-            .args(["--initial-cluster", &self.members])
+            .args(args)
             .arg("--data-dir")
             .arg(self.dir.path().join(&node))
             .arg("--tls-cert")
@@ -289,7 +307,7 @@ async fn tn_tls_001_a_tls_cluster_forms_serves_the_cli_and_the_client_and_refuse
 async fn tn_tls_002_the_raft_service_answers_member_node_certificates_only() {
     let (ops, ops_entry) = new_token("ops", "admin", "*");
     // Certificates for four nodes; three run, so node-4 names no member.
-    let c = TlsCluster::start(3, 4, &ops_entry);
+    let mut c = TlsCluster::start(3, 4, &ops_entry);
     c.leader(&ops).await;
     for addr in c.addrs.values() {
         let none = raft_call(&c, addr, None).await.expect_err("no certificate");
@@ -313,6 +331,27 @@ async fn tn_tls_002_the_raft_service_answers_member_node_certificates_only() {
         (1..=3).any(|id| c.log(id).contains("refused a call to the Raft service")),
         "refusals are logged"
     );
+    // Node 4 joins: before it knows a membership it admits the leader's
+    // node certificate; once added, the members admit its own.
+    let addr = c.spawn_joiner(4);
+    let (code, out, err) = c.cli(
+        &["cluster", "add", "--id", "4", "--addr", &addr],
+        &["--token", &ops],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('4'), "{out}");
+    for id in 1..=3 {
+        raft_call(&c, &c.addrs[&id], Some("node-4"))
+            .await
+            .expect("a member now");
+    }
+    // Control between nodes runs over mutual TLS: hand leadership to node 4.
+    let (code, out, err) = c.cli(
+        &["cluster", "transfer-leader", "--to", "4"],
+        &["--token", &ops],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("node 4 leads"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
