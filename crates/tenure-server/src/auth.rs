@@ -32,7 +32,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -474,7 +476,7 @@ impl Auth {
         tls.principal_of(&peer_chain(request.extensions())?)
     }
 
-    fn from_member<T>(&self, request: &Request<T>) -> bool {
+    fn forwarded_by_member<T>(&self, request: &Request<T>) -> bool {
         self.inner
             .peers
             .as_ref()
@@ -508,7 +510,7 @@ impl Auth {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
         };
-        self.from_member(request)
+        self.forwarded_by_member(request)
             .then(forwarded)
             .flatten()
             .or_else(|| request.remote_addr().map(|a| a.ip()))
@@ -532,7 +534,7 @@ impl Auth {
         };
         // A call a member node forwarded: its certificate is the node's,
         // so the caller is the principal it vouches for, or the token's.
-        let member = self.from_member(request);
+        let member = self.forwarded_by_member(request);
         if member && let Some(name) = metadata.get(ON_BEHALF_OF).and_then(|v| v.to_str().ok()) {
             return book
                 .named(name)

@@ -186,7 +186,7 @@ impl Tls {
         let names = Names::of(leaf)?;
         names
             .common_name
-            .or_else(|| names.first_san)
+            .or(names.first_san)
             .filter(|n| !n.is_empty())
     }
 }
