@@ -180,6 +180,25 @@ impl KeepAlive {
         true
     }
 
+    /// The server refused the stream itself for a reason a retry cannot
+    /// change (the caller's credentials were revoked, say): every lease it
+    /// kept is lost, for that reason.
+    fn lose_all(&self, error: &crate::Error) {
+        let crate::Error::Refused { reason, message } = error else {
+            return;
+        };
+        if reason.is_retryable() {
+            return;
+        }
+        let mut s = self.lock();
+        for (_, k) in std::mem::take(&mut s.leases) {
+            let _ = k.lost.send(Some(Lost {
+                reason: *reason,
+                message: message.clone(),
+            }));
+        }
+    }
+
     /// Runs the stream while the client lives and leases are kept.
     fn spawn(&self) {
         let me = self.clone();
@@ -201,6 +220,7 @@ impl KeepAlive {
                 let (tx, mut answers) = match opened {
                     Ok(o) => o,
                     Err(e) => {
+                        me.lose_all(&e);
                         tracing::debug!(error = %e, "keep-alive stream not opened; trying again");
                         tokio::time::sleep(TICK * 4).await;
                         continue;
@@ -231,6 +251,7 @@ impl KeepAlive {
                                 break;
                             },
                             Some(Err(status)) => {
+                                me.lose_all(&crate::Error::from_status(&status));
                                 tracing::debug!(code = ?status.code(), message = status.message(), "keep-alive stream failed; reopening");
                                 if let Some(t) = me.transport.upgrade() {
                                     t.clear_leader();

@@ -169,6 +169,17 @@ pub(crate) struct Settings {
     pub(crate) request_id_prefix: Option<u64>,
 }
 
+/// Whether `host:port` names this machine: a loopback address or
+/// `localhost`.
+fn loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Where a call goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route<'a> {
@@ -313,7 +324,15 @@ impl Transport {
                         .map_err(invalid)?
                         .tls_config(tls.tonic())
                         .map_err(invalid)?,
-                    None => Endpoint::from_shared(format!("http://{addr}")).map_err(invalid)?,
+                    None => {
+                        // A bearer token in clear is a token given away.
+                        if self.settings.identity.token.is_some() && !loopback(addr) {
+                            return Err(Error::Invalid(format!(
+                                "refusing to send a bearer token in clear to {addr}: connect over TLS (--tls-ca)"
+                            )));
+                        }
+                        Endpoint::from_shared(format!("http://{addr}")).map_err(invalid)?
+                    }
                 };
                 endpoint
                     .tcp_nodelay(true)

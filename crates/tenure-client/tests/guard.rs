@@ -433,13 +433,18 @@ async fn tn_auth_006_each_role_is_allowed_and_refused_exactly_as_listed() {
     let file = dir.join("auth.toml");
     let mut text = String::new();
     let mut tokens = BTreeMap::new();
-    for role in ["writer", "reader", "admin"] {
+    for (who, role, tenants) in [
+        ("writer", "writer", "t"),
+        ("reader", "reader", "t"),
+        ("admin", "admin", "*"),
+        ("narrow-admin", "admin", "t"),
+    ] {
         let (token, id) = tenure_server::auth::new_token();
         let hash = tenure_server::auth::hash_token(&token).expect("hashed");
         text.push_str(&format!(
-            "[[principal]]\nname = \"{role}-svc\"\ntoken_id = \"{id}\"\ntoken_hash = \"{hash}\"\nroles = [\"{role}\"]\ntenants = [\"t\"]\n\n"
+            "[[principal]]\nname = \"{who}-svc\"\ntoken_id = \"{id}\"\ntoken_hash = \"{hash}\"\nroles = [\"{role}\"]\ntenants = [\"{tenants}\"]\n\n"
         ));
-        tokens.insert(role, token);
+        tokens.insert(who, token);
     }
     std::fs::write(&file, text).expect("written");
     let c = cluster_with(Some(file)).await;

@@ -30,6 +30,40 @@ pub struct Access {
     streams: Arc<Mutex<HashMap<String, usize>>>,
 }
 
+/// The caller of a long stream (keep-alive, watch), identified again after
+/// the auth file reloads, so a revoked token or tenant ends its streams.
+pub struct Standing {
+    auth: Auth,
+    probe: Request<()>,
+    generation: u64,
+}
+
+impl Standing {
+    /// `None` while the auth file has not reloaded since the caller was
+    /// last identified; after a reload, the caller as the new file sees
+    /// it. A refusal for the rate limit is not final: the next call tries
+    /// again.
+    pub fn recheck(&mut self) -> Option<Result<Identity, ServeError>> {
+        let now = self.auth.generation();
+        if now == self.generation {
+            return None;
+        }
+        let result = self.auth.identify(&self.probe);
+        tracing::debug!(
+            generation = now,
+            ok = result.is_ok(),
+            "stream caller checked again after a reload"
+        );
+        match &result {
+            Err(e) if e.reason() == Reason::RateLimited => None,
+            _ => {
+                self.generation = now;
+                Some(result)
+            }
+        }
+    }
+}
+
 /// One open keep-alive stream of a principal; dropping it frees the slot.
 pub struct StreamSlot {
     streams: Arc<Mutex<HashMap<String, usize>>>,
@@ -71,6 +105,19 @@ impl Access {
             auth,
             limiter,
             streams: Arc::default(),
+        }
+    }
+
+    /// The caller of `request`, to check again while its stream lives.
+    pub fn standing<T>(&self, request: &Request<T>) -> Standing {
+        Standing {
+            auth: self.auth.clone(),
+            probe: Request::from_parts(
+                request.metadata().clone(),
+                request.extensions().clone(),
+                (),
+            ),
+            generation: self.auth.generation(),
         }
     }
 

@@ -315,6 +315,24 @@ impl Book {
         Ok(book)
     }
 
+    /// Entries without a token id cost one Argon2 each for every token
+    /// without an id part: say so.
+    fn warn_legacy(&self, path: &Path) {
+        if !self.legacy.is_empty() {
+            let names: Vec<&str> = self
+                .legacy
+                .iter()
+                .map(|i| self.principals[*i].name.as_str())
+                .collect();
+            tracing::warn!(
+                path = %path.display(),
+                principals = ?names,
+                "auth file entries without token_id: a token without an id is checked against each of them; \
+                 replace them with `tenure auth new-token` entries"
+            );
+        }
+    }
+
     fn identity(&self, index: usize) -> Identity {
         let p = &self.principals[index];
         Identity {
@@ -376,6 +394,41 @@ pub fn token_id(token: &str) -> Option<&str> {
 
 type AddressLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
+/// Verifications the whole node makes per second, and at once, whoever
+/// asks: Argon2 never takes more than a fraction of a core.
+pub const NODE_VERIFICATIONS_PER_SECOND: u32 = 20;
+
+/// Addresses the per-address limit keeps before it forgets the quiet ones.
+const ADDRESSES_KEPT: usize = 10_000;
+
+/// Runs `f`, which blocks for a while, where it does not hold up the
+/// runtime's other tasks (on a multi-threaded runtime).
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// The key of an address for the per-address limit: an IPv4 address (also
+/// one mapped into IPv6) as it is, an IPv6 address by its /64, the block
+/// one host is usually given.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(s))
+            }
+        },
+    }
+}
+
 struct Inner {
     /// The auth file, reread on [`Auth::reload`]; `None`: development.
     path: Option<PathBuf>,
@@ -384,6 +437,12 @@ struct Inner {
     peers: Option<Peers>,
     /// Verifications per remote address.
     verifications: Arc<AddressLimiter>,
+    /// Verifications of the whole node.
+    node_verifications: governor::DefaultDirectRateLimiter,
+    /// Held while an Argon2 verification runs: one at a time.
+    argon2: Mutex<()>,
+    /// How many times the auth file was reloaded.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// How this node identifies callers.
@@ -407,6 +466,12 @@ impl Auth {
                 book: RwLock::new(book.map(Arc::new)),
                 peers,
                 verifications: Arc::new(AddressLimiter::keyed(quota)),
+                node_verifications: governor::RateLimiter::direct(governor::Quota::per_second(
+                    std::num::NonZeroU32::new(NODE_VERIFICATIONS_PER_SECOND)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                )),
+                argon2: Mutex::new(()),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -420,6 +485,7 @@ impl Auth {
     /// role, a duplicate or no principal.
     pub fn from_file(path: &Path) -> Result<Auth, ServerError> {
         let book = Book::load(path)?;
+        book.warn_legacy(path);
         Ok(Auth::with(Some(path.to_owned()), Some(book), None))
     }
 
@@ -427,12 +493,23 @@ impl Auth {
     /// client certificates and vouch for the clients they forward.
     pub fn for_node(path: Option<&Path>, peers: Peers) -> Result<Auth, ServerError> {
         let book = path.map(Book::load).transpose()?;
+        if let (Some(b), Some(p)) = (&book, path) {
+            b.warn_legacy(p);
+        }
         Ok(Auth::with(path.map(Path::to_owned), book, Some(peers)))
     }
 
     /// Whether this node checks credentials.
     pub fn enforced(&self) -> bool {
         self.book().is_some()
+    }
+
+    /// How many times the auth file was reloaded: a stream checks its
+    /// caller again when this changes.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn book(&self) -> Option<Arc<Book>> {
@@ -454,12 +531,16 @@ impl Auth {
         };
         match Book::load(path) {
             Ok(book) => {
+                book.warn_legacy(path);
                 let n = book.principals.len();
                 *self
                     .inner
                     .book
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(book));
+                self.inner
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!(path = %path.display(), principals = n, "auth file reloaded");
                 Ok(n)
             }
@@ -514,7 +595,7 @@ impl Auth {
             .then(forwarded)
             .flatten()
             .or_else(|| request.remote_addr().map(|a| a.ip()))
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), address_key)
     }
 
     /// The caller of `request`: OWNER_TOKEN_REQUIRED without a valid
@@ -588,18 +669,38 @@ impl Auth {
         if candidates.is_empty() {
             return Err(required("unknown bearer token"));
         }
-        // From here a call costs work: limit it by address first.
+        // From here a call costs work: limit it by address first (one
+        // cell per verification it would make), then node-wide.
         let address = self.address(request);
-        if self.inner.verifications.check_key(&address).is_err() {
+        let limiter = &self.inner.verifications;
+        if limiter.len() > ADDRESSES_KEPT {
+            limiter.retain_recent();
+        }
+        let cells = u32::try_from(candidates.len())
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        if !matches!(limiter.check_key_n(&address, cells), Ok(Ok(())))
+            || self.inner.node_verifications.check_n(cells) != Ok(Ok(()))
+        {
             return Err(ServeError::refused(
                 Reason::RateLimited,
                 format!("too many unverified credentials from {address}; retry later"),
             ));
         }
-        let found = candidates
-            .iter()
-            .copied()
-            .find(|i| book.verifies(*i, token));
+        // Argon2 takes tens of milliseconds of CPU: one at a time, and off
+        // the runtime's workers, so that heartbeats and elections go on.
+        let found = off_the_runtime(|| {
+            let _one = self
+                .inner
+                .argon2
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            candidates
+                .iter()
+                .copied()
+                .find(|i| book.verifies(*i, token))
+        });
         match found {
             Some(index) => {
                 book.verified

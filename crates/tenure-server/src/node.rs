@@ -37,8 +37,7 @@ use crate::transfer::{successor, transfer};
 use crate::watch::History;
 use crate::writer::Writer;
 
-/// How often a node pings an HTTP/2 connection that is idle, and keeps
-/// TCP alive.
+/// How often a node pings an HTTP/2 connection that is idle.
 pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
 /// How long a ping may go unanswered before the connection is closed.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -232,8 +231,7 @@ impl Node {
             // may not open streams without end.
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .tcp_keepalive(Some(HTTP2_KEEPALIVE));
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
         if let Some(tls) = &tls {
             builder = builder
                 .tls_config(tls.server_config())

@@ -168,11 +168,14 @@ impl Tls {
             .verify_client_cert(leaf, rest, UnixTime::now())
             .ok()?;
         let names = Names::of(leaf)?;
+        if !names.server_auth {
+            return None;
+        }
         names
             .common_name
             .iter()
             .chain(&names.dns)
-            .find_map(|n| n.strip_prefix("node-")?.parse().ok())
+            .find_map(|n| node_id(n))
     }
 
     /// The principal a client certificate chain names: signed by the
@@ -191,6 +194,16 @@ impl Tls {
     }
 }
 
+/// The id in a node name `node-<id>`: digits only, no sign, no leading
+/// zero, so one id has exactly one name.
+pub fn node_id(name: &str) -> Option<NodeId> {
+    let digits = name.strip_prefix("node-")?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    canonical.then(|| digits.parse().ok()).flatten()
+}
+
 /// The certificate chain a caller presented on this connection, if any.
 pub fn peer_chain(extensions: &tonic::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>>> {
     extensions
@@ -207,6 +220,10 @@ pub struct Names {
     pub dns: Vec<String>,
     /// The first DNS or URI SAN.
     pub first_san: Option<String>,
+    /// Whether it may serve TLS: no extended key usage (any use), or one
+    /// that lists serverAuth. A node certificate must; a client
+    /// certificate (clientAuth only) cannot pass for a node.
+    pub server_auth: bool,
 }
 
 impl Names {
@@ -214,7 +231,13 @@ impl Names {
     pub fn of(der: &[u8]) -> Option<Names> {
         use x509_parser::extensions::GeneralName;
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let server_auth = match cert.extended_key_usage() {
+            Ok(Some(eku)) => eku.value.server_auth || eku.value.any,
+            Ok(None) => true,
+            Err(_) => false,
+        };
         let mut names = Names {
+            server_auth,
             common_name: cert
                 .subject()
                 .iter_common_name()
@@ -238,5 +261,22 @@ impl Names {
             }
         }
         Some(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tn_tls_002_a_node_name_has_one_spelling() {
+        assert_eq!(node_id("node-1"), Some(1));
+        assert_eq!(node_id("node-0"), Some(0));
+        assert_eq!(node_id("node-42"), Some(42));
+        for other in [
+            "node-", "node-01", "node-+1", "node--1", "node-1a", "Node-1", "node-1 ", "client",
+        ] {
+            assert_eq!(node_id(other), None, "{other}");
+        }
     }
 }

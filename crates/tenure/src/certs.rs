@@ -55,6 +55,13 @@ fn rcgen(e: rcgen::Error) -> Error {
 /// Runs a certs command; prints the files it wrote.
 pub fn run(command: CertsCommand, out: &mut impl std::io::Write) -> Result<(), Error> {
     let CertsCommand::Init(args) = command;
+    tenure_core::validate::owner(&args.client)
+        .map_err(|e| Error::Cluster(format!("--client: {e}")))?;
+    if args.client.starts_with("node-") {
+        return Err(Error::Cluster(
+            "--client: a name node-… is a node's, not a client's".into(),
+        ));
+    }
     std::fs::create_dir_all(&args.out)?;
     let mut names: Vec<String> = vec!["ca".into()];
     names.extend((1..=args.nodes).map(|i| format!("node-{i}")));
@@ -131,8 +138,6 @@ pub fn run(command: CertsCommand, out: &mut impl std::io::Write) -> Result<(), E
         let (cert, key) = leaf(&name, dns, ips, true)?;
         write(&args.out, &name, &cert, &key, out)?;
     }
-    tenure_core::validate::owner(&args.client)
-        .map_err(|e| Error::Cluster(format!("--client: {e}")))?;
     let (cert, key) = leaf(&args.client, Vec::new(), Vec::new(), false)?;
     write(&args.out, "client", &cert, &key, out)?;
     Ok(())
@@ -155,6 +160,9 @@ fn write(
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&key_path)?;
+        // An existing file (--force) keeps its mode on open: set it.
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         std::io::Write::write_all(&mut file, key.as_bytes())?;
     }
     writeln!(out, "{}\n{}", cert_path.display(), key_path.display())?;

@@ -176,6 +176,8 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        // Before anything else: a SIGHUP during start-up must not kill the node.
+        let hangup = hangup();
         std::fs::create_dir_all(&config.data_dir)?;
         let cache_bytes = config.cache_mb.saturating_mul(1 << 20);
         let disk = SledDisk::open_with(&config.data_dir, !args.unsafe_no_fsync, cache_bytes)
@@ -189,6 +191,15 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
                 source,
             }
         })?;
+        // The name resolved: check what the socket really bound to.
+        let bound_loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        if !bound_loopback && (config.tls.is_none() || config.auth_file.is_none()) {
+            return Err(tenure_server::ServerError::Config(format!(
+                "{} bound beyond loopback: a node there needs --tls-cert, --tls-key, --tls-ca and --auth-file",
+                config.listen
+            ))
+            .into());
+        }
         tracing::info!(id = config.id, listen = %config.listen, data_dir = %config.data_dir.display(), "serving");
         if config.auth_file.is_none() {
             let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
@@ -206,7 +217,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
             signal(),
         )
         .await?;
-        tokio::spawn(reload_on_hangup(node.auth.clone()));
+        tokio::spawn(reload_on_hangup(node.auth.clone(), hangup));
         node.wait().await?;
         disk.flush().await.map_err(tenure_server::ServerError::from)?;
         tracing::info!("stopped cleanly");
@@ -219,6 +230,51 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
 /// node's file descriptors.
 pub const MAX_CONNECTIONS: usize = 4096;
 
+/// Connections one remote address (an IPv6 /64) may hold, so that one host
+/// cannot take every slot; loopback is not bounded (the benchmark runs
+/// hundreds of clients from it).
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+
+type Counts = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// A remote address's share of the connections, given back on drop.
+struct Share {
+    counts: Counts,
+    address: std::net::IpAddr,
+}
+
+impl Share {
+    fn take(counts: &Counts, address: std::net::IpAddr) -> Option<Share> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(address).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Share {
+            counts: Arc::clone(counts),
+            address,
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// The accepted connections, each holding one of [`MAX_CONNECTIONS`]
 /// slots, with TCP_NODELAY: small replies (raft acks, lock answers) must
 /// not wait for Nagle's algorithm to meet a delayed ACK (40 ms stalls).
@@ -226,17 +282,34 @@ fn limited(
     listener: TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> + Send + 'static {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let counts = Counts::default();
     TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
         Err(e) => Some(Err(e)),
         Ok(io) => {
+            let peer = io.peer_addr().ok().map(|a| a.ip());
+            let share = match peer.filter(|ip| !ip.is_loopback()) {
+                Some(ip) => {
+                    let address = tenure_server::auth::address_key(ip);
+                    let Some(share) = Share::take(&counts, address) else {
+                        tracing::warn!(%address, max = MAX_CONNECTIONS_PER_ADDRESS, "too many connections from one address: closed a new one");
+                        return None;
+                    };
+                    Some(share)
+                }
+                None => None,
+            };
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                tracing::warn!(peer = ?io.peer_addr().ok(), max = MAX_CONNECTIONS, "too many connections: closed a new one");
+                tracing::warn!(?peer, max = MAX_CONNECTIONS, "too many connections: closed a new one");
                 return None;
             };
             if let Err(e) = io.set_nodelay(true) {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
             }
-            Some(Ok(Limited { io, _permit: permit }))
+            Some(Ok(Limited {
+                io,
+                _permit: permit,
+                _share: share,
+            }))
         }
     })
 }
@@ -245,6 +318,7 @@ fn limited(
 struct Limited {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _share: Option<Share>,
 }
 
 impl Connected for Limited {
@@ -295,31 +369,42 @@ impl AsyncWrite for Limited {
     }
 }
 
+/// The SIGHUP stream, installed early (the default action would end the
+/// process).
+#[cfg(unix)]
+fn hangup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "no SIGHUP handler: the auth file reloads only on restart");
+        })
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangup() -> Option<()> {
+    None
+}
+
 /// Rereads the auth file on each SIGHUP: tokens rotate without a restart;
 /// a broken file leaves the one in force (and the log says why).
-async fn reload_on_hangup(auth: Auth) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler: the auth file reloads only on restart");
-                return;
-            }
-        };
-        while hangup.recv().await.is_some() {
-            if auth.enforced() {
-                // Success and failure are both logged by `reload`.
-                let _ = auth.reload();
-            } else {
-                tracing::info!("SIGHUP: no auth file to reload");
-            }
+#[cfg(unix)]
+async fn reload_on_hangup(auth: Auth, hangup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hangup) = hangup else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        if auth.enforced() {
+            // Success and failure are both logged by `reload`.
+            let _ = auth.reload();
+        } else {
+            tracing::info!("SIGHUP: no auth file to reload");
         }
     }
-    #[cfg(not(unix))]
-    let _ = auth;
 }
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_auth: Auth, _hangup: Option<()>) {}
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn signal() {

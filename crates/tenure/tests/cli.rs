@@ -2,15 +2,11 @@
 
 use std::process::Command;
 
+mod common;
+
 fn tenure(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
-        .args(args)
-        .output()
-        .expect("the tenure binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (code, out, _) = common::run(args);
+    (code == 0, out)
 }
 
 #[test]
@@ -35,6 +31,7 @@ fn help_lists_only_commands_that_work() {
             "check",
             "sim",
             "auth",
+            "certs",
             "completions",
             "reasons",
             "help"
@@ -135,21 +132,28 @@ fn tn_auth_002_hash_token_prints_an_argon2id_hash() {
 
 #[test]
 fn tn_auth_003_without_an_auth_file_a_node_listens_on_loopback_only() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
-        .args([
-            "serve",
-            "--id",
-            "1",
-            "--listen",
-            "0.0.0.0:0",
-            "--initial-cluster",
-            "1=127.0.0.1:1",
-        ])
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("loopback only"), "{err}");
+    // TLS is given (TN-TLS-004 covers its absence): the auth file is what
+    // is missing.
+    let (code, out, err) = common::run(&[
+        "serve",
+        "--id",
+        "1",
+        "--listen",
+        "0.0.0.0:0",
+        "--initial-cluster",
+        "1=127.0.0.1:1",
+        "--tls-cert",
+        "node.pem",
+        "--tls-key",
+        "node-key.pem",
+        "--tls-ca",
+        "ca.pem",
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("without --auth-file a node listens on loopback only"),
+        "{err}"
+    );
 }
 
 /// Runs `tenure ARGS` with `input` on stdin: (exit code, stdout).
@@ -242,14 +246,8 @@ fn tn_check_001_check_history_exits_1_on_a_violation_and_2_when_inconclusive() {
 }
 
 fn tenure_code(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
-        .args(args)
-        .output()
-        .expect("the tenure binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (code, out, _) = common::run(args);
+    (code, out)
 }
 
 fn hashes(text: &str) -> Vec<&str> {

@@ -4,8 +4,9 @@
 //! refuse, retryably, with three down. Times are printed, not asserted
 //! beyond generous liveness bounds: these machines are shared.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,17 +34,7 @@ impl Cluster {
     }
 
     fn with_args(n: u64, extra: Vec<String>) -> Cluster {
-        let addrs: BTreeMap<u64, String> = (1..=n)
-            .map(|id| {
-                let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-                (id, l.local_addr().expect("address").to_string())
-            })
-            .collect();
-        let members = addrs
-            .iter()
-            .map(|(id, a)| format!("{id}={a}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let (addrs, members) = common::free_members(n);
         let mut c = Cluster {
             addrs,
             members,
@@ -348,17 +339,9 @@ fn tenure(c: &Cluster, args: &[&str]) -> (i32, String, String) {
     let endpoints = c.addrs.values().cloned().collect::<Vec<_>>().join(",");
     // `--endpoints` before the subcommand's own arguments (`run` passes
     // everything after `--` to its command).
-    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
-        .args(&args[..1])
-        .args(["--endpoints", &endpoints])
-        .args(&args[1..])
-        .output()
-        .expect("tenure runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec![args[0], "--endpoints", &endpoints];
+    all.extend(&args[1..]);
+    common::run(&all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,17 +18,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 const LIVENESS: Duration = Duration::from_secs(20);
 
-fn tenure(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
-        .args(args)
-        .output()
-        .expect("tenure runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+
+use common::run as tenure;
 
 /// A token and its auth file entry, from `tenure auth new-token --json`.
 fn new_token(name: &str, roles: &str, tenants: &str) -> (String, String) {
@@ -76,17 +68,7 @@ impl TlsCluster {
         assert_eq!(code, 0, "{err}");
         let auth_path = dir.path().join("auth.toml");
         std::fs::write(&auth_path, auth).expect("auth file");
-        let addrs: BTreeMap<u64, String> = (1..=n)
-            .map(|id| {
-                let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-                (id, l.local_addr().expect("address").to_string())
-            })
-            .collect();
-        let members = addrs
-            .iter()
-            .map(|(id, a)| format!("{id}={a}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let (addrs, members) = common::free_members(n);
         let mut c = TlsCluster {
             addrs,
             members,
@@ -469,6 +451,14 @@ async fn tn_auth_005_sighup_rotates_tokens_and_a_broken_file_keeps_the_old_one()
         }
     };
     assert!(works(&old).await);
+    // A guard kept alive with the old token, on an open keep-alive stream.
+    let holder = Client::connect(c.config(c.client_tls(None)).with_token(&old))
+        .await
+        .expect("connects");
+    let guard = holder
+        .acquire("jobs/rotate", Duration::from_secs(10))
+        .await
+        .expect("granted");
     let (new, new_entry) = new_token("ops", "admin,writer,reader", "*");
     assert!(!works(&new).await, "not yet in the file");
     std::fs::write(&c.auth, &new_entry).expect("rewritten");
@@ -479,6 +469,16 @@ async fn tn_auth_005_sighup_rotates_tokens_and_a_broken_file_keeps_the_old_one()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!works(&old).await, "the rotated-out token is refused");
+    // The open stream checked its caller again: the guard is lost, and says why.
+    if tokio::time::timeout(LIVENESS, guard.lost()).await.is_err() {
+        panic!("the revoked guard is not lost; node log:\n{}", c.log(1));
+    }
+    let lost = guard.lost_reason().expect("a reason");
+    assert_eq!(
+        lost.reason,
+        tenure_client::Reason::OwnerTokenRequired,
+        "{lost:?}"
+    );
     // A broken file: the node keeps the file in force and says why.
     std::fs::write(&c.auth, "[[principal]]\nname = \"x\"\nroles = [\"root\"]\n").expect("broken");
     c.hangup();
@@ -611,4 +611,16 @@ fn tn_tls_005_cluster_up_tls_starts_a_tls_cluster_with_an_auth_file() {
     stopped();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("token 1"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_tls_001_a_client_never_sends_a_token_in_clear_beyond_loopback() {
+    let mut config = ClientConfig::new(["192.0.2.1:7001"], "default", "x").with_token("secret");
+    config.call_timeout = Duration::from_secs(2);
+    let refused = match Client::connect(config).await {
+        Ok(client) => client.status().await.map(|_| ()),
+        Err(e) => Err(e),
+    }
+    .expect_err("no token in clear");
+    assert!(refused.to_string().contains("in clear"), "{refused}");
 }

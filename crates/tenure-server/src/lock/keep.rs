@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Streaming};
 
 use super::{LockService, Stream2, millis};
+use crate::auth::Role;
 use crate::errors::ServeError;
 use crate::errors::forwarded;
 use crate::router::Routed;
@@ -61,8 +62,9 @@ impl<C: Connector> LockService<C> {
         request: Request<Streaming<v1::KeepAliveRequest>>,
     ) -> Result<Response<Stream2<v1::KeepAliveResponse>>, ServeError> {
         self.router.here("keep-alive streams").await?;
-        let who = self.access.streamer(&request)?;
+        let mut who = self.access.streamer(&request)?;
         let slot = self.access.stream_slot(&who)?;
+        let mut standing = self.access.standing(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let service = self.clone();
@@ -88,6 +90,16 @@ impl<C: Connector> LockService<C> {
                             continue;
                         };
                         let requests: Vec<v1::KeepAliveRequest> = batch.into_iter().filter_map(Result::ok).collect();
+                        // A reloaded auth file may have revoked the caller.
+                        if let Some(again) = standing.recheck() {
+                            match again.and_then(|w| w.check_role(Role::Writer).map(|()| w)) {
+                                Ok(w) => who = w,
+                                Err(e) => {
+                                    let _ = tx.send(Err(e.into_status(service.router.hint().as_deref()))).await;
+                                    return;
+                                }
+                            }
+                        }
                         if let Err(e) = service.router.confirm(true).await {
                             let _ = tx.send(Err(e.into_status(service.router.hint().as_deref()))).await;
                             return;

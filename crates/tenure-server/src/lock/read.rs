@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response};
 
 use super::{LockService, MAX_PAGE, Stream2, millis};
+use crate::auth::Role;
 use crate::errors::ServeError;
 use crate::errors::forwarded;
 use crate::router::Routed;
@@ -99,6 +100,8 @@ impl<C: Connector> LockService<C> {
             request.get_ref().include_all_tenants,
         );
         self.access.reader(&request, &tenant, all)?;
+        let mut standing = self.access.standing(&request);
+        let enforced = self.access.enforced();
         let r = request.into_inner();
         if !r.include_all_tenants {
             tenure_core::validate::tenant(&r.tenant_id)?;
@@ -140,6 +143,21 @@ impl<C: Connector> LockService<C> {
             loop {
                 match notices.recv().await {
                     Ok(n) => {
+                        // A reloaded auth file may have revoked the caller.
+                        if enforced
+                            && let Some(again) = standing.recheck()
+                            && let Err(e) = again.and_then(|w| {
+                                w.check_role(Role::Reader)?;
+                                if all {
+                                    w.check_all_tenants()
+                                } else {
+                                    w.check_tenant(&tenant)
+                                }
+                            })
+                        {
+                            let _ = tx.send(Err(e.into_status(None))).await;
+                            return;
+                        }
                         for e in &n.events {
                             if e.seq <= last || !wanted(e) {
                                 continue;
