@@ -85,6 +85,55 @@ pub struct NodeStatus {
     pub version: String,
     /// Its disk flushes (fsyncs) since it started.
     pub disk_flushes: u64,
+    /// The limits in force in its applied table (`None` from a node that
+    /// does not report them).
+    pub limits: Option<tenure_core::TableConfig>,
+}
+
+/// Limits to change with [`Client::configure`](crate::Client::configure);
+/// `None` keeps the one in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitChanges {
+    /// Shortest TTL a lease may ask for.
+    pub ttl_min_ms: Option<u64>,
+    /// Longest TTL a lease may ask for.
+    pub ttl_max_ms: Option<u64>,
+    /// Longest wait a waiting acquire may ask for.
+    pub max_wait_timeout_ms: Option<u64>,
+    /// Lock-delay after an expiry (0: none).
+    pub lock_delay_ms: Option<u64>,
+    /// Bound on each lock's waiting queue.
+    pub max_waiters_per_lock: Option<u32>,
+    /// Bound on lock records per tenant.
+    pub max_locks_per_tenant: Option<u64>,
+    /// Bound on tenants.
+    pub max_tenants: Option<u64>,
+    /// Log entries after which a request_id is forgotten.
+    pub request_retention_entries: Option<u64>,
+    /// Request ids remembered at most.
+    pub request_retention_count: Option<u64>,
+    /// Log entries after which an ended lease is forgotten.
+    pub lease_retention_entries: Option<u64>,
+    /// Ended leases kept at most.
+    pub lease_retention_count: Option<u64>,
+}
+
+impl From<&LimitChanges> for v1::ConfigureRequest {
+    fn from(c: &LimitChanges) -> v1::ConfigureRequest {
+        v1::ConfigureRequest {
+            ttl_min_ms: c.ttl_min_ms,
+            ttl_max_ms: c.ttl_max_ms,
+            max_wait_timeout_ms: c.max_wait_timeout_ms,
+            lock_delay_ms: c.lock_delay_ms,
+            max_waiters_per_lock: c.max_waiters_per_lock,
+            max_locks_per_tenant: c.max_locks_per_tenant,
+            max_tenants: c.max_tenants,
+            request_retention_entries: c.request_retention_entries,
+            request_retention_count: c.request_retention_count,
+            lease_retention_entries: c.lease_retention_entries,
+            lease_retention_count: c.lease_retention_count,
+        }
+    }
 }
 
 /// The members once a membership change committed.
@@ -171,6 +220,7 @@ impl From<v1::StatusResponse> for NodeStatus {
             waiting_leases: s.waiting_leases,
             version: s.version,
             disk_flushes: s.disk_flushes,
+            limits: s.limits.as_ref().map(tenure_proto::convert::table_config),
         }
     }
 }

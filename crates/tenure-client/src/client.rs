@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenure_core::{AuditEvent, LeaseView, LockView};
+use tenure_core::{AuditEvent, LeaseView, LockView, TableConfig};
 use tenure_proto::convert;
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
 use tenure_proto::v1::lock_client::LockClient;
 use tokio::time::Instant;
 
-use crate::admin::{Imported, Leadership, Membership, NodeStatus, SnapshotInfo};
+use crate::admin::{Imported, Leadership, LimitChanges, Membership, NodeStatus, SnapshotInfo};
 use crate::guard::LockGuard;
 use crate::keepalive::KeepAlive;
 use crate::transport::{Dialer, Error, Identity, Route, Settings, TlsConfig, Transport};
@@ -602,6 +602,18 @@ impl Client {
         })
         .await
         .map(Leadership::from)
+    }
+
+    /// Changes the cluster's limits (admin, every tenant): the ones given
+    /// replace those in force; answers the limits now in force. An
+    /// unworkable combination is refused (INVALID_REQUEST).
+    pub async fn configure(&self, changes: &LimitChanges) -> Result<TableConfig, Error> {
+        let body = v1::ConfigureRequest::from(changes);
+        self.admin_write(&body, |c, r| async move {
+            AdminClient::new(c).configure(r).await
+        })
+        .await
+        .map(|l| convert::table_config(&l))
     }
 
     /// Membership changes can take a while (a learner catching up): they

@@ -57,13 +57,15 @@ mod keepalive;
 mod transport;
 mod watch;
 
-pub use admin::{Imported, Leadership, Member, Membership, NodeRole, NodeStatus, SnapshotInfo};
+pub use admin::{
+    Imported, Leadership, LimitChanges, Member, Membership, NodeRole, NodeStatus, SnapshotInfo,
+};
 pub use client::{
     AcquireOptions, Client, ClientConfig, KeepAliveStream, Lease, ListPage, LockState, Renewed,
     Snapshot, WatchEvent,
 };
 pub use guard::LockGuard;
 pub use keepalive::Lost;
-pub use tenure_core::{FencedResource, Reason};
+pub use tenure_core::{FencedResource, Reason, TableConfig};
 pub use transport::{Dial, Dialer, Error, Identity, TlsConfig};
 pub use watch::{Watch, WatchOptions};

@@ -722,3 +722,65 @@ pub fn leader_of(status: &tonic::Status) -> Option<String> {
     from_metadata
         .or_else(|| error_info(status).and_then(|mut info| info.metadata.remove(LEADER_INFO_KEY)))
 }
+
+/// The table's limits, as the API shows them.
+pub fn limits(c: &tenure_core::TableConfig) -> v1::Limits {
+    v1::Limits {
+        ttl_min_ms: c.min_ttl_ms,
+        ttl_max_ms: c.max_ttl_ms,
+        max_wait_timeout_ms: c.max_wait_timeout_ms,
+        lock_delay_ms: c.lock_delay_ms,
+        max_waiters_per_lock: c.max_waiters_per_lock,
+        max_locks_per_tenant: c.max_locks_per_tenant,
+        max_tenants: c.max_tenants,
+        request_retention_entries: c.request_retention_entries,
+        request_retention_count: c.request_retention_count,
+        lease_retention_entries: c.lease_retention_entries,
+        lease_retention_count: c.lease_retention_count,
+    }
+}
+
+/// The limits an API answer shows, as a table configuration.
+pub fn table_config(l: &v1::Limits) -> tenure_core::TableConfig {
+    tenure_core::TableConfig {
+        min_ttl_ms: l.ttl_min_ms,
+        max_ttl_ms: l.ttl_max_ms,
+        max_wait_timeout_ms: l.max_wait_timeout_ms,
+        lock_delay_ms: l.lock_delay_ms,
+        max_waiters_per_lock: l.max_waiters_per_lock,
+        max_locks_per_tenant: l.max_locks_per_tenant,
+        max_tenants: l.max_tenants,
+        request_retention_entries: l.request_retention_entries,
+        request_retention_count: l.request_retention_count,
+        lease_retention_entries: l.lease_retention_entries,
+        lease_retention_count: l.lease_retention_count,
+    }
+}
+
+/// `current` with the fields a Configure request gives replaced; the
+/// result is checked when it is applied.
+pub fn configure(
+    current: &tenure_core::TableConfig,
+    req: &v1::ConfigureRequest,
+) -> tenure_core::TableConfig {
+    let c = current;
+    tenure_core::TableConfig {
+        min_ttl_ms: req.ttl_min_ms.unwrap_or(c.min_ttl_ms),
+        max_ttl_ms: req.ttl_max_ms.unwrap_or(c.max_ttl_ms),
+        max_wait_timeout_ms: req.max_wait_timeout_ms.unwrap_or(c.max_wait_timeout_ms),
+        lock_delay_ms: req.lock_delay_ms.unwrap_or(c.lock_delay_ms),
+        max_waiters_per_lock: req.max_waiters_per_lock.unwrap_or(c.max_waiters_per_lock),
+        max_locks_per_tenant: req.max_locks_per_tenant.unwrap_or(c.max_locks_per_tenant),
+        max_tenants: req.max_tenants.unwrap_or(c.max_tenants),
+        request_retention_entries: req
+            .request_retention_entries
+            .unwrap_or(c.request_retention_entries),
+        request_retention_count: req
+            .request_retention_count
+            .unwrap_or(c.request_retention_count),
+        lease_retention_entries: req
+            .lease_retention_entries
+            .unwrap_or(c.lease_retention_entries),
+        lease_retention_count: req.lease_retention_count.unwrap_or(c.lease_retention_count),
+    }
+}

@@ -137,6 +137,24 @@ impl<C: Connector> AdminService<C> {
         Ok(Response::new(convert::lock_state(&view, 0)))
     }
 
+    async fn configure_call(
+        &self,
+        request: Request<v1::ConfigureRequest>,
+    ) -> Result<Response<v1::Limits>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => return forwarded(AdminClient::new(c).configure(r).await),
+        };
+        // The limits hold for every tenant.
+        let who = self.access.admin(&request)?;
+        who.check_all_tenants()?;
+        let current = self.table.read().table.config().clone();
+        let wanted = convert::configure(&current, request.get_ref());
+        let applied = self.writer.configure(wanted).await?;
+        tracing::info!(by = %who.name, limits = ?applied, "limits changed");
+        Ok(Response::new(convert::limits(&applied)))
+    }
+
     async fn status_call(
         &self,
         request: Request<v1::StatusRequest>,
@@ -174,6 +192,7 @@ impl<C: Connector> AdminService<C> {
             waiting_leases: stats.waiting as u64,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             disk_flushes: (self.flushes)(),
+            limits: Some(convert::limits(table.table.config())),
         }))
     }
 
@@ -394,6 +413,13 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         request: Request<Streaming<v1::SnapshotChunk>>,
     ) -> Result<Response<v1::ImportSnapshotResponse>, Status> {
         self.router.answer(self.import_call(request).await)
+    }
+
+    async fn configure(
+        &self,
+        request: Request<v1::ConfigureRequest>,
+    ) -> Result<Response<v1::Limits>, Status> {
+        self.router.answer(self.configure_call(request).await)
     }
 }
 

@@ -14,6 +14,7 @@ use tenure_raft::NodeId;
 
 use crate::error::ServerError;
 use crate::tls::TlsFiles;
+use tenure_core::TableConfig;
 
 /// Whether this node founds a new cluster or joins a running one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -71,6 +72,25 @@ pub struct Settings {
     /// The CA that signs client certificates (PEM): a client presenting
     /// one is the principal it names. Needs TLS and an auth file.
     pub client_ca: Option<PathBuf>,
+    /// The table's limits, proposed when this node founds the cluster
+    /// (afterwards `tenure cluster configure` changes them): shortest TTL.
+    pub ttl_min_ms: Option<u64>,
+    /// Longest TTL.
+    pub ttl_max_ms: Option<u64>,
+    /// Longest wait of a waiting acquire.
+    pub max_wait_timeout_ms: Option<u64>,
+    /// Lock-delay after an expiry (0: none).
+    pub lock_delay_ms: Option<u64>,
+    /// Bound on each lock's waiting queue.
+    pub max_waiters_per_lock: Option<u32>,
+    /// Bound on lock records per tenant.
+    pub max_locks_per_tenant: Option<u64>,
+    /// Bound on tenants.
+    pub max_tenants: Option<u64>,
+    /// A remembered request_id is forgotten after this many log entries.
+    pub request_retention_entries: Option<u64>,
+    /// At most this many request_ids are remembered.
+    pub request_retention_count: Option<u64>,
 }
 
 /// The final configuration of a node.
@@ -106,6 +126,8 @@ pub struct NodeConfig {
     pub cache_mb: u64,
     /// TLS, if the node serves it.
     pub tls: Option<TlsFiles>,
+    /// The limits this node proposes when it founds the cluster.
+    pub table: TableConfig,
 }
 
 /// Defaults that keep a failover under about a second on a LAN.
@@ -148,6 +170,19 @@ impl Settings {
             tls_key: self.tls_key.or(lower.tls_key),
             tls_ca: self.tls_ca.or(lower.tls_ca),
             client_ca: self.client_ca.or(lower.client_ca),
+            ttl_min_ms: self.ttl_min_ms.or(lower.ttl_min_ms),
+            ttl_max_ms: self.ttl_max_ms.or(lower.ttl_max_ms),
+            max_wait_timeout_ms: self.max_wait_timeout_ms.or(lower.max_wait_timeout_ms),
+            lock_delay_ms: self.lock_delay_ms.or(lower.lock_delay_ms),
+            max_waiters_per_lock: self.max_waiters_per_lock.or(lower.max_waiters_per_lock),
+            max_locks_per_tenant: self.max_locks_per_tenant.or(lower.max_locks_per_tenant),
+            max_tenants: self.max_tenants.or(lower.max_tenants),
+            request_retention_entries: self
+                .request_retention_entries
+                .or(lower.request_retention_entries),
+            request_retention_count: self
+                .request_retention_count
+                .or(lower.request_retention_count),
         }
     }
 
@@ -203,6 +238,26 @@ impl Settings {
                     .into(),
             );
         }
+        let d = TableConfig::default();
+        let table = TableConfig {
+            min_ttl_ms: self.ttl_min_ms.unwrap_or(d.min_ttl_ms),
+            max_ttl_ms: self.ttl_max_ms.unwrap_or(d.max_ttl_ms),
+            max_wait_timeout_ms: self.max_wait_timeout_ms.unwrap_or(d.max_wait_timeout_ms),
+            lock_delay_ms: self.lock_delay_ms.unwrap_or(d.lock_delay_ms),
+            max_waiters_per_lock: self.max_waiters_per_lock.unwrap_or(d.max_waiters_per_lock),
+            max_locks_per_tenant: self.max_locks_per_tenant.unwrap_or(d.max_locks_per_tenant),
+            max_tenants: self.max_tenants.unwrap_or(d.max_tenants),
+            request_retention_entries: self
+                .request_retention_entries
+                .unwrap_or(d.request_retention_entries),
+            request_retention_count: self
+                .request_retention_count
+                .unwrap_or(d.request_retention_count),
+            ..d
+        };
+        if let Err(e) = table.validate() {
+            return bad(format!("limits: {e}"));
+        }
         let config = NodeConfig {
             id,
             data_dir: self
@@ -221,6 +276,7 @@ impl Settings {
             rate_limit: self.rate_limit.unwrap_or(10_000),
             cache_mb: self.cache_mb.unwrap_or(DEFAULT_CACHE_MB),
             tls,
+            table,
         };
         if config.heartbeat_ms == 0
             || config.election_min_ms / 2 <= config.heartbeat_ms
@@ -282,6 +338,51 @@ mod tests {
             (c.heartbeat_ms, c.election_min_ms),
             (50, DEFAULT_ELECTION_MIN_MS)
         );
+    }
+
+    #[test]
+    fn tn_cfg_001_limits_resolve_over_the_defaults_and_unworkable_ones_are_refused() {
+        let base = || Settings {
+            id: Some(1),
+            initial_cluster: Some(parse_members("1=a:1").unwrap()),
+            ..Settings::default()
+        };
+        let c = Settings {
+            ttl_min_ms: Some(1_000),
+            lock_delay_ms: Some(2_000),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (
+                c.table.min_ttl_ms,
+                c.table.lock_delay_ms,
+                c.table.max_ttl_ms
+            ),
+            (1_000, 2_000, TableConfig::default().max_ttl_ms)
+        );
+        assert_eq!(base().resolve().unwrap().table, TableConfig::default());
+        for bad in [
+            Settings {
+                ttl_min_ms: Some(5_000),
+                ttl_max_ms: Some(1_000),
+                ..base()
+            },
+            Settings {
+                ttl_min_ms: Some(0),
+                ..base()
+            },
+            Settings {
+                max_waiters_per_lock: Some(0),
+                ..base()
+            },
+        ] {
+            let e = bad.resolve().expect_err("refused");
+            assert!(e.to_string().contains("limits"), "{e}");
+        }
+        let file: Settings = toml::from_str("ttl_min_ms = 1000\nlock_delay_ms = 500\n").unwrap();
+        assert_eq!(file.lock_delay_ms, Some(500));
     }
 
     #[test]

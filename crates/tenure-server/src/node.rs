@@ -200,6 +200,11 @@ impl Node {
         .with_flush_counter(move || flush_counter.flushes());
         let history = History::default();
         tokio::spawn(history.clone().run(table.clone()));
+        let founder = Founder {
+            writer: writer.clone(),
+            timers: timers.clone(),
+            limits: config.table.clone(),
+        };
         let lock = LockService::new(
             router,
             writer,
@@ -265,7 +270,7 @@ impl Node {
         let server = tokio::spawn(server);
 
         if config.initial_cluster_state == ClusterState::New {
-            found(&raft, config.id, &config.initial_cluster, lease).await?;
+            found(&raft, config.id, &config.initial_cluster, lease, founder).await?;
         }
         let handover = {
             let (raft, id) = (raft.clone(), config.id);
@@ -343,6 +348,7 @@ async fn found(
     id: NodeId,
     members: &BTreeMap<NodeId, String>,
     election_max: Duration,
+    founder: Founder,
 ) -> Result<(), ServerError> {
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .iter()
@@ -350,7 +356,10 @@ async fn found(
         .collect();
     let rank = members.keys().position(|m| *m == id).unwrap_or(0);
     if rank == 0 {
-        return initialize(raft, nodes).await;
+        if initialize(raft, nodes).await? {
+            tokio::spawn(founder.propose(election_max));
+        }
+        return Ok(());
     }
     let raft = raft.clone();
     let wait = election_max * 3 * u32::try_from(rank).unwrap_or(u32::MAX);
@@ -365,18 +374,56 @@ async fn found(
                 waited_ms = wait.as_millis() as u64,
                 "no founder with a lower id formed the cluster: founding it"
             );
-            if let Err(e) = initialize(&raft, nodes).await {
-                tracing::error!(error = %e, "could not found the cluster");
+            match initialize(&raft, nodes).await {
+                Ok(true) => founder.propose(election_max).await,
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "could not found the cluster"),
             }
         }
     });
     Ok(())
 }
 
-async fn initialize(raft: &Raft, nodes: BTreeMap<NodeId, BasicNode>) -> Result<(), ServerError> {
+/// What the node that founds the cluster puts in the log first: its
+/// limits (flags, `TENURE_*`, the config file), unless they are the
+/// defaults, which a fresh table has already.
+struct Founder {
+    writer: Writer,
+    timers: LeaseTimers,
+    limits: tenure_core::TableConfig,
+}
+
+impl Founder {
+    /// Once in office (it campaigned first, so it normally wins), proposes
+    /// the limits; a founder that did not win leaves them to `tenure
+    /// cluster configure`, and says so.
+    async fn propose(self, election_max: Duration) {
+        if self.limits == tenure_core::TableConfig::default() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + election_max * 20;
+        while !self.timers.active() {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(
+                    "this founder is not the leader: its limits are not proposed; set them with `tenure cluster configure`"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match self.writer.configure(self.limits).await {
+            Ok(limits) => tracing::info!(?limits, "the founding limits are in force"),
+            Err(e) => tracing::error!(error = %e, "could not put the founding limits in force"),
+        }
+    }
+}
+
+/// Initializes raft with the founding members: `true` if this call did,
+/// `false` if the node was initialized already.
+async fn initialize(raft: &Raft, nodes: BTreeMap<NodeId, BasicNode>) -> Result<bool, ServerError> {
     match raft.initialize(nodes).await {
-        Ok(()) => Ok(()),
-        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
         Err(e) => Err(ServerError::Raft(e.to_string())),
     }
 }

@@ -8,7 +8,7 @@
 //! control `grant_before_commit` lives here, not in a handler.
 
 use tenure_core::{
-    Acquire, Command, ForceRelease, Import, LeaseView, LockView, Release, Renew, Reply,
+    Acquire, Command, ForceRelease, Import, LeaseView, LockView, Release, Renew, Reply, TableConfig,
 };
 use tenure_raft::{Proposer, TableReader};
 
@@ -107,6 +107,14 @@ impl Writer {
         match self.write(Command::ForceRelease(c)).await? {
             Reply::Lock(v) => Ok(v),
             other => Err(unexpected("force-release", &other)),
+        }
+    }
+
+    /// Puts new limits in force.
+    pub async fn configure(&self, c: TableConfig) -> Result<TableConfig, ServeError> {
+        match self.write(Command::Configure(c)).await? {
+            Reply::Configured(c) => Ok(c),
+            other => Err(unexpected("configure", &other)),
         }
     }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use tenure_client::{Client, ClientConfig, NodeStatus, TlsConfig};
+use tenure_client::{Client, ClientConfig, LimitChanges, NodeStatus, TableConfig, TlsConfig};
 
 use crate::error::Error;
 
@@ -110,12 +110,94 @@ enum ClusterCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Change the cluster's limits (admin): the ones given replace those in
+    /// force, the others stay; prints the limits now in force.
+    Configure(Box<ConfigureArgs>),
     /// Restore a backup into a cluster whose table never held a lock.
     Import {
         /// The file `export` wrote.
         #[arg(long = "in")]
         input: PathBuf,
     },
+}
+
+/// `tenure cluster configure`: the limits to change.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// Shortest TTL a lease may ask for, ms.
+    #[arg(long)]
+    ttl_min_ms: Option<u64>,
+    /// Longest TTL a lease may ask for, ms.
+    #[arg(long)]
+    ttl_max_ms: Option<u64>,
+    /// Longest wait a waiting acquire may ask for, ms.
+    #[arg(long)]
+    max_wait_timeout_ms: Option<u64>,
+    /// Lock-delay after an expiry, ms (0: none).
+    #[arg(long)]
+    lock_delay_ms: Option<u64>,
+    /// Bound on each lock's waiting queue.
+    #[arg(long)]
+    max_waiters_per_lock: Option<u32>,
+    /// Bound on lock records per tenant.
+    #[arg(long)]
+    max_locks_per_tenant: Option<u64>,
+    /// Bound on tenants.
+    #[arg(long)]
+    max_tenants: Option<u64>,
+    /// Log entries after which a remembered request_id is forgotten.
+    #[arg(long)]
+    request_retention_entries: Option<u64>,
+    /// Request ids remembered at most.
+    #[arg(long)]
+    request_retention_count: Option<u64>,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ConfigureArgs {
+    fn changes(&self) -> LimitChanges {
+        LimitChanges {
+            ttl_min_ms: self.ttl_min_ms,
+            ttl_max_ms: self.ttl_max_ms,
+            max_wait_timeout_ms: self.max_wait_timeout_ms,
+            lock_delay_ms: self.lock_delay_ms,
+            max_waiters_per_lock: self.max_waiters_per_lock,
+            max_locks_per_tenant: self.max_locks_per_tenant,
+            max_tenants: self.max_tenants,
+            request_retention_entries: self.request_retention_entries,
+            request_retention_count: self.request_retention_count,
+            ..LimitChanges::default()
+        }
+    }
+}
+
+/// The limits as JSON, under the names of the flags and config keys.
+fn limits_json(l: &TableConfig) -> serde_json::Value {
+    serde_json::json!({
+        "ttl_min_ms": l.min_ttl_ms, "ttl_max_ms": l.max_ttl_ms, "max_wait_timeout_ms": l.max_wait_timeout_ms,
+        "lock_delay_ms": l.lock_delay_ms, "max_waiters_per_lock": l.max_waiters_per_lock,
+        "max_locks_per_tenant": l.max_locks_per_tenant, "max_tenants": l.max_tenants,
+        "request_retention_entries": l.request_retention_entries, "request_retention_count": l.request_retention_count,
+        "lease_retention_entries": l.lease_retention_entries, "lease_retention_count": l.lease_retention_count,
+    })
+}
+
+/// The limits on one line.
+fn limits_line(l: &TableConfig) -> String {
+    format!(
+        "limits: ttl {}..={} ms, wait <= {} ms, lock-delay {} ms, waiters/lock {}, locks/tenant {}, tenants {}, requests remembered {} entries / {}",
+        l.min_ttl_ms,
+        l.max_ttl_ms,
+        l.max_wait_timeout_ms,
+        l.lock_delay_ms,
+        l.max_waiters_per_lock,
+        l.max_locks_per_tenant,
+        l.max_tenants,
+        l.request_retention_entries,
+        l.request_retention_count
+    )
 }
 
 /// A client of the cluster at `endpoints` (comma-separated), acting in
@@ -164,7 +246,10 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
                             Err(e) => serde_json::json!({"node_id": m.node_id, "address": m.address, "error": e.to_string()}),
                         })
                         .collect();
-                    writeln!(out, "{}", serde_json::json!({ "leader_id": status.leader_id.unwrap_or(0), "nodes": nodes }))?;
+                    writeln!(out, "{}", serde_json::json!({
+                        "leader_id": status.leader_id.unwrap_or(0), "nodes": nodes,
+                        "limits": status.limits.as_ref().map(limits_json),
+                    }))?;
                 } else {
                     writeln!(out, "{:<5} {:<22} {:<9} {:<6} {:>6} {:>10} {:>10}  digest", "node", "address", "role", "voter", "term", "commit", "applied")?;
                     for (m, s) in rows {
@@ -179,6 +264,23 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
                         }
                     }
                     writeln!(out, "leader: {} ({})", status.leader_id.unwrap_or(0), status.leader_address.as_deref().unwrap_or_default())?;
+                    if let Some(l) = &status.limits {
+                        writeln!(out, "{}", limits_line(l))?;
+                    }
+                }
+            }
+            ClusterCommand::Configure(args) => {
+                let changes = args.changes();
+                if changes == LimitChanges::default() {
+                    return Err(Error::Cluster(
+                        "give at least one limit to change (see --help)".into(),
+                    ));
+                }
+                let limits = client.configure(&changes).await?;
+                if args.json {
+                    writeln!(out, "{}", limits_json(&limits))?;
+                } else {
+                    writeln!(out, "{}", limits_line(&limits))?;
                 }
             }
             ClusterCommand::Add { id, addr } => {

@@ -91,6 +91,69 @@ pub struct ServeArgs {
     /// is the principal its CN (or first DNS/URI SAN) names in the auth file.
     #[arg(long, env = "TENURE_CLIENT_CA")]
     client_ca: Option<PathBuf>,
+    /// Shortest TTL a lease may ask for, ms (default 10000).
+    #[arg(
+        long,
+        env = "TENURE_TTL_MIN_MS",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    ttl_min_ms: Option<u64>,
+    /// Longest TTL a lease may ask for, ms (default 300000).
+    #[arg(
+        long,
+        env = "TENURE_TTL_MAX_MS",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    ttl_max_ms: Option<u64>,
+    /// Longest wait a waiting acquire may ask for, ms (default 300000).
+    #[arg(
+        long,
+        env = "TENURE_MAX_WAIT_TIMEOUT_MS",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    max_wait_timeout_ms: Option<u64>,
+    /// After a lease expires, its lock stays ungranted this long, ms (default 0: no lock-delay).
+    #[arg(
+        long,
+        env = "TENURE_LOCK_DELAY_MS",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    lock_delay_ms: Option<u64>,
+    /// Bound on each lock's waiting queue (default 1024).
+    #[arg(
+        long,
+        env = "TENURE_MAX_WAITERS_PER_LOCK",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    max_waiters_per_lock: Option<u32>,
+    /// Bound on lock records per tenant (default 1000000).
+    #[arg(
+        long,
+        env = "TENURE_MAX_LOCKS_PER_TENANT",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    max_locks_per_tenant: Option<u64>,
+    /// Bound on tenants (default 10000).
+    #[arg(
+        long,
+        env = "TENURE_MAX_TENANTS",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    max_tenants: Option<u64>,
+    /// A remembered request_id is forgotten after this many log entries (default 1000000).
+    #[arg(
+        long,
+        env = "TENURE_REQUEST_RETENTION_ENTRIES",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    request_retention_entries: Option<u64>,
+    /// At most this many request_ids are remembered (default 1000000).
+    #[arg(
+        long,
+        env = "TENURE_REQUEST_RETENTION_COUNT",
+        help_heading = "Limits (replicated: proposed when this node founds the cluster; then `tenure cluster configure`)"
+    )]
+    request_retention_count: Option<u64>,
     /// UNSAFE, for measuring what durability costs: skip the fdatasync
     /// after each flush, so an acknowledged grant or a vote survives a
     /// process crash but not a power loss. Loopback only; never in a
@@ -130,6 +193,15 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             tls_ca: self.tls_ca.clone(),
             client_ca: self.client_ca.clone(),
+            ttl_min_ms: self.ttl_min_ms,
+            ttl_max_ms: self.ttl_max_ms,
+            max_wait_timeout_ms: self.max_wait_timeout_ms,
+            lock_delay_ms: self.lock_delay_ms,
+            max_waiters_per_lock: self.max_waiters_per_lock,
+            max_locks_per_tenant: self.max_locks_per_tenant,
+            max_tenants: self.max_tenants,
+            request_retention_entries: self.request_retention_entries,
+            request_retention_count: self.request_retention_count,
         }
     }
 }

@@ -838,3 +838,109 @@ async fn next_seq(w: &mut tenure_client::Watch) -> u64 {
         .event
         .seq
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_cfg_002_lock_delay_from_a_flag_end_to_end_and_cluster_configure() {
+    let c = Cluster::with_args(
+        3,
+        ["--ttl-min-ms", "1000", "--lock-delay-ms", "1500"]
+            .map(String::from)
+            .to_vec(),
+    );
+    // The founder put its limits in the log: every node shows them.
+    let start = Instant::now();
+    loop {
+        let (code, out, _) = tenure(&c, &["cluster", "status", "--json"]);
+        if code == 0 {
+            let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+            if v["limits"]["lock_delay_ms"] == 1500 && v["limits"]["ttl_min_ms"] == 1000 {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "the founding limits never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, _) = tenure(&c, &["cluster", "status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("lock-delay 1500 ms"), "{out}");
+
+    // A 1 s lease nobody keeps alive expires; the lock then stays delayed
+    // for 1.5 s (LOCK_DELAYED), then is granted with the next token.
+    let client = |owner: &str| {
+        let config = tenure_client::ClientConfig::new(c.addrs.values().cloned(), "t", owner);
+        tenure_client::Client::connect(config)
+    };
+    let alice = client("alice").await.expect("connects");
+    let ttl = Duration::from_millis(1_000);
+    let first = alice
+        .lease("k", ttl, tenure_client::AcquireOptions::default())
+        .await
+        .expect("granted");
+    // Bob asks with raw calls (tenure-client would retry LOCK_DELAYED, a
+    // retryable refusal, until the grant) through node 1, which forwards.
+    let channel = Endpoint::from_shared(format!("http://{}", c.addrs[&1]))
+        .expect("uri")
+        .timeout(Duration::from_secs(3))
+        .connect_lazy();
+    let mut lock = tenure_proto::v1::lock_client::LockClient::new(channel);
+    let mut seen_delayed = false;
+    let mut n = 0;
+    let granted = loop {
+        n += 1;
+        let mut request = tonic::Request::new(v1::AcquireRequest {
+            tenant_id: "t".into(),
+            lock_key: "k".into(),
+            owner_id: "bob".into(),
+            request_id: format!("bob-{n}"),
+            ttl_ms: 1_000,
+            wait_timeout_ms: 0,
+        });
+        request
+            .metadata_mut()
+            .insert("x-owner-id", "bob".parse().expect("ascii"));
+        match lock.acquire(request).await {
+            Ok(lease) => break lease.into_inner(),
+            Err(status) => match tenure_proto::convert::reason_of(&status) {
+                Some(tenure_client::Reason::LockDelayed) => seen_delayed = true,
+                Some(tenure_client::Reason::LockHeld) => {}
+                other => panic!("unexpected refusal {other:?}: {status}"),
+            },
+        }
+        assert!(
+            start.elapsed() < LIVENESS * 2,
+            "never granted after the delay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(seen_delayed, "the lock-delay was in force after the expiry");
+    assert_eq!(granted.fencing_token, first.view.token + 1);
+
+    // At run time: an admin changes it; an unworkable change is refused.
+    let (code, out, err) = tenure(&c, &["cluster", "configure", "--lock-delay-ms", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("lock-delay 0 ms"), "{out}");
+    let (code, _, err) = tenure(
+        &c,
+        &[
+            "cluster",
+            "configure",
+            "--ttl-min-ms",
+            "5000",
+            "--ttl-max-ms",
+            "1000",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("INVALID_REQUEST"), "{err}");
+    let (code, out, _) = tenure(&c, &["cluster", "status", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["limits"]["lock_delay_ms"], 0, "{out}");
+    assert_eq!(
+        v["limits"]["ttl_min_ms"], 1000,
+        "the refused change changed nothing"
+    );
+}
