@@ -47,6 +47,7 @@ async fn cluster_with(auth_file: Option<std::path::PathBuf>) -> Cluster {
             rate_limit: 0,
             cache_mb: 64,
             tls: None,
+            http_listen: None,
             table: tenure_core::TableConfig::default(),
         };
         let node = Node::start(

@@ -69,6 +69,7 @@ async fn cluster<D: Disk>(open: impl Fn(&std::path::Path) -> D) -> Cluster<D> {
             rate_limit: 0,
             cache_mb: 64,
             tls: None,
+            http_listen: None,
             table: tenure_core::TableConfig::default(),
         };
         let node = Node::start(

@@ -38,6 +38,9 @@ pub struct Settings {
     pub listen: Option<String>,
     /// The address peers and clients reach this node at; defaults to `listen`.
     pub advertise: Option<String>,
+    /// Where the HTTP port (`/healthz`, `/readyz`) listens (`host:port`);
+    /// none: no HTTP port. Beyond loopback it needs TLS, as gRPC does.
+    pub http_listen: Option<String>,
     /// Where the node keeps its data (sled).
     pub data_dir: Option<PathBuf>,
     /// `id=host:port` for every founding member.
@@ -102,6 +105,8 @@ pub struct NodeConfig {
     pub listen: String,
     /// The address others reach it at.
     pub advertise: String,
+    /// Where the HTTP port (probes) listens, if anywhere.
+    pub http_listen: Option<String>,
     /// Where its data lives.
     pub data_dir: PathBuf,
     /// The founding members (may be empty when joining).
@@ -155,6 +160,7 @@ impl Settings {
             id: self.id.or(lower.id),
             listen: self.listen.or(lower.listen),
             advertise: self.advertise.or(lower.advertise),
+            http_listen: self.http_listen.or(lower.http_listen),
             data_dir: self.data_dir.or(lower.data_dir),
             initial_cluster: self.initial_cluster.or(lower.initial_cluster),
             initial_cluster_state: self.initial_cluster_state.or(lower.initial_cluster_state),
@@ -265,6 +271,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(format!(".tenure/node-{id}"))),
             listen,
             advertise,
+            http_listen: self.http_listen,
             initial_cluster,
             initial_cluster_state: state,
             heartbeat_ms: self.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS),

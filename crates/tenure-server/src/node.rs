@@ -50,6 +50,9 @@ pub struct Node {
     pub id: NodeId,
     /// How it identifies callers: [`Auth::reload`] rereads the auth file.
     pub auth: Auth,
+    /// What its HTTP port serves (the probes); the binary serves it on
+    /// `--http-listen`.
+    pub http: axum::Router,
     /// Its raft.
     pub raft: Raft,
     /// Read access to its applied lease table.
@@ -288,6 +291,7 @@ impl Node {
         tracing::info!(id = config.id, advertise = %config.advertise, tls = tls.is_some(), "node started");
         Ok(Node {
             id: config.id,
+            http: crate::http::router(raft.clone(), timers.clone()),
             auth,
             raft,
             table,

@@ -54,6 +54,7 @@ pub struct TlsFiles {
 /// the verifiers that say what a presented certificate proves.
 pub struct Tls {
     server: ServerTlsConfig,
+    http: Arc<rustls::ServerConfig>,
     client: ClientTlsConfig,
     nodes: Arc<dyn ClientCertVerifier>,
     clients: Option<Arc<dyn ClientCertVerifier>>,
@@ -128,6 +129,21 @@ impl Tls {
             }
             None => None,
         };
+        let http = {
+            let chain = certificates(&cert, &files.cert)?;
+            let private = PrivateKeyDer::from_pem_slice(&key)
+                .map_err(|e| ServerError::Config(format!("{}: {e}", files.key.display())))?;
+            let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ServerError::Config(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .map_err(|e| ServerError::Config(format!("{}: {e}", files.cert.display())))?;
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Arc::new(config)
+        };
         let identity = Identity::from_pem(&cert, &key);
         let server = ServerTlsConfig::new()
             .identity(identity.clone())
@@ -139,6 +155,7 @@ impl Tls {
             .identity(identity);
         Ok(Tls {
             server,
+            http,
             client,
             nodes,
             clients,
@@ -148,6 +165,12 @@ impl Tls {
     /// What the node serves with.
     pub fn server_config(&self) -> ServerTlsConfig {
         self.server.clone()
+    }
+
+    /// What the node's HTTP port serves with (its certificate; callers
+    /// authenticate with tokens there).
+    pub fn http_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.http)
     }
 
     /// What the node calls its peers with: their CA, its own certificate.

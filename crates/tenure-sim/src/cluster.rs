@@ -145,6 +145,7 @@ impl SimCluster {
             rate_limit: 0,
             cache_mb: 64,
             tls: None,
+            http_listen: None,
             table: tenure_core::TableConfig::default(),
         }
     }

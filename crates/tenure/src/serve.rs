@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Address to listen on, host:port (default: this node's initial-cluster address).
     #[arg(long, env = "TENURE_LISTEN")]
     listen: Option<String>,
+    /// Address of the HTTP port (`/healthz`, `/readyz`), host:port; none: no
+    /// HTTP port. Beyond loopback it needs TLS, as gRPC does.
+    #[arg(long, env = "TENURE_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Address others reach this node at (default: as in the initial cluster, else --listen).
     #[arg(long, env = "TENURE_ADVERTISE")]
     advertise: Option<String>,
@@ -175,6 +179,7 @@ impl ServeArgs {
             id: self.id,
             listen: self.listen.clone(),
             advertise: self.advertise.clone(),
+            http_listen: self.http_listen.clone(),
             data_dir: self.data_dir.clone(),
             initial_cluster: self.initial_cluster.clone(),
             initial_cluster_state: self.initial_cluster_state.map(|s| match s {
@@ -216,11 +221,13 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     let config = args.settings().over(file).resolve()?;
     // Beyond loopback, bytes cross a network: TLS, and credentials, or
     // nothing. Without an auth file, callers are whoever they say they are.
-    let loopback = config
-        .listen
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or_else(|_| config.listen.starts_with("localhost:"));
+    let on_loopback = |addr: &str| {
+        addr.parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or_else(|_| addr.starts_with("localhost:"))
+    };
+    let loopback =
+        on_loopback(&config.listen) && config.http_listen.as_deref().is_none_or(on_loopback);
     if args.unsafe_no_fsync && !loopback {
         return Err(tenure_server::ServerError::Config(
             "--unsafe-no-fsync is for measurements on loopback only".into(),
@@ -229,9 +236,10 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     }
     if config.tls.is_none() && !loopback {
         return Err(tenure_server::ServerError::Config(format!(
-            "without TLS a node listens on loopback only (got {}); give it --tls-cert, --tls-key and --tls-ca \
+            "without TLS a node listens on loopback only (got {}{}); give it --tls-cert, --tls-key and --tls-ca \
              (`tenure certs init` makes a development set)",
-            config.listen
+            config.listen,
+            config.http_listen.as_deref().map(|h| format!(", HTTP {h}")).unwrap_or_default()
         ))
         .into());
     }
@@ -242,10 +250,13 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         ))
         .into());
     }
-    let connector = match &config.tls {
-        Some(files) => TcpConnector::with_tls(Tls::load(files)?.client_config()),
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+    let connector = match &tls {
+        Some(tls) => TcpConnector::with_tls(tls.client_config()),
         None => TcpConnector::default(),
     };
+    let http_tls = tls.as_ref().map(Tls::http_config);
+    let http_listen = config.http_listen.clone();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         // Before anything else: a SIGHUP during start-up must not kill the node.
@@ -290,6 +301,23 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         )
         .await?;
         tokio::spawn(reload_on_hangup(node.auth.clone(), hangup));
+        if let Some(addr) = &http_listen {
+            let http = TcpListener::bind(addr).await.map_err(|source| {
+                tenure_server::ServerError::Listen {
+                    addr: addr.clone(),
+                    source,
+                }
+            })?;
+            let bound_loopback = http.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            if !bound_loopback && http_tls.is_none() {
+                return Err(tenure_server::ServerError::Config(format!(
+                    "HTTP {addr} bound beyond loopback: it needs --tls-cert, --tls-key and --tls-ca"
+                ))
+                .into());
+            }
+            tracing::info!(http = %addr, tls = http_tls.is_some(), "serving HTTP");
+            tokio::spawn(serve_http(http, node.http.clone(), http_tls));
+        }
         node.wait().await?;
         disk.flush().await.map_err(tenure_server::ServerError::from)?;
         tracing::info!("stopped cleanly");
@@ -438,6 +466,55 @@ impl AsyncWrite for Limited {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Serves the HTTP port: over TLS when the node has it (each handshake in
+/// its own task, within the handshake timeout), else plain.
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) {
+    let Some(tls) = tls else {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the HTTP port stopped");
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(
+                tenure_server::tls::HANDSHAKE_TIMEOUT,
+                acceptor.accept(stream),
+            );
+            let stream = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let served =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
     }
 }
 

@@ -26,6 +26,8 @@ struct Cluster {
     nodes: BTreeMap<u64, Child>,
     /// More `tenure serve` arguments for every node.
     extra: Vec<String>,
+    /// Each node's HTTP port, when it has one.
+    http: BTreeMap<u64, String>,
 }
 
 impl Cluster {
@@ -34,13 +36,24 @@ impl Cluster {
     }
 
     fn with_args(n: u64, extra: Vec<String>) -> Cluster {
+        Cluster::with_http(n, extra, false)
+    }
+
+    /// `n` nodes with `extra` arguments, each with an HTTP port if `http`.
+    fn with_http(n: u64, extra: Vec<String>, http: bool) -> Cluster {
         let (addrs, members) = common::free_members(n);
+        let http = if http {
+            common::free_members(n).0
+        } else {
+            BTreeMap::new()
+        };
         let mut c = Cluster {
             addrs,
             members,
             dir: tempfile::tempdir().expect("temp dir"),
             nodes: BTreeMap::new(),
             extra,
+            http,
         };
         for id in 1..=n {
             c.start(id);
@@ -63,6 +76,13 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&data)
             .args(&self.extra)
+            .args(
+                self.http
+                    .get(&id)
+                    .map(|h| ["--http-listen".to_owned(), h.clone()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -943,4 +963,67 @@ async fn tn_cfg_002_lock_delay_from_a_flag_end_to_end_and_cluster_configure() {
         v["limits"]["ttl_min_ms"], 1000,
         "the refused change changed nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_probe_001_healthz_and_readyz_follow_the_cluster() {
+    let mut c = Cluster::with_http(3, Vec::new(), true);
+    settled_leader(&c, &[1, 2, 3]).await;
+    // Every node: healthy, and ready once it knows the leader.
+    for (id, addr) in &c.http {
+        let (code, body) = common::http_get(addr, "/healthz", None)
+            .await
+            .expect("the HTTP port answers");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        let start = Instant::now();
+        loop {
+            let (code, body) = common::http_get(addr, "/readyz", None)
+                .await
+                .expect("answers");
+            if code == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+                assert_eq!(v["status"], "ready", "{body}");
+                assert!(
+                    v["leader_id"]
+                        .as_u64()
+                        .is_some_and(|l| (1..=3).contains(&l)),
+                    "{body}"
+                );
+                break;
+            }
+            assert!(start.elapsed() < LIVENESS, "node {id} never ready: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A node alone knows no leader: still healthy, not ready, and says why.
+    let leader = settled_leader(&c, &[1, 2, 3]).await;
+    let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    let alone = others[0];
+    c.kill(leader);
+    c.kill(others[1]);
+    let addr = c.http[&alone].clone();
+    let start = Instant::now();
+    loop {
+        let (code, body) = common::http_get(&addr, "/readyz", None)
+            .await
+            .expect("answers");
+        if code == 503 {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(v["status"], "not ready", "{body}");
+            assert!(
+                v["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                "{body}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < LIVENESS, "still ready alone: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _) = common::http_get(&addr, "/healthz", None)
+        .await
+        .expect("answers");
+    assert_eq!(code, 200, "alive, though not ready");
 }

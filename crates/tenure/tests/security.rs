@@ -624,3 +624,39 @@ async fn tn_tls_001_a_client_never_sends_a_token_in_clear_beyond_loopback() {
     .expect_err("no token in clear");
     assert!(refused.to_string().contains("in clear"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_probe_002_the_http_port_of_a_tls_node_serves_tls_only() {
+    let (ops, ops_entry) = new_token("ops", "admin", "*");
+    let mut c = TlsCluster::start(1, 1, &ops_entry);
+    // Node 1 again, with an HTTP port: the same TLS serves it.
+    if let Some(mut child) = c.nodes.remove(&1) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let http = common::free_members(1).0[&1].clone();
+    let members = c.members.clone();
+    c.spawn_with(1, &["--initial-cluster", &members, "--http-listen", &http]);
+    c.leader(&ops).await;
+    let ca = std::fs::read(c.pem("ca")).expect("the CA");
+    let start = Instant::now();
+    let (code, body) = loop {
+        match common::http_get(&http, "/readyz", Some(&ca)).await {
+            Ok((200, body)) => break (200, body),
+            Ok(_) | Err(_) if start.elapsed() < LIVENESS => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("never ready over TLS: {other:?}"),
+        }
+    };
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = common::http_get(&http, "/healthz", Some(&ca))
+        .await
+        .expect("TLS");
+    assert_eq!(code, 200);
+    // Plain HTTP to it gets no HTTP answer.
+    assert!(
+        common::http_get(&http, "/healthz", None).await.is_err(),
+        "plaintext was answered"
+    );
+}

@@ -37,6 +37,7 @@ pub fn config(
         rate_limit: 0,
         cache_mb: 64,
         tls: None,
+        http_listen: None,
         table: tenure_core::TableConfig::default(),
     }
 }
