@@ -635,7 +635,8 @@ fn the_descriptor_set_describes_both_services() {
             "RemoveNode",
             "TransferLeader",
             "ExportSnapshot",
-            "ImportSnapshot"
+            "ImportSnapshot",
+            "Configure"
         ]
     );
 }
