@@ -267,6 +267,7 @@ impl Disk for SledDisk {
     }
 
     async fn flush(&self) -> Result<(), DiskError> {
+        let start = tokio::time::Instant::now();
         self.db.flush_async().await?;
         if let Some(files) = &self.files {
             let files = files.clone();
@@ -278,6 +279,9 @@ impl Disk for SledDisk {
                 })??;
         }
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("tenure_log_flush_duration_seconds")
+            .record(start.elapsed().as_secs_f64());
+        metrics::counter!("tenure_log_flushes_total").increment(1);
         Ok(())
     }
 

@@ -117,6 +117,8 @@ async fn write(raft: Raft, group: Vec<Pending>) {
     let (commands, replies): (Vec<Command>, Vec<_>) =
         group.into_iter().map(|p| (p.command, p.reply)).unzip();
     tracing::trace!(commands = commands.len(), "proposing a batch");
+    metrics::counter!("tenure_raft_proposals_total").increment(1);
+    metrics::histogram!("tenure_raft_commands_per_entry").record(commands.len() as f64);
     match raft.client_write(Proposal { at_ms, commands }).await {
         Ok(written) => {
             for (reply, applied) in replies.into_iter().zip(written.data) {

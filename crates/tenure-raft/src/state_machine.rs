@@ -134,6 +134,7 @@ impl<D: Disk> StateMachineStore<D> {
 
 impl<D: Disk> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<D> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let start = tokio::time::Instant::now();
         self.built += 1;
         let (meta, data) = {
             let a = self.shared.read();
@@ -151,6 +152,9 @@ impl<D: Disk> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<D> {
         };
         let stored = StoredSnapshot { meta, data };
         self.persist(&stored).await?;
+        metrics::gauge!("tenure_snapshot_size_bytes").set(stored.data.len() as f64);
+        metrics::histogram!("tenure_snapshot_build_duration_seconds")
+            .record(start.elapsed().as_secs_f64());
         Ok(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),

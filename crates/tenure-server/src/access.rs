@@ -72,6 +72,7 @@ pub struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        metrics::gauge!("tenure_keepalive_streams").decrement(1.0);
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = streams.get_mut(&self.name) {
             *n = n.saturating_sub(1);
@@ -121,6 +122,14 @@ impl Access {
         }
     }
 
+    /// The caller of `request`, refusals counted by reason.
+    fn identify<T>(&self, request: &Request<T>) -> Result<Identity, ServeError> {
+        self.auth.identify(request).inspect_err(|e| {
+            metrics::counter!("tenure_auth_failures_total", "reason" => e.reason().as_str())
+                .increment(1);
+        })
+    }
+
     /// A slot for one more keep-alive stream of `who`: RATE_LIMITED when it
     /// has [`MAX_STREAMS_PER_PRINCIPAL`] open already.
     pub fn stream_slot(&self, who: &Identity) -> Result<StreamSlot, ServeError> {
@@ -136,6 +145,7 @@ impl Access {
             ));
         }
         *open += 1;
+        metrics::gauge!("tenure_keepalive_streams").increment(1.0);
         Ok(StreamSlot {
             streams: Arc::clone(&self.streams),
             name: who.name.clone(),
@@ -150,17 +160,20 @@ impl Access {
     /// RATE_LIMITED when `caller` went past its calls per second.
     fn limit(&self, caller: &str) -> Result<(), ServeError> {
         match &self.limiter {
-            Some(l) if l.check_key(&caller.to_owned()).is_err() => Err(ServeError::refused(
-                Reason::RateLimited,
-                format!("{caller} is over its rate limit"),
-            )),
+            Some(l) if l.check_key(&caller.to_owned()).is_err() => {
+                metrics::counter!("tenure_rate_limited_total").increment(1);
+                Err(ServeError::refused(
+                    Reason::RateLimited,
+                    format!("{caller} is over its rate limit"),
+                ))
+            }
             _ => Ok(()),
         }
     }
 
     /// The caller of a write in `tenant`: a writer allowed the tenant.
     pub fn writer<T>(&self, request: &Request<T>, tenant: &str) -> Result<Identity, ServeError> {
-        let who = self.auth.identify(request)?;
+        let who = self.identify(request)?;
         who.check_role(Role::Writer)?;
         who.check_tenant(tenant)?;
         self.limit(&who.name)?;
@@ -170,7 +183,7 @@ impl Access {
     /// The caller of a keep-alive stream: a writer, identified once, each
     /// lease's tenant checked as it comes.
     pub fn streamer<T>(&self, request: &Request<T>) -> Result<Identity, ServeError> {
-        let who = self.auth.identify(request)?;
+        let who = self.identify(request)?;
         who.check_role(Role::Writer)?;
         self.limit(&who.name)?;
         Ok(who)
@@ -193,7 +206,7 @@ impl Access {
                 .and_then(|v| v.to_str().ok());
             return self.limit(named.unwrap_or("anonymous"));
         }
-        let who = self.auth.identify(request)?;
+        let who = self.identify(request)?;
         who.check_role(Role::Reader)?;
         if all_tenants {
             who.check_all_tenants()?;
@@ -210,7 +223,7 @@ impl Access {
             let named = self.auth.identify(request).ok();
             return Ok(named.unwrap_or_else(|| Identity::development("admin")));
         }
-        let who = self.auth.identify(request)?;
+        let who = self.identify(request)?;
         who.check_admin()?;
         Ok(who)
     }
@@ -218,7 +231,7 @@ impl Access {
     /// Any identified caller (a status read) when tokens are enforced.
     pub fn anyone<T>(&self, request: &Request<T>) -> Result<(), ServeError> {
         if self.auth.enforced() {
-            self.auth.identify(request)?;
+            self.identify(request)?;
         }
         Ok(())
     }

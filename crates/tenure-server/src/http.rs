@@ -8,6 +8,8 @@
 //!   log to within [`READY_LAG`] entries of the commit index it knows;
 //!   otherwise 503 with the reason. A node that is not ready should get no
 //!   traffic; it is not broken (a liveness probe must use /healthz).
+//! - `GET /metrics`: Prometheus text ([`crate::metrics`]), when the binary
+//!   installed the recorder ([`metrics_router`]).
 
 use std::time::Duration;
 
@@ -16,8 +18,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tenure_raft::Raft;
+use tenure_raft::{Raft, TableReader};
 
 use crate::leases::LeaseTimers;
 
@@ -93,4 +96,35 @@ async fn readiness(p: &Probes) -> Result<serde_json::Value, String> {
         "applied_index": applied,
         "commit_index": committed,
     }))
+}
+
+#[derive(Clone)]
+struct Scrape {
+    handle: PrometheusHandle,
+    raft: Raft,
+    table: TableReader,
+}
+
+/// `GET /metrics`: raft's and the table's state read now, then every
+/// metric in Prometheus's text format.
+pub fn metrics_router(handle: PrometheusHandle, raft: Raft, table: TableReader) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Scrape {
+            handle,
+            raft,
+            table,
+        })
+}
+
+async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
+    crate::metrics::sample(&s.raft, &s.table).await;
+    s.handle.run_upkeep();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.handle.render(),
+    )
 }

@@ -69,6 +69,7 @@ pub mod errors;
 pub mod http;
 pub mod leases;
 pub mod lock;
+pub mod metrics;
 mod node;
 pub mod peers;
 pub mod router;

@@ -218,6 +218,7 @@ impl Node {
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(raft.clone(), health));
+        tokio::spawn(crate::metrics::watch(raft.clone(), table.clone()));
         // Reflection in both protocol versions: grpcurl speaks v1, while
         // Python's grpcio-reflection, Postman, grpcui and older grpcurl
         // speak only v1alpha.
@@ -246,6 +247,7 @@ impl Node {
                 .map_err(|e| ServerError::Config(format!("TLS: {e}")))?;
         }
         let server = builder
+            .layer(crate::metrics::RpcLayer)
             .layer(tower::util::MapResponseLayer::new(
                 move |mut response: tonic::codegen::http::Response<tonic::body::Body>| {
                     let at = std::time::UNIX_EPOCH + Duration::from_millis(date_clock.wall_ms());

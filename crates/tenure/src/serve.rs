@@ -261,6 +261,11 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     runtime.block_on(async move {
         // Before anything else: a SIGHUP during start-up must not kill the node.
         let hangup = hangup();
+        // Metrics are recorded from the start, and served with the HTTP port.
+        let metrics = match &http_listen {
+            Some(_) => Some(tenure_server::metrics::install()?),
+            None => None,
+        };
         std::fs::create_dir_all(&config.data_dir)?;
         let cache_bytes = config.cache_mb.saturating_mul(1 << 20);
         let disk = SledDisk::open_with(&config.data_dir, !args.unsafe_no_fsync, cache_bytes)
@@ -316,7 +321,15 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
                 .into());
             }
             tracing::info!(http = %addr, tls = http_tls.is_some(), "serving HTTP");
-            tokio::spawn(serve_http(http, node.http.clone(), http_tls));
+            let router = match metrics {
+                Some(handle) => node.http.clone().merge(tenure_server::http::metrics_router(
+                    handle,
+                    node.raft.clone(),
+                    node.table.clone(),
+                )),
+                None => node.http.clone(),
+            };
+            tokio::spawn(serve_http(http, router, http_tls));
         }
         node.wait().await?;
         disk.flush().await.map_err(tenure_server::ServerError::from)?;

@@ -1027,3 +1027,133 @@ async fn tn_probe_001_healthz_and_readyz_follow_the_cluster() {
         .expect("answers");
     assert_eq!(code, 200, "alive, though not ready");
 }
+
+/// `promtool`, from Debian's prometheus package, installed when missing
+/// (CI runs as root with the package registry in reach).
+fn promtool() -> std::path::PathBuf {
+    let found = Command::new("sh")
+        .args(["-c", "command -v promtool"])
+        .output()
+        .expect("sh runs");
+    if found.status.success() {
+        return String::from_utf8_lossy(&found.stdout).trim().into();
+    }
+    let installed = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus",
+        ])
+        .output()
+        .expect("sh runs");
+    assert!(
+        installed.status.success(),
+        "installing promtool failed: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    "promtool".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_metrics_001_metrics_cover_raft_calls_leases_and_access_and_pass_promtool() {
+    let c = Cluster::with_http(3, Vec::new(), true);
+    let leader = settled_leader(&c, &[1, 2, 3]).await;
+    let client = |owner: &str| {
+        let config = tenure_client::ClientConfig::new(c.addrs.values().cloned(), "t", owner);
+        tenure_client::Client::connect(config)
+    };
+    let alice = client("alice").await.expect("connects");
+    let bob = client("bob").await.expect("connects");
+    let ttl = Duration::from_secs(10);
+    let lease = alice
+        .lease("k", ttl, tenure_client::AcquireOptions::default())
+        .await
+        .expect("granted");
+    let held = bob
+        .lease("k", ttl, tenure_client::AcquireOptions::default())
+        .await
+        .expect_err("held");
+    assert_eq!(held.reason(), tenure_client::Reason::LockHeld);
+    alice
+        .release(&lease.view.id.to_string(), None)
+        .await
+        .expect("released");
+    // A call with no identity: an access refusal.
+    let refused = write_once_anonymous(&c.addrs[&leader]).await;
+    assert!(refused.is_err());
+
+    let (code, text) = common::http_get(&c.http[&leader], "/metrics", None)
+        .await
+        .expect("the HTTP port answers");
+    assert_eq!(code, 200, "{text}");
+    for needed in [
+        "tenure_raft_role{role=\"leader\"} 1",
+        "tenure_raft_term ",
+        "tenure_raft_commit_index ",
+        "tenure_raft_applied_index ",
+        "tenure_raft_leader_changes_total",
+        "tenure_raft_proposals_total",
+        "tenure_raft_commands_per_entry_bucket",
+        "tenure_log_flush_duration_seconds_bucket",
+        "tenure_rpc_duration_seconds_bucket{method=\"Lock/Acquire\",result=\"OK\"",
+        "tenure_rpc_duration_seconds_bucket{method=\"Lock/Acquire\",result=\"LOCK_HELD\"",
+        "tenure_audit_events_total{kind=\"LEASE_ACQUIRE\"} 1",
+        "tenure_audit_events_total{kind=\"LEASE_RELEASE\"} 1",
+        "tenure_leases_active 0",
+        "tenure_locks 1",
+        "tenure_auth_failures_total{reason=\"OWNER_TOKEN_REQUIRED\"}",
+    ] {
+        assert!(text.contains(needed), "no {needed} in:\n{text}");
+    }
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            line.starts_with("tenure_"),
+            "a metric outside tenure_*: {line}"
+        );
+    }
+    // Prometheus's own linter accepts the scrape.
+    let mut check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    {
+        use std::io::Write as _;
+        check
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("written");
+    }
+    let out = check.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An acquire with no caller identity at all, at `addr`.
+async fn write_once_anonymous(addr: &str) -> Result<(), tonic::Status> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .timeout(Duration::from_secs(3))
+        .connect_lazy();
+    let mut lock = tenure_proto::v1::lock_client::LockClient::new(channel);
+    lock.acquire(v1::AcquireRequest {
+        tenant_id: "t".into(),
+        lock_key: "anon".into(),
+        owner_id: String::new(),
+        request_id: "anon-1".into(),
+        ttl_ms: 10_000,
+        wait_timeout_ms: 0,
+    })
+    .await
+    .map(|_| ())
+}

@@ -113,6 +113,7 @@ impl<C: Connector> LockService<C> {
                                 && let Ok(id) = r.lease_id.parse::<LeaseId>()
                             {
                                 kept.insert(id);
+                                metrics::counter!("tenure_keepalive_renewals_total").increment(1);
                             }
                             if tx.send(Ok(answer)).await.is_err() {
                                 return;

@@ -117,6 +117,7 @@ impl<C: Connector> LockService<C> {
         let (past, gap) = self.history.since(r.from_sequence, current);
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(async move {
+            let _open = crate::metrics::Open::new("tenure_watch_subscribers");
             // Nothing at or below `last` is sent: from 0, only what comes
             // after now; from a later start, nothing before it.
             let mut last = match r.from_sequence {
