@@ -28,6 +28,34 @@ const COMMANDS: [f64; 11] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// Every metric a node exports (described in [`install`]).
+pub const NAMES: [&str; 24] = [
+    "tenure_raft_role",
+    "tenure_raft_term",
+    "tenure_raft_leader_id",
+    "tenure_raft_commit_index",
+    "tenure_raft_applied_index",
+    "tenure_raft_last_log_index",
+    "tenure_raft_leader_changes_total",
+    "tenure_raft_proposals_total",
+    "tenure_raft_commands_per_entry",
+    "tenure_log_flush_duration_seconds",
+    "tenure_log_flushes_total",
+    "tenure_snapshot_size_bytes",
+    "tenure_snapshot_build_duration_seconds",
+    "tenure_rpc_duration_seconds",
+    "tenure_audit_events_total",
+    "tenure_leases_active",
+    "tenure_leases_waiting",
+    "tenure_locks",
+    "tenure_lock_delays",
+    "tenure_keepalive_streams",
+    "tenure_keepalive_renewals_total",
+    "tenure_watch_subscribers",
+    "tenure_auth_failures_total",
+    "tenure_rate_limited_total",
+];
+
 /// Installs the process-wide Prometheus recorder and describes every
 /// metric; the handle renders the text format.
 pub fn install() -> Result<PrometheusHandle, ServerError> {
@@ -48,6 +76,7 @@ pub fn install() -> Result<PrometheusHandle, ServerError> {
 }
 
 fn describe() {
+    // Keep in step with NAMES (a test checks it).
     describe_gauge!(
         "tenure_raft_role",
         "1 for this node's raft role (label role), 0 for the others"
@@ -332,4 +361,32 @@ fn method_name(path: &str) -> &'static str {
         .find(|k| **k == short)
         .copied()
         .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tn_metrics_001_every_described_metric_is_named_in_names() {
+        let full = include_str!("metrics.rs");
+        let source = full.split("#[cfg(test)]").next().unwrap_or(full);
+        let described = [
+            "describe_gauge!(",
+            "describe_counter!(",
+            "describe_histogram!(",
+        ]
+        .iter()
+        .map(|m| source.matches(m).count())
+        .sum::<usize>();
+        assert_eq!(described, NAMES.len());
+        for name in NAMES {
+            assert!(name.starts_with("tenure_"), "{name}");
+            // In NAMES, then in its description (and where it is set).
+            assert!(
+                source.matches(&format!("\"{name}\"")).count() >= 2,
+                "{name} is in NAMES but not described"
+            );
+        }
+    }
 }

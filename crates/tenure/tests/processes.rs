@@ -1028,31 +1028,6 @@ async fn tn_probe_001_healthz_and_readyz_follow_the_cluster() {
     assert_eq!(code, 200, "alive, though not ready");
 }
 
-/// `promtool`, from Debian's prometheus package, installed when missing
-/// (CI runs as root with the package registry in reach).
-fn promtool() -> std::path::PathBuf {
-    let found = Command::new("sh")
-        .args(["-c", "command -v promtool"])
-        .output()
-        .expect("sh runs");
-    if found.status.success() {
-        return String::from_utf8_lossy(&found.stdout).trim().into();
-    }
-    let installed = Command::new("sh")
-        .args([
-            "-c",
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus",
-        ])
-        .output()
-        .expect("sh runs");
-    assert!(
-        installed.status.success(),
-        "installing promtool failed: {}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    "promtool".into()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tn_metrics_001_metrics_cover_raft_calls_leases_and_access_and_pass_promtool() {
     let c = Cluster::with_http(3, Vec::new(), true);
@@ -1114,7 +1089,7 @@ async fn tn_metrics_001_metrics_cover_raft_calls_leases_and_access_and_pass_prom
         );
     }
     // Prometheus's own linter accepts the scrape.
-    let mut check = Command::new(promtool())
+    let mut check = Command::new(common::promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -93,3 +93,28 @@ pub async fn http_get(
         .to_owned();
     Ok((status, body))
 }
+
+/// `promtool`, from Debian's prometheus package, installed when missing
+/// (CI runs as root with the package registry in reach).
+pub fn promtool() -> std::path::PathBuf {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v promtool"])
+        .output()
+        .expect("sh runs");
+    if found.status.success() {
+        return String::from_utf8_lossy(&found.stdout).trim().into();
+    }
+    let installed = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus",
+        ])
+        .output()
+        .expect("sh runs");
+    assert!(
+        installed.status.success(),
+        "installing promtool failed: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    "promtool".into()
+}
