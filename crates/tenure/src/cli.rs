@@ -230,6 +230,11 @@ pub fn init_logging(format: LogFormat, quiet: bool) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder
+            .fmt_fields(crate::logs::json_fields())
+            .event_format(crate::logs::WithNode(
+                tracing_subscriber::fmt::format().json(),
+            ))
+            .init(),
     }
 }

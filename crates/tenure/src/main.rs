@@ -9,6 +9,7 @@ mod cluster;
 mod demo;
 mod error;
 mod lock;
+mod logs;
 mod reasons;
 mod serve;
 mod sim;

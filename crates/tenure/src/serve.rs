@@ -257,6 +257,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     };
     let http_tls = tls.as_ref().map(Tls::http_config);
     let http_listen = config.http_listen.clone();
+    crate::logs::set_node(config.id);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         // Before anything else: a SIGHUP during start-up must not kill the node.
@@ -306,6 +307,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         )
         .await?;
         tokio::spawn(reload_on_hangup(node.auth.clone(), hangup));
+        tokio::spawn(crate::logs::follow_term(node.raft.clone()));
         if let Some(addr) = &http_listen {
             let http = TcpListener::bind(addr).await.map_err(|source| {
                 tenure_server::ServerError::Listen {

@@ -1132,3 +1132,32 @@ async fn write_once_anonymous(addr: &str) -> Result<(), tonic::Status> {
     .await
     .map(|_| ())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_log_001_json_logs_are_one_object_per_line_with_level_target_node_and_term() {
+    let c = Cluster::with_args(3, ["--log-format", "json"].map(String::from).to_vec());
+    let leader = settled_leader(&c, &[1, 2, 3]).await;
+    for id in 1..=3 {
+        let log = c.log(id);
+        let mut lines = 0;
+        let mut with_term = 0;
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("node {id}: not one JSON object: {e}: {line}"));
+            assert!(v["level"].is_string(), "{line}");
+            assert!(v["target"].is_string(), "{line}");
+            assert!(v["timestamp"].is_string(), "{line}");
+            assert_eq!(v["node_id"], id, "{line}");
+            assert!(v["term"].is_u64(), "{line}");
+            lines += 1;
+            if v["term"].as_u64().is_some_and(|t| t >= 1) {
+                with_term += 1;
+            }
+        }
+        assert!(lines > 0, "node {id} logged nothing");
+        assert!(
+            with_term > 0,
+            "node {id} never logged a term (leader {leader})"
+        );
+    }
+}
