@@ -57,6 +57,11 @@ impl Table {
         }
     }
 
+    /// The tenant a lease belongs to, if the table holds it.
+    pub fn tenant_of(&self, id: LeaseId) -> Option<&str> {
+        self.state.leases.get(&id).map(|l| &*l.tenant)
+    }
+
     /// One lease, if it exists in `tenant` (other tenants' leases do not).
     pub fn lease(&self, tenant: &str, id: LeaseId) -> Result<LeaseView, Error> {
         self.state

@@ -66,6 +66,7 @@ pub mod clock;
 pub mod config;
 mod error;
 pub mod errors;
+pub mod gateway;
 pub mod http;
 pub mod leases;
 pub mod lock;

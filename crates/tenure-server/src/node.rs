@@ -208,14 +208,25 @@ impl Node {
             timers: timers.clone(),
             limits: config.table.clone(),
         };
+        let enforced = access.enforced();
         let lock = LockService::new(
             router,
             writer,
             access,
             table.clone(),
             timers.clone(),
-            history,
+            history.clone(),
         );
+        // The HTTP port: probes, and the reference's JSON contract over the
+        // same two services.
+        let http = crate::http::router(raft.clone(), timers.clone()).merge(crate::gateway::router(
+            lock.clone(),
+            admin.clone(),
+            table.clone(),
+            history,
+            harness.clock.clone(),
+            enforced,
+        ));
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(raft.clone(), health));
         tokio::spawn(crate::metrics::watch(raft.clone(), table.clone()));
@@ -293,7 +304,7 @@ impl Node {
         tracing::info!(id = config.id, advertise = %config.advertise, tls = tls.is_some(), "node started");
         Ok(Node {
             id: config.id,
-            http: crate::http::router(raft.clone(), timers.clone()),
+            http,
             auth,
             raft,
             table,

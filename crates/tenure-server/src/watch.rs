@@ -46,6 +46,17 @@ impl History {
         }
     }
 
+    /// When a lease was granted (the proposer's wall clock, Unix ms), while
+    /// its grant is among the retained events.
+    pub fn granted_at(&self, id: tenure_core::LeaseId) -> Option<u64> {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events
+            .iter()
+            .rev()
+            .find(|e| e.kind == tenure_core::AuditKind::LeaseAcquire && e.lease_id == Some(id))
+            .map(|e| e.at_ms)
+    }
+
     /// Where a watch from `from` starts, with `current` the latest audit
     /// sequence number applied: the retained events to replay (sequence at
     /// least `from`), and whether some events at or after `from` are no

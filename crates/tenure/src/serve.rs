@@ -492,7 +492,8 @@ async fn serve_http(
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) {
     let Some(tls) = tls else {
-        if let Err(e) = axum::serve(listener, router).await {
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "the HTTP port stopped");
         }
         return;
@@ -521,6 +522,8 @@ async fn serve_http(
                 }
                 Err(_) => return,
             };
+            // The caller's address, as the plain port gives it.
+            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let service = hyper_util::service::TowerToHyperService::new(router);
             let served =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())

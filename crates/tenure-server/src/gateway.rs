@@ -1,0 +1,522 @@
+//! The reference's HTTP/JSON contract, on the HTTP port, over the same
+//! typed seam as gRPC: each request becomes the gRPC request it means and
+//! goes to this node's own Lock or Admin service, in process. Routing
+//! (followers forward to the leader), identification, conversion, the
+//! write and its refusals are therefore exactly gRPC's.
+//!
+//! - `POST /leases/acquire` `{tenant_id, request_id, lock_key, owner_id,
+//!   ttl_seconds | ttl_ms, wait_timeout_ms?}` → 201 and the lease
+//! - `POST /leases/{lease_id}/renew` `{request_id, owner_id, ttl_seconds |
+//!   ttl_ms, tenant_id?}` → 200
+//! - `POST /leases/{lease_id}/release` `{request_id, owner_id, tenant_id?}`
+//!   → 200
+//! - `GET /locks/{lock_key}?tenant_id=…` → 200 and the lock state
+//! - `POST /locks/{lock_key}/force-release` `{tenant_id, actor, reason}` →
+//!   200 and the lock state
+//!
+//! Identity is gRPC's: `authorization: Bearer …` with an auth file; without
+//! one, `x-owner-id`, and force-release only with `x-role: ADMIN` (as the
+//! reference did). Errors are `{code, message, status, server_time}` with
+//! the HTTP class spec/reasons.md gives the reason. Path segments are
+//! percent-decoded (`jobs%2Fnightly` is the key `jobs/nightly`). Times are
+//! RFC 3339 on this node's wall clock.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tenure_core::{LeaseId, Reason};
+use tenure_proto::v1::admin_server::Admin as _;
+use tenure_proto::v1::lock_server::Lock as _;
+use tenure_proto::{convert, v1};
+use tenure_raft::{Connector, TableReader};
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::TcpConnectInfo;
+
+use crate::admin::AdminService;
+use crate::clock::NodeClock;
+use crate::errors::OWNER_METADATA;
+use crate::lock::LockService;
+use crate::watch::History;
+
+/// The headers that carry a caller's identity into the gRPC request.
+const IDENTITY_HEADERS: [&str; 2] = ["authorization", OWNER_METADATA];
+
+/// What the handlers share.
+struct Gateway<C: Connector> {
+    lock: LockService<C>,
+    admin: AdminService<C>,
+    table: TableReader,
+    history: History,
+    clock: NodeClock,
+    /// Whether credentials are checked (an auth file); without, admin calls
+    /// need `x-role: ADMIN`.
+    enforced: bool,
+}
+
+impl<C: Connector> Clone for Gateway<C> {
+    fn clone(&self) -> Self {
+        Gateway {
+            lock: self.lock.clone(),
+            admin: self.admin.clone(),
+            table: self.table.clone(),
+            history: self.history.clone(),
+            clock: self.clock.clone(),
+            enforced: self.enforced,
+        }
+    }
+}
+
+/// The routes of the reference's contract.
+pub fn router<C: Connector>(
+    lock: LockService<C>,
+    admin: AdminService<C>,
+    table: TableReader,
+    history: History,
+    clock: NodeClock,
+    enforced: bool,
+) -> axum::Router {
+    axum::Router::new()
+        .route("/leases/acquire", post(acquire::<C>))
+        .route("/leases/{lease_id}/renew", post(renew::<C>))
+        .route("/leases/{lease_id}/release", post(release::<C>))
+        .route("/locks/{lock_key}", get(lock_state::<C>))
+        .route("/locks/{lock_key}/force-release", post(force_release::<C>))
+        .with_state(Gateway {
+            lock,
+            admin,
+            table,
+            history,
+            clock,
+            enforced,
+        })
+}
+
+/// An answer: a status and a JSON body.
+type Answer = (StatusCode, Json<Value>);
+
+impl<C: Connector> Gateway<C> {
+    fn now_ms(&self) -> u64 {
+        self.clock.wall_ms()
+    }
+
+    /// The error body for `reason`.
+    fn error(&self, reason: Reason, message: impl Into<String>) -> Answer {
+        let status =
+            StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(json!({
+                "code": reason.as_str(),
+                "message": message.into(),
+                "status": status.as_u16(),
+                "server_time": rfc3339(self.now_ms()),
+            })),
+        )
+    }
+
+    /// A gRPC refusal as the HTTP error it means.
+    fn refused(&self, status: &tonic::Status) -> Answer {
+        let reason = convert::reason_of(status).unwrap_or(Reason::Unavailable);
+        self.error(reason, status.message())
+    }
+
+    /// A lease as the reference showed it, with what Tenure adds.
+    fn lease(&self, l: &v1::Lease) -> Value {
+        let now = self.now_ms();
+        let state = v1::LeaseState::try_from(l.state).unwrap_or(v1::LeaseState::Unspecified);
+        let status = state
+            .as_str_name()
+            .trim_start_matches("LEASE_STATE_")
+            .to_owned();
+        let active = state == v1::LeaseState::Active;
+        // The leader's deadline is the last grant or renewal plus the TTL.
+        let expires_at = active.then(|| now.saturating_add(l.expires_in_ms));
+        let renewed_at = expires_at.map(|e| e.saturating_sub(l.ttl_ms));
+        let acquired_at = l
+            .lease_id
+            .parse::<LeaseId>()
+            .ok()
+            .and_then(|id| self.history.granted_at(id));
+        json!({
+            "lease_id": l.lease_id,
+            "tenant_id": l.tenant_id,
+            "lock_key": l.lock_key,
+            "owner_id": l.owner_id,
+            "status": status,
+            "acquired_at": acquired_at.map(rfc3339),
+            "expires_at": expires_at.map(rfc3339),
+            "last_renewed_at": renewed_at.map(rfc3339),
+            "fencing_token": l.fencing_token,
+            "version": l.version,
+            "server_time": rfc3339(now),
+            "ttl_ms": l.ttl_ms,
+            "ttl_seconds": l.ttl_ms / 1000,
+            "expires_in_ms": l.expires_in_ms,
+            "wait_timeout_ms": l.wait_timeout_ms,
+        })
+    }
+
+    /// A lock as the reference showed it.
+    fn lock_state(&self, s: &v1::LockState) -> Value {
+        json!({
+            "tenant_id": s.tenant_id,
+            "lock_key": s.lock_key,
+            "has_active_lease": s.held,
+            "active_lease": s.active_lease.as_ref().filter(|_| s.held).map(|l| self.lease(l)),
+            "last_fencing_token": s.last_fencing_token,
+            "waiters": s.waiters,
+            "lock_delayed": s.lock_delayed,
+            "server_time": rfc3339(self.now_ms()),
+        })
+    }
+
+    /// The tenant of a lease: the body's, when it names one, else the one
+    /// this node's table holds it in (waiting a moment for a lease granted
+    /// through another node that this one has not applied yet).
+    async fn tenant_of(&self, lease_id: &str, given: Option<String>) -> Result<String, Answer> {
+        if let Some(t) = given.filter(|t| !t.is_empty()) {
+            return Ok(t);
+        }
+        let id: LeaseId = lease_id.parse().map_err(|_| {
+            self.error(
+                Reason::InvalidRequest,
+                format!("malformed lease id {lease_id:?}"),
+            )
+        })?;
+        for _ in 0..TENANT_TRIES {
+            if let Some(t) = self.table.read().table.tenant_of(id) {
+                return Ok(t.to_owned());
+            }
+            tokio::time::sleep(TENANT_PAUSE).await;
+        }
+        Err(self.error(Reason::LeaseNotFound, format!("no lease {lease_id}")))
+    }
+}
+
+/// How long a renew or release without a tenant waits for this node to
+/// apply a lease it does not know: `TENANT_TRIES` × `TENANT_PAUSE`.
+const TENANT_TRIES: u32 = 10;
+/// See [`TENANT_TRIES`].
+const TENANT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A gRPC request for `body`, carrying the caller's identity headers and
+/// address, as if it came in over gRPC.
+fn request<T>(headers: &HeaderMap, peer: SocketAddr, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    for name in IDENTITY_HEADERS {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && let Ok(value) = MetadataValue::try_from(v)
+        {
+            r.metadata_mut().insert(name, value);
+        }
+    }
+    r.extensions_mut().insert(TcpConnectInfo {
+        local_addr: None,
+        remote_addr: Some(peer),
+    });
+    r
+}
+
+/// The JSON body as `T`: a missing, null or malformed body, or a field of
+/// the wrong type (a TTL sent as a string), is INVALID_REQUEST.
+fn body<T: DeserializeOwned, C: Connector>(g: &Gateway<C>, bytes: &Bytes) -> Result<T, Answer> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| g.error(Reason::InvalidRequest, format!("request body: {e}")))
+}
+
+/// The TTL in milliseconds from `ttl_ms` or `ttl_seconds`.
+fn ttl<C: Connector>(
+    g: &Gateway<C>,
+    ms: Option<u64>,
+    seconds: Option<u64>,
+    required: bool,
+) -> Result<u64, Answer> {
+    match (ms, seconds) {
+        (Some(ms), _) => Ok(ms),
+        (None, Some(s)) => Ok(s.saturating_mul(1000)),
+        (None, None) if required => Err(g.error(
+            Reason::InvalidRequest,
+            "ttl_seconds (or ttl_ms) is required",
+        )),
+        (None, None) => Ok(0),
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    httpdate_rfc3339(at)
+}
+
+/// `at` as RFC 3339 in UTC with milliseconds.
+fn httpdate_rfc3339(at: std::time::SystemTime) -> String {
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's days-to-civil).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn reply(answer: Result<Answer, Answer>) -> Response {
+    match answer {
+        Ok(a) | Err(a) => a.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct AcquireBody {
+    tenant_id: String,
+    request_id: String,
+    lock_key: String,
+    #[serde(default)]
+    owner_id: String,
+    ttl_seconds: Option<u64>,
+    ttl_ms: Option<u64>,
+    #[serde(default)]
+    wait_timeout_ms: u64,
+}
+
+async fn acquire<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let b: AcquireBody = body(&g, &bytes)?;
+            let ttl_ms = ttl(&g, b.ttl_ms, b.ttl_seconds, true)?;
+            let r = request(
+                &headers,
+                peer,
+                v1::AcquireRequest {
+                    tenant_id: b.tenant_id,
+                    lock_key: b.lock_key,
+                    owner_id: b.owner_id,
+                    request_id: b.request_id,
+                    ttl_ms,
+                    wait_timeout_ms: b.wait_timeout_ms,
+                },
+            );
+            match g.lock.acquire(r).await {
+                Ok(lease) => Ok((StatusCode::CREATED, Json(g.lease(lease.get_ref())))),
+                Err(status) => Err(g.refused(&status)),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct RenewBody {
+    request_id: String,
+    #[serde(default)]
+    owner_id: String,
+    ttl_seconds: Option<u64>,
+    ttl_ms: Option<u64>,
+    tenant_id: Option<String>,
+}
+
+async fn renew<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(lease_id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let b: RenewBody = body(&g, &bytes)?;
+            let ttl_ms = ttl(&g, b.ttl_ms, b.ttl_seconds, false)?;
+            let tenant_id = g.tenant_of(&lease_id, b.tenant_id).await?;
+            let r = request(
+                &headers,
+                peer,
+                v1::RenewRequest {
+                    tenant_id,
+                    lease_id,
+                    owner_id: b.owner_id,
+                    request_id: b.request_id,
+                    ttl_ms,
+                },
+            );
+            match g.lock.renew(r).await {
+                Ok(lease) => Ok((StatusCode::OK, Json(g.lease(lease.get_ref())))),
+                Err(status) => Err(g.refused(&status)),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct ReleaseBody {
+    request_id: String,
+    #[serde(default)]
+    owner_id: String,
+    tenant_id: Option<String>,
+}
+
+async fn release<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(lease_id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let b: ReleaseBody = body(&g, &bytes)?;
+            let tenant_id = g.tenant_of(&lease_id, b.tenant_id).await?;
+            let r = request(
+                &headers,
+                peer,
+                v1::ReleaseRequest {
+                    tenant_id,
+                    lease_id,
+                    owner_id: b.owner_id,
+                    request_id: b.request_id,
+                },
+            );
+            match g.lock.release(r).await {
+                Ok(lease) => Ok((StatusCode::OK, Json(g.lease(lease.get_ref())))),
+                Err(status) => Err(g.refused(&status)),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct LockQuery {
+    tenant_id: Option<String>,
+}
+
+async fn lock_state<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(lock_key): Path<String>,
+    Query(q): Query<LockQuery>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let tenant_id = q
+                .tenant_id
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| g.error(Reason::InvalidRequest, "tenant_id is required"))?;
+            let r = request(
+                &headers,
+                peer,
+                v1::GetRequest {
+                    tenant_id,
+                    lock_key,
+                    consistency: 0,
+                },
+            );
+            match g.lock.get(r).await {
+                Ok(state) => Ok((StatusCode::OK, Json(g.lock_state(state.get_ref())))),
+                Err(status) => Err(g.refused(&status)),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct ForceBody {
+    tenant_id: String,
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    lease_id: String,
+}
+
+async fn force_release<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(lock_key): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let b: ForceBody = body(&g, &bytes)?;
+            // Without an auth file, the reference's rule: admin by header.
+            let admin = headers
+                .get("x-role")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|r| r.eq_ignore_ascii_case("ADMIN"));
+            if !g.enforced && !admin {
+                return Err(g.error(Reason::Forbidden, "force-release needs x-role: ADMIN"));
+            }
+            let mut headers = headers.clone();
+            // The actor is the caller on a development node, as x-owner-id.
+            if !g.enforced
+                && headers.get(OWNER_METADATA).is_none()
+                && let Ok(actor) = b.actor.parse()
+            {
+                headers.insert(OWNER_METADATA, actor);
+            }
+            let r = request(
+                &headers,
+                peer,
+                v1::ForceReleaseRequest {
+                    tenant_id: b.tenant_id,
+                    lock_key,
+                    reason: b.reason,
+                    lease_id: b.lease_id,
+                },
+            );
+            match g.admin.force_release(r).await {
+                Ok(state) => Ok((StatusCode::OK, Json(g.lock_state(state.get_ref())))),
+                Err(status) => Err(g.refused(&status)),
+            }
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc_3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T06:13:20.000Z");
+    }
+}

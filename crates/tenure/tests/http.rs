@@ -1,0 +1,382 @@
+//! The reference's HTTP/JSON contract against a 3-node cluster of real
+//! processes, every node's HTTP port: its acceptance cases (LS-ACC-01..04)
+//! and its refusals (409, 401, 403), with the bodies it defined (TN-HTTP-001).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const LIVENESS: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    http: BTreeMap<u64, String>,
+    nodes: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Three nodes with HTTP ports, 1 s as the shortest TTL.
+fn cluster() -> Cluster {
+    let (_, members) = common::free_members(3);
+    let http = common::free_members(3).0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nodes = (1..=3u64)
+        .map(|id| {
+            Command::new(env!("CARGO_BIN_EXE_tenure"))
+                .args([
+                    "serve",
+                    "--id",
+                    &id.to_string(),
+                    "--initial-cluster",
+                    &members,
+                ])
+                .args(["--http-listen", &http[&id], "--ttl-min-ms", "1000"])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("node-{id}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("tenure serve starts")
+        })
+        .collect();
+    Cluster {
+        http,
+        nodes,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    owner: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut headers = Vec::new();
+    if let Some(o) = owner {
+        headers.push(("x-owner-id", o));
+    }
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (code, body) = common::http_call(addr, method, path, &headers, &text)
+        .await
+        .expect("the HTTP port answers");
+    let value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    (code, value)
+}
+
+fn acquire_body(owner: &str, rid: &str, key: &str, ttl_seconds: u64) -> Value {
+    json!({"tenant_id": "t", "request_id": rid, "lock_key": key, "owner_id": owner, "ttl_seconds": ttl_seconds})
+}
+
+/// Waits until every node's /readyz says ready.
+async fn ready(c: &Cluster) {
+    let start = Instant::now();
+    for addr in c.http.values() {
+        loop {
+            if let Ok((200, _)) = common::http_get(addr, "/readyz", None).await {
+                break;
+            }
+            assert!(start.elapsed() < LIVENESS, "{addr} never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn assert_error(code: u16, body: &Value, status: u16, reason: &str) {
+    assert_eq!(code, status, "{body}");
+    assert_eq!(body["code"], reason, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert!(
+        body["server_time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_http_001_the_reference_contract_on_every_node() {
+    let c = cluster();
+    ready(&c).await;
+    let ports: Vec<String> = c.http.values().cloned().collect();
+    let port = |i: usize| ports[i % ports.len()].as_str();
+
+    // LS-ACC-01: ten owners at once, through all three nodes: one 201.
+    let calls = (0..10).map(|i| {
+        let addr = port(i).to_owned();
+        async move {
+            let owner = format!("owner-{i}");
+            call(
+                &addr,
+                "POST",
+                "/leases/acquire",
+                Some(&owner),
+                &acquire_body(&owner, &format!("r{i}"), "acc01", 10),
+            )
+            .await
+        }
+    });
+    let results = futures_join(calls).await;
+    let granted: Vec<&Value> = results
+        .iter()
+        .filter(|(c, _)| *c == 201)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(granted.len(), 1, "{results:?}");
+    for (code, body) in results.iter().filter(|(c, _)| *c != 201) {
+        assert_error(*code, body, 409, "LOCK_HELD");
+    }
+    let lease = granted[0];
+    for field in [
+        "lease_id",
+        "tenant_id",
+        "lock_key",
+        "owner_id",
+        "status",
+        "acquired_at",
+        "expires_at",
+        "last_renewed_at",
+        "server_time",
+    ] {
+        assert!(lease[field].is_string(), "{field} in {lease}");
+    }
+    assert_eq!(lease["status"], "ACTIVE");
+    assert_eq!(lease["fencing_token"], 1);
+    assert_eq!(lease["version"], 1);
+
+    // LS-ACC-02: a 2 s lease; another owner's renew is OWNER_MISMATCH; after
+    // the TTL the owner's release is LEASE_EXPIRED (or LEASE_NOT_ACTIVE).
+    let (code, a) = call(
+        port(0),
+        "POST",
+        "/leases/acquire",
+        Some("alice"),
+        &acquire_body("alice", "a1", "acc02", 2),
+    )
+    .await;
+    assert_eq!(code, 201, "{a}");
+    let id = a["lease_id"].as_str().expect("an id").to_owned();
+    let (code, body) = call(
+        port(1),
+        "POST",
+        &format!("/leases/{id}/renew"),
+        Some("bob"),
+        &json!({"request_id": "b1", "owner_id": "bob", "ttl_seconds": 2}),
+    )
+    .await;
+    assert_error(code, &body, 409, "OWNER_MISMATCH");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let (code, body) = call(
+        port(2),
+        "POST",
+        &format!("/leases/{id}/release"),
+        Some("alice"),
+        &json!({"request_id": "a2", "owner_id": "alice"}),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["code"] == "LEASE_EXPIRED" || body["code"] == "LEASE_NOT_ACTIVE",
+        "{body}"
+    );
+
+    // LS-ACC-03: acquire, release, another owner: token + 1; also after an expiry.
+    let (_, first) = call(
+        port(1),
+        "POST",
+        "/leases/acquire",
+        Some("carol"),
+        &acquire_body("carol", "c1", "acc03", 10),
+    )
+    .await;
+    let first_id = first["lease_id"].as_str().expect("an id").to_owned();
+    let (code, _) = call(
+        port(2),
+        "POST",
+        &format!("/leases/{first_id}/release"),
+        Some("carol"),
+        &json!({"request_id": "c2", "owner_id": "carol"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, second) = call(
+        port(0),
+        "POST",
+        "/leases/acquire",
+        Some("dave"),
+        &acquire_body("dave", "d1", "acc03", 1),
+    )
+    .await;
+    assert_eq!(code, 201, "{second}");
+    assert_eq!(
+        second["fencing_token"].as_u64(),
+        first["fencing_token"].as_u64().map(|t| t + 1)
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (code, third) = call(
+        port(1),
+        "POST",
+        "/leases/acquire",
+        Some("erin"),
+        &acquire_body("erin", "e1", "acc03", 10),
+    )
+    .await;
+    assert_eq!(code, 201, "{third}");
+    assert_eq!(
+        third["fencing_token"].as_u64(),
+        second["fencing_token"].as_u64().map(|t| t + 1)
+    );
+
+    // LS-ACC-04: the same acquire twice is the same lease; the same release
+    // twice, the same answer.
+    let body = acquire_body("frank", "f1", "acc04", 10);
+    let (c1, l1) = call(port(0), "POST", "/leases/acquire", Some("frank"), &body).await;
+    let (c2, l2) = call(port(1), "POST", "/leases/acquire", Some("frank"), &body).await;
+    assert_eq!((c1, c2), (201, 201), "{l1} {l2}");
+    assert_eq!(l1["lease_id"], l2["lease_id"]);
+    assert_eq!(l1["fencing_token"], l2["fencing_token"]);
+    let fid = l1["lease_id"].as_str().expect("an id").to_owned();
+    let release = json!({"request_id": "f2", "owner_id": "frank"});
+    let (r1, b1) = call(
+        port(2),
+        "POST",
+        &format!("/leases/{fid}/release"),
+        Some("frank"),
+        &release,
+    )
+    .await;
+    let (r2, b2) = call(
+        port(0),
+        "POST",
+        &format!("/leases/{fid}/release"),
+        Some("frank"),
+        &release,
+    )
+    .await;
+    assert_eq!((r1, r2), (200, 200));
+    assert_eq!(b1["version"], b2["version"]);
+    assert_eq!(b1["status"], "RELEASED");
+
+    // GET a lock, its key percent-decoded; tenant_id required.
+    let (code, _) = call(
+        port(1),
+        "POST",
+        "/leases/acquire",
+        Some("gina"),
+        &acquire_body("gina", "g1", "jobs/nightly", 10),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, state) = call(
+        port(2),
+        "GET",
+        "/locks/jobs%2Fnightly?tenant_id=t",
+        Some("gina"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{state}");
+    assert_eq!(state["lock_key"], "jobs/nightly");
+    assert_eq!(state["has_active_lease"], true);
+    assert_eq!(state["active_lease"]["owner_id"], "gina");
+    let (code, body) = call(
+        port(2),
+        "GET",
+        "/locks/jobs%2Fnightly",
+        Some("gina"),
+        &Value::Null,
+    )
+    .await;
+    assert_error(code, &body, 400, "INVALID_REQUEST");
+
+    // 401: no identity; a body owner that is not the caller.
+    let (code, body) = call(
+        port(0),
+        "POST",
+        "/leases/acquire",
+        None,
+        &acquire_body("x", "x1", "k401", 10),
+    )
+    .await;
+    assert_error(code, &body, 401, "OWNER_TOKEN_REQUIRED");
+    let (code, body) = call(
+        port(0),
+        "POST",
+        "/leases/acquire",
+        Some("mallory"),
+        &acquire_body("alice", "m1", "k401", 10),
+    )
+    .await;
+    assert_error(code, &body, 401, "OWNER_TOKEN_MISMATCH");
+    // 400: a null body, a TTL sent as a string, a TTL out of bounds.
+    let (code, body) = call(port(0), "POST", "/leases/acquire", Some("x"), &Value::Null).await;
+    assert_error(code, &body, 400, "INVALID_REQUEST");
+    let (code, body) = call(port(0), "POST", "/leases/acquire", Some("x"), &json!({"tenant_id": "t", "request_id": "s1", "lock_key": "k", "owner_id": "x", "ttl_seconds": "10"})).await;
+    assert_error(code, &body, 400, "INVALID_REQUEST");
+    let (code, body) = call(
+        port(0),
+        "POST",
+        "/leases/acquire",
+        Some("x"),
+        &acquire_body("x", "s2", "k", 100_000),
+    )
+    .await;
+    assert_error(code, &body, 400, "INVALID_TTL");
+
+    // 403 without x-role: ADMIN; 200 with it, the lock then free.
+    let force = json!({"tenant_id": "t", "actor": "ops", "reason": "stuck job"});
+    let (code, body) = call(
+        port(1),
+        "POST",
+        "/locks/jobs%2Fnightly/force-release",
+        Some("ops"),
+        &force,
+    )
+    .await;
+    assert_error(code, &body, 403, "FORBIDDEN");
+    let (code, body) = common::http_call(
+        port(1),
+        "POST",
+        "/locks/jobs%2Fnightly/force-release",
+        &[("x-owner-id", "ops"), ("x-role", "ADMIN")],
+        &force.to_string(),
+    )
+    .await
+    .expect("answers");
+    assert_eq!(code, 200, "{body}");
+    let state: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(state["has_active_lease"], false, "{state}");
+}
+
+/// Runs the futures at once.
+async fn futures_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("a call finishes"));
+    }
+    out
+}
