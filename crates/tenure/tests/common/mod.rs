@@ -81,17 +81,7 @@ pub async fn http_get(
             let _ = s.read_to_end(&mut raw).await;
         }
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Ok((status, body))
+    response(&raw)
 }
 
 /// `promtool`, from Debian's prometheus package, installed when missing
@@ -142,7 +132,12 @@ pub async fn http_call(
     s.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    response(&raw)
+}
+
+/// The status and the body (chunks joined) of a raw HTTP/1.1 response.
+fn response(raw: &[u8]) -> std::io::Result<(u16, String)> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
