@@ -8,6 +8,7 @@
 //!   log to within [`READY_LAG`] entries of the commit index it knows;
 //!   otherwise 503 with the reason. A node that is not ready should get no
 //!   traffic; it is not broken (a liveness probe must use /healthz).
+//! - `GET /openapi.yaml`: the HTTP API's OpenAPI document.
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]), when the binary
 //!   installed the recorder ([`metrics_router`]).
 
@@ -42,7 +43,18 @@ pub fn router(raft: Raft, timers: LeaseTimers) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.yaml", get(openapi))
         .with_state(Probes { raft, timers })
+}
+
+/// The HTTP API's OpenAPI document (spec/openapi.yaml).
+pub const OPENAPI: &str = include_str!("../../../spec/openapi.yaml");
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI,
+    )
 }
 
 async fn healthz() -> impl IntoResponse {

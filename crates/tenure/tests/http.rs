@@ -367,6 +367,114 @@ async fn tn_http_001_the_reference_contract_on_every_node() {
     assert_eq!(state["has_active_lease"], false, "{state}");
 }
 
+/// The `required` fields of a schema of the OpenAPI document.
+fn required(doc: &serde_yaml_ng::Value, schema: &str) -> Vec<String> {
+    doc["components"]["schemas"][schema]["required"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{schema} has required fields"))
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_http_002_the_openapi_document_is_served_and_the_answers_match_it() {
+    let c = cluster();
+    ready(&c).await;
+    let addr = c.http[&1].clone();
+    let (code, text) = common::http_get(&addr, "/openapi.yaml", None)
+        .await
+        .expect("answers");
+    assert_eq!(code, 200);
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../spec/openapi.yaml"
+    ))
+    .expect("spec/openapi.yaml");
+    assert_eq!(
+        text, committed,
+        "the node serves spec/openapi.yaml as committed"
+    );
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("the document parses");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    // Every path it lists is one the node serves (no 404, no 405).
+    let paths = doc["paths"].as_mapping().expect("paths");
+    for (path, ops) in paths {
+        let path = path.as_str().expect("a path");
+        let concrete = path
+            .replace("{lease_id}", "0000000000000001")
+            .replace("{lock_key}", "k");
+        for (method, _) in ops.as_mapping().expect("operations") {
+            let method = method.as_str().expect("a method").to_ascii_uppercase();
+            let (code, _) = common::http_call(
+                &addr,
+                &method,
+                &format!("{concrete}?tenant_id=t"),
+                &[("x-owner-id", "o")],
+                "{}",
+            )
+            .await
+            .expect("answers");
+            assert!(
+                code != 404 || path.starts_with("/leases/{"),
+                "{method} {path}: 404"
+            );
+            assert_ne!(code, 405, "{method} {path}");
+        }
+    }
+    // The answers carry every field the document requires.
+    let (code, lease) = call(
+        &addr,
+        "POST",
+        "/leases/acquire",
+        Some("o"),
+        &acquire_body("o", "doc1", "doc", 10),
+    )
+    .await;
+    assert_eq!(code, 201, "{lease}");
+    for field in required(&doc, "Lease") {
+        assert!(lease.get(&field).is_some(), "Lease lacks {field}: {lease}");
+    }
+    let (_, state) = call(
+        &addr,
+        "GET",
+        "/locks/doc?tenant_id=t",
+        Some("o"),
+        &Value::Null,
+    )
+    .await;
+    for field in required(&doc, "LockState") {
+        assert!(
+            state.get(&field).is_some(),
+            "LockState lacks {field}: {state}"
+        );
+    }
+    let (_, error) = call(
+        &addr,
+        "POST",
+        "/leases/acquire",
+        Some("p"),
+        &acquire_body("p", "doc2", "doc", 10),
+    )
+    .await;
+    for field in required(&doc, "Error") {
+        assert!(error.get(&field).is_some(), "Error lacks {field}: {error}");
+    }
+    let codes: Vec<&str> = doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+        .as_sequence()
+        .expect("the reasons")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        codes.contains(&error["code"].as_str().expect("a code")),
+        "{error}"
+    );
+    let (_, reasons, _) = common::run(&["reasons", "--json"]);
+    let listed = reasons.lines().count();
+    assert_eq!(codes.len(), listed, "the document lists every reason");
+}
+
 /// Runs the futures at once.
 async fn futures_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
 where

@@ -1137,7 +1137,24 @@ async fn write_once_anonymous(addr: &str) -> Result<(), tonic::Status> {
 async fn tn_log_001_json_logs_are_one_object_per_line_with_level_target_node_and_term() {
     let c = Cluster::with_args(3, ["--log-format", "json"].map(String::from).to_vec());
     let leader = settled_leader(&c, &[1, 2, 3]).await;
+    // Make every node log once more now that it knows the term: a SIGHUP
+    // without an auth file says so at info.
+    for child in c.nodes.values() {
+        let sent = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
     for id in 1..=3 {
+        let start = Instant::now();
+        while !c.log(id).contains("no auth file to reload") {
+            assert!(
+                start.elapsed() < LIVENESS,
+                "node {id} did not log the SIGHUP"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let log = c.log(id);
         let mut lines = 0;
         let mut with_term = 0;
