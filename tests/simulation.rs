@@ -224,3 +224,24 @@ fn tn_sim_003_a_client_deadline_without_the_drift_margin_is_caught() {
 fn tn_sim_003_a_store_that_skips_the_fencing_check_is_caught() {
     control_is_caught(Control::NoFencingCheck);
 }
+
+/// Seeds that caught a renewal answered for a lease whose expiry applied
+/// while the renewal waited for its quorum check (the table was read before
+/// the wait): the expired holder kept a valid guard while the next waiter
+/// was granted the lock (INV-1, and INV-2 for the late waiter's token).
+#[test]
+fn tn_sim_001_a_renewal_never_outlives_an_expiry_applied_meanwhile() {
+    let s = scenario::scenario("mixed").expect("the scenario exists");
+    for seed in [474_190_334, 1016] {
+        let o = scenario::run(&s, seed, None).expect("the run completes");
+        assert_eq!(
+            o.verdict(),
+            "pass",
+            "{}",
+            describe(
+                &o,
+                "tn_sim_001_a_renewal_never_outlives_an_expiry_applied_meanwhile"
+            )
+        );
+    }
+}

@@ -109,6 +109,11 @@ pub enum RenewRefusal {
     NotLeader,
     /// The lease's expiry is already in flight.
     Expiring,
+    /// This leader keeps no deadline for the lease: it ended (its expiry or
+    /// release applied while the renewal was checked), or its grant is too
+    /// new for the timers to have armed it. Retryable: a retry reads the
+    /// table again and answers which.
+    NotArmed,
 }
 
 impl RenewRefusal {
@@ -117,6 +122,7 @@ impl RenewRefusal {
         match self {
             RenewRefusal::NotLeader => Reason::NotLeader,
             RenewRefusal::Expiring => Reason::LeaseExpired,
+            RenewRefusal::NotArmed => Reason::Unavailable,
         }
     }
 }
@@ -173,6 +179,12 @@ impl LeaseTimers {
         }
         if t.expiring.contains(&id) {
             return Err(RenewRefusal::Expiring);
+        }
+        // Only a lease whose deadline this leader keeps is renewed: one that
+        // ended meanwhile was disarmed, and re-arming it would promise a
+        // holder a lock that is already someone else's.
+        if !t.at.contains_key(&Due::Expire(id)) {
+            return Err(RenewRefusal::NotArmed);
         }
         t.arm(Due::Expire(id), now + ttl, version, false);
         let deadline = t.at.get(&Due::Expire(id)).map_or(now, |(d, _)| *d);

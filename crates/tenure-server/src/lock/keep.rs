@@ -48,6 +48,13 @@ impl<C: Connector> LockService<C> {
                     .check_renew(&t.tenant, t.lease_id, &t.owner)?;
                 // Still the leader, confirmed by a quorum after the renewal arrived.
                 self.router.confirm(true).await?;
+                // The table again: an expiry or a release may have applied
+                // while the quorum answered.
+                let view = self
+                    .table
+                    .read()
+                    .table
+                    .check_renew(&t.tenant, t.lease_id, &t.owner)?;
                 let left = self
                     .timers
                     .renew(view.id, Duration::from_millis(view.ttl_ms), view.version)
