@@ -41,8 +41,8 @@ impl<C: Connector> LockService<C> {
                 Ok(Response::new(self.lease_reply(&view)))
             }
             RenewCall::Keep(t) => {
-                let view = self
-                    .table
+                // A renewal the table refuses now needs no quorum round.
+                self.table
                     .read()
                     .table
                     .check_renew(&t.tenant, t.lease_id, &t.owner)?;
