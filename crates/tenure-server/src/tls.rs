@@ -58,6 +58,61 @@ pub struct Tls {
     client: ClientTlsConfig,
     nodes: Arc<dyn ClientCertVerifier>,
     clients: Option<Arc<dyn ClientCertVerifier>>,
+    /// What recent chains proved: a connection presents the same chain on
+    /// every call (a peer's on every append), and verifying its signatures
+    /// each time is work done twice on the hottest path.
+    proved_nodes: Proved<Option<NodeId>>,
+    proved_principals: Proved<Option<String>>,
+}
+
+/// How long a chain's verdict is remembered before it is verified again
+/// (so an expiry or a membership-independent change shows within it).
+pub const PROVED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Verdicts remembered at most; beyond, all are forgotten.
+const PROVED_MAX: usize = 4096;
+
+/// Verdicts on certificate chains, by SHA-256 of the chain, for
+/// [`PROVED_FOR`].
+struct Proved<T> {
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], (tokio::time::Instant, T)>>,
+}
+
+impl<T: Clone> Proved<T> {
+    fn new() -> Proved<T> {
+        Proved {
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The verdict on `chain`, from memory or from `judge`.
+    fn get(&self, chain: &[CertificateDer<'static>], judge: impl FnOnce() -> T) -> T {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for cert in chain {
+            hash.update((cert.len() as u64).to_be_bytes());
+            hash.update(cert.as_ref());
+        }
+        let key: [u8; 32] = hash.finalize().into();
+        let now = tokio::time::Instant::now();
+        let lock = || {
+            self.seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((at, verdict)) = lock().get(&key)
+            && now.duration_since(*at) < PROVED_FOR
+        {
+            return verdict.clone();
+        }
+        let verdict = judge();
+        let mut seen = lock();
+        if seen.len() >= PROVED_MAX {
+            seen.clear();
+        }
+        seen.insert(key, (now, verdict.clone()));
+        verdict
+    }
 }
 
 impl std::fmt::Debug for Tls {
@@ -159,6 +214,8 @@ impl Tls {
             client,
             nodes,
             clients,
+            proved_nodes: Proved::new(),
+            proved_principals: Proved::new(),
         })
     }
 
@@ -186,34 +243,38 @@ impl Tls {
     /// The node a certificate chain proves: signed by the node CA and
     /// naming `node-<id>` in its CN or a DNS SAN.
     pub fn node_of(&self, chain: &[CertificateDer<'static>]) -> Option<NodeId> {
-        let (leaf, rest) = chain.split_first()?;
-        self.nodes
-            .verify_client_cert(leaf, rest, UnixTime::now())
-            .ok()?;
-        let names = Names::of(leaf)?;
-        if !names.server_auth {
-            return None;
-        }
-        names
-            .common_name
-            .iter()
-            .chain(&names.dns)
-            .find_map(|n| node_id(n))
+        self.proved_nodes.get(chain, || {
+            let (leaf, rest) = chain.split_first()?;
+            self.nodes
+                .verify_client_cert(leaf, rest, UnixTime::now())
+                .ok()?;
+            let names = Names::of(leaf)?;
+            if !names.server_auth {
+                return None;
+            }
+            names
+                .common_name
+                .iter()
+                .chain(&names.dns)
+                .find_map(|n| node_id(n))
+        })
     }
 
     /// The principal a client certificate chain names: signed by the
     /// client CA; its CN, or else its first DNS or URI SAN.
     pub fn principal_of(&self, chain: &[CertificateDer<'static>]) -> Option<String> {
         let verifier = self.clients.as_ref()?;
-        let (leaf, rest) = chain.split_first()?;
-        verifier
-            .verify_client_cert(leaf, rest, UnixTime::now())
-            .ok()?;
-        let names = Names::of(leaf)?;
-        names
-            .common_name
-            .or(names.first_san)
-            .filter(|n| !n.is_empty())
+        self.proved_principals.get(chain, || {
+            let (leaf, rest) = chain.split_first()?;
+            verifier
+                .verify_client_cert(leaf, rest, UnixTime::now())
+                .ok()?;
+            let names = Names::of(leaf)?;
+            names
+                .common_name
+                .or(names.first_san)
+                .filter(|n| !n.is_empty())
+        })
     }
 }
 
