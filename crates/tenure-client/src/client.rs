@@ -31,6 +31,11 @@ pub struct ClientConfig {
     /// The bearer token for a cluster started with an auth file; the
     /// principal it names owns the leases this client takes.
     pub token: Option<String>,
+    /// Whether this client claims the admin role on a development cluster
+    /// (no auth file), sent as `x-role: ADMIN` as the reference's admin
+    /// clients did; without it, admin calls there are FORBIDDEN. A cluster
+    /// with an auth file ignores it: roles come from the principal.
+    pub admin: bool,
     /// The clock rate drift the deadline allows for (0.1 = 10 %).
     pub max_drift: f64,
     /// How long one call, with its retries, may take.
@@ -62,6 +67,7 @@ impl ClientConfig {
             tenant: tenant.into(),
             owner: owner.into(),
             token: None,
+            admin: false,
             max_drift: 0.1,
             call_timeout: Duration::from_secs(10),
             try_timeout: Duration::from_secs(2),
@@ -74,6 +80,13 @@ impl ClientConfig {
     /// The same configuration over TLS.
     pub fn with_tls(mut self, tls: TlsConfig) -> ClientConfig {
         self.tls = Some(tls);
+        self
+    }
+
+    /// The same configuration, claiming the admin role on a development
+    /// cluster (see [`ClientConfig::admin`]).
+    pub fn with_admin(mut self) -> ClientConfig {
+        self.admin = true;
         self
     }
 
@@ -266,6 +279,7 @@ impl Client {
             identity: Identity {
                 owner: config.owner.clone(),
                 token: config.token.clone(),
+                admin: config.admin,
             },
             call_timeout: config.call_timeout,
             try_timeout: config.try_timeout,

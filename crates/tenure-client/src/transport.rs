@@ -79,6 +79,9 @@ pub struct Identity {
     /// The bearer token for a cluster with an auth file, sent as
     /// `authorization: Bearer …`.
     pub token: Option<String>,
+    /// Claims the admin role on a development cluster, sent as
+    /// `x-role: ADMIN`.
+    pub admin: bool,
 }
 
 /// TLS to the cluster: the CA that signs the nodes' certificates and, for
@@ -365,6 +368,10 @@ impl Transport {
         }
         if let Some(bearer) = &self.bearer {
             r.metadata_mut().insert("authorization", bearer.clone());
+        }
+        if self.settings.identity.admin {
+            r.metadata_mut()
+                .insert("x-role", AsciiMetadataValue::from_static("ADMIN"));
         }
         r
     }

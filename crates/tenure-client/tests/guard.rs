@@ -152,6 +152,9 @@ async fn tn_client_002_a_guard_learns_at_once_that_it_was_lost() {
     force
         .metadata_mut()
         .insert("x-owner-id", "ops".parse().unwrap());
+    force
+        .metadata_mut()
+        .insert("x-role", "ADMIN".parse().unwrap());
     tenure_proto::v1::admin_client::AdminClient::new(channel)
         .force_release(force)
         .await
@@ -261,7 +264,11 @@ async fn tn_client_005_a_client_with_a_bearer_token_takes_locks_as_its_principal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tn_client_006_a_guard_survives_a_leadership_transfer_without_being_lost() {
     let c = cluster().await;
-    let alice = client(&c, "alice").await;
+    // Alice also moves the leader: an admin call, claimed on this
+    // development cluster.
+    let alice = Client::connect(ClientConfig::new(c.addrs.clone(), "t", "alice").with_admin())
+        .await
+        .expect("connects");
     let guard = alice
         .acquire("k", Duration::from_millis(1_500))
         .await

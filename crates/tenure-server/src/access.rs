@@ -11,7 +11,7 @@ use tenure_core::Reason;
 use tonic::Request;
 
 use crate::auth::{Auth, Identity, Role};
-use crate::errors::{OWNER_METADATA, ServeError};
+use crate::errors::{OWNER_METADATA, ROLE_METADATA, ServeError, claims_admin};
 
 /// One rate limiter, keyed by caller.
 type Limiter = governor::DefaultKeyedRateLimiter<String>;
@@ -216,12 +216,19 @@ impl Access {
         self.limit(&who.name)
     }
 
-    /// The caller, who must be an admin. Without an auth file every caller
-    /// is one, named by `x-owner-id` or else "admin".
+    /// The caller, who must be an admin. Without an auth file, a caller
+    /// that claims the role (`x-role: ADMIN`), named by `x-owner-id` or
+    /// else "admin"; FORBIDDEN without the claim.
     pub fn admin<T>(&self, request: &Request<T>) -> Result<Identity, ServeError> {
         if !self.auth.enforced() {
+            if !claims_admin(request) {
+                return Err(ServeError::refused(
+                    Reason::Forbidden,
+                    format!("an admin call: claim the role with {ROLE_METADATA}: ADMIN"),
+                ));
+            }
             let named = self.auth.identify(request).ok();
-            return Ok(named.unwrap_or_else(|| Identity::development("admin")));
+            return Ok(named.unwrap_or_else(|| Identity::development("admin", true)));
         }
         let who = self.identify(request)?;
         who.check_admin()?;
@@ -244,7 +251,7 @@ mod tests {
     #[test]
     fn tn_sec_001_a_principal_has_a_bounded_number_of_keep_alive_streams() {
         let access = Access::new(Auth::development(), 0);
-        let who = Identity::development("svc");
+        let who = Identity::development("svc", false);
         let mut slots: Vec<StreamSlot> = (0..MAX_STREAMS_PER_PRINCIPAL)
             .map(|_| access.stream_slot(&who).expect("within the bound"))
             .collect();
@@ -252,7 +259,7 @@ mod tests {
         assert_eq!(refused.reason(), Reason::RateLimited);
         // Another principal is not affected.
         access
-            .stream_slot(&Identity::development("other"))
+            .stream_slot(&Identity::development("other", false))
             .expect("its own bound");
         // A stream that ends frees its slot.
         slots.pop();

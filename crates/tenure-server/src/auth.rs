@@ -46,7 +46,7 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 
 use crate::error::ServerError;
-use crate::errors::{OWNER_METADATA, ServeError};
+use crate::errors::{OWNER_METADATA, ServeError, claims_admin};
 use crate::peers::Peers;
 use crate::tls::peer_chain;
 
@@ -106,7 +106,7 @@ pub struct Roles {
 }
 
 impl Roles {
-    /// Every role: a development node's callers.
+    /// Every role.
     pub const ALL: Roles = Roles {
         admin: true,
         writer: true,
@@ -183,11 +183,15 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A development caller: every role, every tenant.
-    pub fn development(name: impl Into<String>) -> Identity {
+    /// A development caller: writer and reader of every tenant, and admin
+    /// only when it claims the role (`x-role: ADMIN`).
+    pub fn development(name: impl Into<String>, admin: bool) -> Identity {
         Identity {
             name: name.into(),
-            roles: Roles::ALL,
+            roles: Roles {
+                admin,
+                ..Roles::ALL
+            },
             tenants: None,
         }
     }
@@ -611,7 +615,7 @@ impl Auth {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| required("no caller identity (x-owner-id)"))?;
-            return Ok(Identity::development(name));
+            return Ok(Identity::development(name, claims_admin(request)));
         };
         // A call a member node forwarded: its certificate is the node's,
         // so the caller is the principal it vouches for, or the token's.

@@ -20,6 +20,20 @@ pub const FORWARDED: &str = "tenure-forwarded";
 /// development default, as the reference did).
 pub const OWNER_METADATA: &str = "x-owner-id";
 
+/// The metadata (and HTTP header) by which a caller of a development node
+/// (no auth file) claims the admin role: `x-role: ADMIN`, as the reference
+/// did. A node with an auth file ignores it.
+pub const ROLE_METADATA: &str = "x-role";
+
+/// Whether `request` claims the admin role by [`ROLE_METADATA`].
+pub fn claims_admin<T>(request: &Request<T>) -> bool {
+    request
+        .metadata()
+        .get(ROLE_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|r| r.trim().eq_ignore_ascii_case("ADMIN"))
+}
+
 /// Why a call failed, before it is a status.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

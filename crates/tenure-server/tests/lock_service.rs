@@ -94,6 +94,14 @@ fn as_owner<T>(owner: &str, body: T) -> tonic::Request<T> {
     r
 }
 
+/// As `owner`, claiming the admin role of a development node.
+fn as_admin<T>(owner: &str, body: T) -> tonic::Request<T> {
+    let mut r = as_owner(owner, body);
+    r.metadata_mut()
+        .insert("x-role", "ADMIN".parse().expect("ascii"));
+    r
+}
+
 fn acquire(key: &str, rid: &str, ttl_ms: u64, wait_timeout_ms: u64) -> v1::AcquireRequest {
     v1::AcquireRequest {
         tenant_id: "t".into(),
@@ -642,7 +650,7 @@ async fn tn_val_004_bad_input_over_grpc_is_refused_with_its_reason_and_changes_n
     assert_eq!(
         reason(
             &admin
-                .force_release(as_owner("ops", force))
+                .force_release(as_admin("ops", force))
                 .await
                 .expect_err("no reason")
         ),
@@ -659,7 +667,7 @@ async fn tn_val_004_bad_input_over_grpc_is_refused_with_its_reason_and_changes_n
     };
     assert_eq!(reason(&refused), Some(Reason::InvalidRequest));
     let added = admin
-        .add_node(as_owner(
+        .add_node(as_admin(
             "ops",
             v1::AddNodeRequest {
                 node_id: 0,
@@ -672,7 +680,7 @@ async fn tn_val_004_bad_input_over_grpc_is_refused_with_its_reason_and_changes_n
         Some(Reason::InvalidRequest)
     );
     let removed = admin
-        .remove_node(as_owner("ops", v1::RemoveNodeRequest { node_id: 42 }))
+        .remove_node(as_admin("ops", v1::RemoveNodeRequest { node_id: 42 }))
         .await;
     assert_eq!(
         reason(&removed.expect_err("not a member")),
@@ -794,4 +802,109 @@ async fn tn_rate_001_a_caller_over_its_rate_is_told_to_retry_later() {
     );
     assert!(lock.get(other).await.is_ok());
     node.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_auth_008_a_development_node_grants_admin_only_to_a_caller_that_claims_it() {
+    let c = cluster().await;
+    let mut l = client(&c.addrs[&1]);
+    let held = l
+        .acquire(as_owner("a", acquire("k", "dev1", 10_000, 0)))
+        .await
+        .expect("a writer without any claim")
+        .into_inner();
+    let admin = |addr: &str| {
+        tenure_proto::v1::admin_client::AdminClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .timeout(Duration::from_secs(10))
+                .connect_lazy(),
+        )
+    };
+    let force = v1::ForceReleaseRequest {
+        tenant_id: "t".into(),
+        lock_key: "k".into(),
+        reason: "test".into(),
+        lease_id: String::new(),
+    };
+    // Every node, without the claim (or with another role): FORBIDDEN, the
+    // lock still held; every admin call alike.
+    for addr in c.addrs.values() {
+        let mut a = admin(addr);
+        let refused = a
+            .force_release(as_owner("a", force.clone()))
+            .await
+            .expect_err("no claim");
+        assert_eq!(reason(&refused), Some(Reason::Forbidden), "{refused:?}");
+        let mut other = as_owner("a", force.clone());
+        other
+            .metadata_mut()
+            .insert("x-role", "USER".parse().expect("ascii"));
+        assert_eq!(
+            reason(&a.force_release(other).await.expect_err("not admin")),
+            Some(Reason::Forbidden)
+        );
+        let moved = a
+            .transfer_leader(as_owner("a", v1::TransferLeaderRequest { node_id: 2 }))
+            .await;
+        assert_eq!(
+            reason(&moved.expect_err("no claim")),
+            Some(Reason::Forbidden)
+        );
+        let configure = a
+            .configure(as_owner("a", v1::ConfigureRequest::default()))
+            .await;
+        assert_eq!(
+            reason(&configure.expect_err("no claim")),
+            Some(Reason::Forbidden)
+        );
+        let export = a
+            .export_snapshot(as_owner("a", v1::ExportSnapshotRequest {}))
+            .await;
+        assert_eq!(
+            reason(&export.err().expect("no claim")),
+            Some(Reason::Forbidden)
+        );
+        // Status is anyone's.
+        a.status(as_owner("a", v1::StatusRequest {}))
+            .await
+            .expect("status needs no role");
+    }
+    let state = l
+        .get(as_owner(
+            "a",
+            v1::GetRequest {
+                tenant_id: "t".into(),
+                lock_key: "k".into(),
+                consistency: 0,
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        state.active_lease.map(|x| x.lease_id),
+        Some(held.lease_id.clone()),
+        "nothing changed"
+    );
+    // The claim, in any case, through a follower: granted.
+    let follower = c
+        .nodes
+        .iter()
+        .find(|(_, n)| !n.timers.active())
+        .map(|(id, _)| *id)
+        .expect("a follower");
+    let mut claimed = as_owner("ops", force);
+    claimed
+        .metadata_mut()
+        .insert("x-role", "admin".parse().expect("ascii"));
+    let freed = admin(&c.addrs[&follower])
+        .force_release(claimed)
+        .await
+        .expect("an admin by claim")
+        .into_inner();
+    assert!(!freed.held);
+    for (_, n) in c.nodes {
+        n.kill().await;
+    }
 }

@@ -34,6 +34,9 @@ async fn write(host: &str, n: u64) -> Result<(), String> {
     request
         .metadata_mut()
         .insert("x-owner-id", "sim".parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("x-role", "ADMIN".parse().expect("ascii"));
     let mut client = admin(host);
     match tokio::time::timeout(Duration::from_secs(2), client.force_release(request)).await {
         Ok(Ok(_)) => Ok(()),

@@ -201,15 +201,20 @@ fn limits_line(l: &TableConfig) -> String {
 }
 
 /// A client of the cluster at `endpoints` (comma-separated), acting in
-/// `tenant` as `owner`, or as the principal `token` names.
+/// `tenant` as `owner`, or as the principal `token` names; `admin`: an
+/// admin command, which claims the role on a development cluster
+/// (`x-role: ADMIN`; a cluster with an auth file takes roles from the
+/// token).
 pub(crate) async fn connect(
     endpoints: &Endpoints,
     tenant: &str,
     owner: &str,
     token: Option<&str>,
+    admin: bool,
 ) -> Result<Client, Error> {
     let mut config = ClientConfig::new(endpoints.list(), tenant, owner);
     config.token = token.map(str::to_owned);
+    config.admin = admin;
     config.tls = endpoints.tls()?;
     Ok(Client::connect(config).await?)
 }
@@ -230,7 +235,14 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
 pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let client = connect(&args.endpoints, "default", "admin", args.token.as_deref()).await?;
+        let client = connect(
+            &args.endpoints,
+            "default",
+            "admin",
+            args.token.as_deref(),
+            true,
+        )
+        .await?;
         match args.command {
             ClusterCommand::Status { json } => {
                 let status = client.status().await?;

@@ -210,6 +210,7 @@ pub fn run(args: LockArgs, out: &mut impl Write) -> Result<Option<ExitStatus>, E
             &args.tenant,
             &args.owner,
             args.token.as_deref(),
+            matches!(args.command, LockCommand::ForceRelease { .. }),
         )
         .await?;
         let json = args.json;

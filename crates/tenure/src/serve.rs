@@ -294,7 +294,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
             let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
             tracing::warn!(
                 loopback,
-                "no --auth-file: callers are trusted by their x-owner-id metadata and may act as admin; \
+                "no --auth-file: callers are trusted by their x-owner-id metadata, and as admin by x-role: ADMIN; \
                  keep this node on loopback or a trusted network"
             );
         }

@@ -169,7 +169,7 @@ async fn settled_leader(c: &Cluster, ids: &[u64]) -> u64 {
 /// tenure-client bound to `addr`, which retries a retryable refusal (a
 /// leader change in progress) with the same request for up to ten seconds.
 async fn write(addr: &str, n: u32) -> Result<(), tenure_client::Error> {
-    let config = tenure_client::ClientConfig::new([addr.to_owned()], "t", "ops");
+    let config = tenure_client::ClientConfig::new([addr.to_owned()], "t", "ops").with_admin();
     let client = tenure_client::Client::connect(config).await?;
     client
         .force_release(&format!("noop-{n}"), "test write", None)
@@ -192,6 +192,9 @@ async fn write_once(addr: &str, n: u32) -> Result<(), tonic::Status> {
     request
         .metadata_mut()
         .insert("x-owner-id", "ops".parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("x-role", "ADMIN".parse().expect("ascii"));
     AdminClient::new(channel)
         .force_release(request)
         .await
