@@ -192,15 +192,7 @@ impl KeepAliveStream {
             let mut out = Vec::with_capacity(leases.len());
             while out.len() < leases.len() {
                 match answers.message().await {
-                    Ok(Some(a)) => out.push(Renewed {
-                        result: if a.alive {
-                            Ok(Duration::from_millis(a.expires_in_ms))
-                        } else {
-                            Err(tenure_core::Reason::parse(&a.reason)
-                                .unwrap_or(tenure_core::Reason::LeaseNotActive))
-                        },
-                        lease_id: a.lease_id,
-                    }),
+                    Ok(Some(a)) => out.push(renewed(a)),
                     Ok(None) => {
                         return Err(Error::Unavailable("the keep-alive stream closed".into()));
                     }
@@ -425,6 +417,25 @@ impl Client {
             })
             .await?;
         lease(&l)
+    }
+
+    /// Renews many leases of this client's tenant in one call (keeping
+    /// their TTLs): one answer per lease, in order, each renewed or lost
+    /// with its reason. For a program that renews on its own schedule;
+    /// guards keep themselves alive over one stream instead.
+    pub async fn keep_alive_many(&self, lease_ids: &[String]) -> Result<Vec<Renewed>, Error> {
+        let body = v1::KeepAliveManyRequest {
+            tenant_id: self.inner.tenant.clone(),
+            lease_ids: lease_ids.to_vec(),
+            owner_id: String::new(),
+        };
+        let answer = self
+            .t()
+            .call(Route::Leader, &body, Duration::ZERO, |c, r| async move {
+                LockClient::new(c).keep_alive_many(r).await
+            })
+            .await?;
+        Ok(answer.leases.into_iter().map(renewed).collect())
     }
 
     /// Gives a lease up (a waiting one leaves the queue). `request_id`:
@@ -721,6 +732,19 @@ impl Client {
         })
         .await
         .map(Imported::from)
+    }
+}
+
+/// One keep-alive answer as a [`Renewed`].
+fn renewed(a: v1::KeepAliveResponse) -> Renewed {
+    Renewed {
+        result: if a.alive {
+            Ok(Duration::from_millis(a.expires_in_ms))
+        } else {
+            Err(tenure_core::Reason::parse(&a.reason)
+                .unwrap_or(tenure_core::Reason::LeaseNotActive))
+        },
+        lease_id: a.lease_id,
     }
 }
 

@@ -11,7 +11,7 @@ use tenure_core::Reason;
 use tonic::Request;
 
 use crate::auth::{Auth, Identity, Role};
-use crate::errors::{OWNER_METADATA, ROLE_METADATA, ServeError, claims_admin};
+use crate::errors::{ROLE_METADATA, ServeError, claims_admin};
 
 /// One rate limiter, keyed by caller.
 type Limiter = governor::DefaultKeyedRateLimiter<String>;
@@ -200,11 +200,8 @@ impl Access {
         all_tenants: bool,
     ) -> Result<(), ServeError> {
         if !self.auth.enforced() {
-            let named = request
-                .metadata()
-                .get(OWNER_METADATA)
-                .and_then(|v| v.to_str().ok());
-            return self.limit(named.unwrap_or("anonymous"));
+            let named = crate::auth::development_name(request)?;
+            return self.limit(named.as_deref().unwrap_or("anonymous"));
         }
         let who = self.identify(request)?;
         who.check_role(Role::Reader)?;

@@ -241,6 +241,26 @@ impl Identity {
     }
 }
 
+/// The caller a development node (no auth file) is told of by
+/// `x-owner-id`: `None` when the header is absent or empty, INVALID_REQUEST
+/// when it is not a valid owner id (so a malformed one is never taken for
+/// no one).
+pub fn development_name<T>(request: &Request<T>) -> Result<Option<String>, ServeError> {
+    let Some(value) = request.metadata().get(OWNER_METADATA) else {
+        return Ok(None);
+    };
+    let invalid = |m: String| ServeError::refused(Reason::InvalidRequest, m);
+    let name = value
+        .to_str()
+        .map_err(|_| invalid(format!("{OWNER_METADATA} is not printable ASCII")))?
+        .trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    tenure_core::validate::owner(name).map_err(|e| invalid(format!("{OWNER_METADATA}: {e}")))?;
+    Ok(Some(name.to_owned()))
+}
+
 /// One loaded auth file.
 struct Book {
     principals: Vec<Principal>,
@@ -609,11 +629,7 @@ impl Auth {
         let required = |m: &str| ServeError::refused(Reason::OwnerTokenRequired, m);
         let metadata = request.metadata();
         let Some(book) = self.book() else {
-            let name = metadata
-                .get(OWNER_METADATA)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
+            let name = development_name(request)?
                 .ok_or_else(|| required("no caller identity (x-owner-id)"))?;
             return Ok(Identity::development(name, claims_admin(request)));
         };

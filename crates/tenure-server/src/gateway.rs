@@ -14,6 +14,15 @@
 //! - `POST /locks/{lock_key}/force-release` `{tenant_id, actor, reason}` →
 //!   200 and the lock state
 //!
+//! Beyond the reference:
+//! - `POST /leases/keep-alive` `{tenant_id, lease_ids, owner_id?}` → 200 and
+//!   one answer per lease (renewed, or lost with its reason)
+//! - `GET /locks?tenant_id=…&prefix=…&limit=…&page_token=…` → 200 and a page
+//!   of locks in key order
+//! - `GET /watch?tenant_id=…&prefix=…&from_sequence=…` → the audit stream
+//!   as NDJSON, or as Server-Sent Events (`Accept: text/event-stream`, each
+//!   event's `id` its sequence, so `Last-Event-ID` resumes after it)
+//!
 //! Identity is gRPC's: `authorization: Bearer …` with an auth file; without
 //! one, `x-owner-id`, and force-release only with `x-role: ADMIN` (as the
 //! reference did). Errors are `{code, message, status, server_time}` with
@@ -25,8 +34,9 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -87,6 +97,9 @@ pub fn router<C: Connector>(
         .route("/leases/acquire", post(acquire::<C>))
         .route("/leases/{lease_id}/renew", post(renew::<C>))
         .route("/leases/{lease_id}/release", post(release::<C>))
+        .route("/leases/keep-alive", post(keep_alive::<C>))
+        .route("/locks", get(list::<C>))
+        .route("/watch", get(watch::<C>))
         .route("/locks/{lock_key}", get(lock_state::<C>))
         .route("/locks/{lock_key}/force-release", post(force_release::<C>))
         .with_state(Gateway {
@@ -209,12 +222,27 @@ const TENANT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A gRPC request for `body`, carrying the caller's identity headers and
 /// address, as if it came in over gRPC.
-fn request<T>(headers: &HeaderMap, peer: SocketAddr, body: T) -> tonic::Request<T> {
+/// An identity header that is not printable ASCII is INVALID_REQUEST
+/// (never taken for an absent one).
+fn request<T, C: Connector>(
+    g: &Gateway<C>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    body: T,
+) -> Result<tonic::Request<T>, Answer> {
     let mut r = tonic::Request::new(body);
     for name in IDENTITY_HEADERS {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
-            && let Ok(value) = MetadataValue::try_from(v)
-        {
+        if let Some(v) = headers.get(name) {
+            let value = v
+                .to_str()
+                .ok()
+                .and_then(|v| MetadataValue::try_from(v).ok())
+                .ok_or_else(|| {
+                    g.error(
+                        Reason::InvalidRequest,
+                        format!("header {name} is not printable ASCII"),
+                    )
+                })?;
             r.metadata_mut().insert(name, value);
         }
     }
@@ -222,7 +250,7 @@ fn request<T>(headers: &HeaderMap, peer: SocketAddr, body: T) -> tonic::Request<
         local_addr: None,
         remote_addr: Some(peer),
     });
-    r
+    Ok(r)
 }
 
 /// The JSON body as `T`: a missing, null or malformed body, or a field of
@@ -230,6 +258,26 @@ fn request<T>(headers: &HeaderMap, peer: SocketAddr, body: T) -> tonic::Request<
 fn body<T: DeserializeOwned, C: Connector>(g: &Gateway<C>, bytes: &Bytes) -> Result<T, Answer> {
     serde_json::from_slice(bytes)
         .map_err(|e| g.error(Reason::InvalidRequest, format!("request body: {e}")))
+}
+
+/// The query string as `T`: a malformed one, or a number that is not
+/// one, is INVALID_REQUEST.
+fn query<T: DeserializeOwned, C: Connector>(
+    g: &Gateway<C>,
+    raw: Option<&str>,
+) -> Result<T, Answer> {
+    serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|e| g.error(Reason::InvalidRequest, format!("query: {e}")))
+}
+
+/// A path segment, percent-decoded; one that does not decode to UTF-8 is
+/// INVALID_REQUEST.
+fn segment<C: Connector>(
+    g: &Gateway<C>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, Answer> {
+    path.map(|Path(p)| p)
+        .map_err(|e| g.error(Reason::InvalidRequest, format!("path: {e}")))
 }
 
 /// The TTL in milliseconds from `ttl_ms` or `ttl_seconds`.
@@ -317,6 +365,7 @@ async fn acquire<C: Connector>(
             let b: AcquireBody = body(&g, &bytes)?;
             let ttl_ms = ttl(&g, b.ttl_ms, b.ttl_seconds, true)?;
             let r = request(
+                &g,
                 &headers,
                 peer,
                 v1::AcquireRequest {
@@ -327,7 +376,7 @@ async fn acquire<C: Connector>(
                     ttl_ms,
                     wait_timeout_ms: b.wait_timeout_ms,
                 },
-            );
+            )?;
             match g.lock.acquire(r).await {
                 Ok(lease) => Ok((StatusCode::CREATED, Json(g.lease(lease.get_ref())))),
                 Err(status) => Err(g.refused(&status)),
@@ -350,16 +399,18 @@ struct RenewBody {
 async fn renew<C: Connector>(
     State(g): State<Gateway<C>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(lease_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
     reply(
         async {
+            let lease_id = segment(&g, path)?;
             let b: RenewBody = body(&g, &bytes)?;
             let ttl_ms = ttl(&g, b.ttl_ms, b.ttl_seconds, false)?;
             let tenant_id = g.tenant_of(&lease_id, b.tenant_id).await?;
             let r = request(
+                &g,
                 &headers,
                 peer,
                 v1::RenewRequest {
@@ -369,7 +420,7 @@ async fn renew<C: Connector>(
                     request_id: b.request_id,
                     ttl_ms,
                 },
-            );
+            )?;
             match g.lock.renew(r).await {
                 Ok(lease) => Ok((StatusCode::OK, Json(g.lease(lease.get_ref())))),
                 Err(status) => Err(g.refused(&status)),
@@ -390,15 +441,17 @@ struct ReleaseBody {
 async fn release<C: Connector>(
     State(g): State<Gateway<C>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(lease_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
     reply(
         async {
+            let lease_id = segment(&g, path)?;
             let b: ReleaseBody = body(&g, &bytes)?;
             let tenant_id = g.tenant_of(&lease_id, b.tenant_id).await?;
             let r = request(
+                &g,
                 &headers,
                 peer,
                 v1::ReleaseRequest {
@@ -407,7 +460,7 @@ async fn release<C: Connector>(
                     owner_id: b.owner_id,
                     request_id: b.request_id,
                 },
-            );
+            )?;
             match g.lock.release(r).await {
                 Ok(lease) => Ok((StatusCode::OK, Json(g.lease(lease.get_ref())))),
                 Err(status) => Err(g.refused(&status)),
@@ -420,30 +473,34 @@ async fn release<C: Connector>(
 #[derive(Deserialize)]
 struct LockQuery {
     tenant_id: Option<String>,
+    consistency: Option<String>,
 }
 
 async fn lock_state<C: Connector>(
     State(g): State<Gateway<C>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(lock_key): Path<String>,
-    Query(q): Query<LockQuery>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     reply(
         async {
+            let lock_key = segment(&g, path)?;
+            let q: LockQuery = query(&g, raw.as_deref())?;
             let tenant_id = q
                 .tenant_id
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| g.error(Reason::InvalidRequest, "tenant_id is required"))?;
             let r = request(
+                &g,
                 &headers,
                 peer,
                 v1::GetRequest {
                     tenant_id,
                     lock_key,
-                    consistency: 0,
+                    consistency: consistency(&g, q.consistency.as_deref())?,
                 },
-            );
+            )?;
             match g.lock.get(r).await {
                 Ok(state) => Ok((StatusCode::OK, Json(g.lock_state(state.get_ref())))),
                 Err(status) => Err(g.refused(&status)),
@@ -467,12 +524,13 @@ struct ForceBody {
 async fn force_release<C: Connector>(
     State(g): State<Gateway<C>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(lock_key): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
     reply(
         async {
+            let lock_key = segment(&g, path)?;
             let b: ForceBody = body(&g, &bytes)?;
             // Without an auth file the Admin service grants the role by
             // `x-role: ADMIN`, as the reference did (FORBIDDEN without).
@@ -485,6 +543,7 @@ async fn force_release<C: Connector>(
                 headers.insert(OWNER_METADATA, actor);
             }
             let r = request(
+                &g,
                 &headers,
                 peer,
                 v1::ForceReleaseRequest {
@@ -493,7 +552,7 @@ async fn force_release<C: Connector>(
                     reason: b.reason,
                     lease_id: b.lease_id,
                 },
-            );
+            )?;
             match g.admin.force_release(r).await {
                 Ok(state) => Ok((StatusCode::OK, Json(g.lock_state(state.get_ref())))),
                 Err(status) => Err(g.refused(&status)),
@@ -501,6 +560,283 @@ async fn force_release<C: Connector>(
         }
         .await,
     )
+}
+
+#[derive(Deserialize)]
+struct KeepAliveBody {
+    tenant_id: String,
+    lease_ids: Vec<String>,
+    #[serde(default)]
+    owner_id: String,
+}
+
+async fn keep_alive<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let b: KeepAliveBody = body(&g, &bytes)?;
+            let tenant_id = b.tenant_id.clone();
+            let r = request(
+                &g,
+                &headers,
+                peer,
+                v1::KeepAliveManyRequest {
+                    tenant_id: b.tenant_id,
+                    lease_ids: b.lease_ids,
+                    owner_id: b.owner_id,
+                },
+            )?;
+            match g.lock.keep_alive_many(r).await {
+                Ok(answer) => {
+                    let now = g.now_ms();
+                    let leases: Vec<Value> = answer
+                        .get_ref()
+                        .leases
+                        .iter()
+                        .map(|a| {
+                            json!({
+                                "lease_id": a.lease_id,
+                                "alive": a.alive,
+                                "ttl_ms": a.ttl_ms,
+                                "expires_in_ms": a.expires_in_ms,
+                                "expires_at": a.alive.then(|| rfc3339(now.saturating_add(a.expires_in_ms))),
+                                "reason": (!a.alive).then_some(a.reason.as_str()),
+                                "message": (!a.alive).then_some(a.message.as_str()),
+                            })
+                        })
+                        .collect();
+                    Ok((
+                        StatusCode::OK,
+                        Json(json!({
+                            "tenant_id": tenant_id,
+                            "leases": leases,
+                            "server_time": rfc3339(now),
+                        })),
+                    ))
+                }
+                Err(status) => Err(g.refused(&status)),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    tenant_id: Option<String>,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    limit: u32,
+    #[serde(default)]
+    page_token: String,
+    consistency: Option<String>,
+}
+
+/// `linearizable` (the default) or `stale`.
+fn consistency<C: Connector>(g: &Gateway<C>, given: Option<&str>) -> Result<i32, Answer> {
+    match given.unwrap_or("linearizable") {
+        "linearizable" => Ok(v1::Consistency::Linearizable as i32),
+        "stale" => Ok(v1::Consistency::Stale as i32),
+        other => Err(g.error(
+            Reason::InvalidRequest,
+            format!("consistency {other:?}: linearizable or stale"),
+        )),
+    }
+}
+
+async fn list<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let q: ListQuery = query(&g, raw.as_deref())?;
+            let tenant_id = q
+                .tenant_id
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| g.error(Reason::InvalidRequest, "tenant_id is required"))?;
+            let r = request(
+                &g,
+                &headers,
+                peer,
+                v1::ListRequest {
+                    tenant_id: tenant_id.clone(),
+                    key_prefix: q.prefix,
+                    page_size: q.limit,
+                    page_token: q.page_token,
+                    consistency: consistency(&g, q.consistency.as_deref())?,
+                },
+            )?;
+            match g.lock.list(r).await {
+                Ok(page) => {
+                    let page = page.get_ref();
+                    let locks: Vec<Value> = page.locks.iter().map(|l| g.lock_state(l)).collect();
+                    Ok((
+                        StatusCode::OK,
+                        Json(json!({
+                            "tenant_id": tenant_id,
+                            "locks": locks,
+                            "next_page_token": page.next_page_token,
+                            "server_time": rfc3339(g.now_ms()),
+                        })),
+                    ))
+                }
+                Err(status) => Err(g.refused(&status)),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    #[serde(default)]
+    tenant_id: String,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    from_sequence: u64,
+    #[serde(default)]
+    all_tenants: bool,
+    #[serde(default)]
+    max_events: u64,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// A watch event as JSON.
+fn event_json(e: &v1::WatchEvent) -> Value {
+    let kind = v1::AuditKind::try_from(e.kind).unwrap_or(v1::AuditKind::Unspecified);
+    json!({
+        "sequence": e.sequence,
+        "log_index": e.log_index,
+        "at": rfc3339(e.at_unix_ms),
+        "at_unix_ms": e.at_unix_ms,
+        "kind": kind.as_str_name().trim_start_matches("AUDIT_KIND_"),
+        "tenant_id": e.tenant_id,
+        "lock_key": e.lock_key,
+        "lease_id": e.lease_id,
+        "owner_id": e.owner_id,
+        "fencing_token": e.fencing_token,
+        "actor": e.actor,
+        "detail": e.detail,
+        "gap_before": e.gap_before,
+    })
+}
+
+/// How often an idle Server-Sent Events stream sends a comment, so that
+/// proxies keep it open.
+const SSE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn watch<C: Connector>(
+    State(g): State<Gateway<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    use tokio_stream::StreamExt as _;
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let started = async {
+        let q: WatchQuery = query(&g, raw.as_deref())?;
+        // An EventSource reconnecting names the last event it had.
+        let resume = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|last| last.saturating_add(1));
+        let r = request(
+            &g,
+            &headers,
+            peer,
+            v1::WatchRequest {
+                tenant_id: q.tenant_id,
+                key_prefix: q.prefix,
+                from_sequence: resume.unwrap_or(q.from_sequence),
+                include_all_tenants: q.all_tenants,
+            },
+        )?;
+        match g.lock.watch(r).await {
+            Ok(stream) => Ok((stream.into_inner(), q.max_events, q.timeout_ms)),
+            Err(status) => Err(g.refused(&status)),
+        }
+    }
+    .await;
+    let (mut events, max_events, timeout_ms) = match started {
+        Ok(s) => s,
+        Err(answer) => return answer.into_response(),
+    };
+    // One task reads the watch and ends it after `max_events` events or
+    // `timeout_ms` (either 0: never), or at the first error, sent last.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::WatchEvent, Value>>(64);
+    let clock = g.clone();
+    tokio::spawn(async move {
+        let deadline = (timeout_ms > 0)
+            .then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
+        let mut sent = 0u64;
+        loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return,
+                },
+                None => events.next().await,
+            };
+            let item = match next {
+                None => return,
+                Some(Ok(e)) => Ok(e),
+                Some(Err(status)) => Err(clock.refused(&status).1.0),
+            };
+            let last = item.is_err();
+            if tx.send(item).await.is_err() || last {
+                return;
+            }
+            sent += 1;
+            if max_events > 0 && sent >= max_events {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    if sse {
+        use axum::response::sse::{Event, KeepAlive, Sse};
+        let events = stream.map(|item| {
+            Ok::<_, std::convert::Infallible>(match item {
+                Ok(e) => Event::default()
+                    .id(e.sequence.to_string())
+                    .event("lock")
+                    .data(event_json(&e).to_string()),
+                Err(error) => Event::default().event("error").data(error.to_string()),
+            })
+        });
+        Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+            .into_response()
+    } else {
+        let lines = stream.map(|item| {
+            let value = match item {
+                Ok(e) => event_json(&e),
+                Err(error) => json!({ "error": error }),
+            };
+            let mut line = value.to_string().into_bytes();
+            line.push(b'\n');
+            Ok::<_, std::convert::Infallible>(Bytes::from(line))
+        });
+        (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            axum::body::Body::from_stream(lines),
+        )
+            .into_response()
+    }
 }
 
 #[cfg(test)]

@@ -406,10 +406,16 @@ async fn tn_http_002_the_openapi_document_is_served_and_the_answers_match_it() {
             .replace("{lock_key}", "k");
         for (method, _) in ops.as_mapping().expect("operations") {
             let method = method.as_str().expect("a method").to_ascii_uppercase();
+            // A watch streams until told to stop.
+            let bound = if path == "/watch" {
+                "&timeout_ms=100"
+            } else {
+                ""
+            };
             let (code, _) = common::http_call(
                 &addr,
                 &method,
-                &format!("{concrete}?tenant_id=t"),
+                &format!("{concrete}?tenant_id=t{bound}"),
                 &[("x-owner-id", "o")],
                 "{}",
             )
@@ -473,6 +479,272 @@ async fn tn_http_002_the_openapi_document_is_served_and_the_answers_match_it() {
     let (_, reasons, _) = common::run(&["reasons", "--json"]);
     let listed = reasons.lines().count();
     assert_eq!(codes.len(), listed, "the document lists every reason");
+}
+
+/// `GET path` with headers; the raw body (NDJSON or SSE, read to its end).
+async fn stream_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    common::http_call(addr, "GET", path, headers, "")
+        .await
+        .expect("the HTTP port answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_http_003_waiting_keep_alive_of_many_list_and_watch_over_http() {
+    let c = cluster();
+    ready(&c).await;
+    let ports: Vec<String> = c.http.values().cloned().collect();
+    let port = |i: usize| ports[i % ports.len()].as_str();
+
+    // A waiting acquire (wait_timeout_ms, ttl_ms): granted when the holder
+    // releases, with the next token; its answer comes from another node.
+    let (code, held) = call(
+        port(0),
+        "POST",
+        "/leases/acquire",
+        Some("h"),
+        &json!({"tenant_id": "t", "request_id": "w0", "lock_key": "jobs/a", "ttl_ms": 10_000}),
+    )
+    .await;
+    assert_eq!(code, 201, "{held}");
+    assert_eq!(held["ttl_ms"], 10_000);
+    let waiter = {
+        let addr = port(1).to_owned();
+        tokio::spawn(async move {
+            call(
+                &addr,
+                "POST",
+                "/leases/acquire",
+                Some("w"),
+                &json!({"tenant_id": "t", "request_id": "w1", "lock_key": "jobs/a",
+                        "ttl_ms": 10_000, "wait_timeout_ms": 10_000}),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = held["lease_id"].as_str().expect("an id");
+    let (code, body) = call(
+        port(2),
+        "POST",
+        &format!("/leases/{id}/release"),
+        Some("h"),
+        &json!({"request_id": "w2"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, granted) = waiter.await.expect("the waiter answers");
+    assert_eq!(code, 201, "{granted}");
+    assert_eq!(granted["status"], "ACTIVE");
+    assert_eq!(
+        granted["fencing_token"].as_u64(),
+        held["fencing_token"].as_u64().map(|t| t + 1)
+    );
+    // A short wait on a held lock: 408 WAIT_TIMEOUT.
+    let (code, body) = call(
+        port(0),
+        "POST",
+        "/leases/acquire",
+        Some("x"),
+        &json!({"tenant_id": "t", "request_id": "w3", "lock_key": "jobs/a",
+                "ttl_ms": 10_000, "wait_timeout_ms": 300}),
+    )
+    .await;
+    assert_error(code, &body, 408, "WAIT_TIMEOUT");
+
+    // Keep-alive of many, through every node: each answer in order, an
+    // unknown lease and another owner's in-band.
+    let mut mine = Vec::new();
+    for k in 0..3 {
+        let (code, l) = call(
+            port(k),
+            "POST",
+            "/leases/acquire",
+            Some("ka"),
+            &json!({"tenant_id": "t", "request_id": format!("ka{k}"),
+                    "lock_key": format!("ka/{k}"), "ttl_seconds": 2}),
+        )
+        .await;
+        assert_eq!(code, 201, "{l}");
+        mine.push(l["lease_id"].as_str().expect("an id").to_owned());
+    }
+    let other = granted["lease_id"].as_str().expect("an id").to_owned();
+    let unknown = "00000000000000ff".to_owned();
+    let mut ids = mine.clone();
+    ids.push(other.clone());
+    ids.push(unknown.clone());
+    // Renewed every second for 3 s: the 2 s leases outlive their TTL.
+    for round in 0..3 {
+        let (code, body) = call(
+            port(round),
+            "POST",
+            "/leases/keep-alive",
+            Some("ka"),
+            &json!({"tenant_id": "t", "lease_ids": ids}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        let answers = body["leases"].as_array().expect("answers");
+        assert_eq!(answers.len(), 5, "{body}");
+        for (i, id) in mine.iter().enumerate() {
+            assert_eq!(answers[i]["lease_id"], id.as_str());
+            assert_eq!(answers[i]["alive"], true, "{body}");
+            assert_eq!(answers[i]["ttl_ms"], 2_000);
+            assert!(answers[i]["expires_at"].is_string(), "{body}");
+        }
+        assert_eq!(answers[3]["alive"], false);
+        assert_eq!(answers[3]["reason"], "OWNER_MISMATCH", "{body}");
+        assert_eq!(answers[4]["alive"], false);
+        assert_eq!(answers[4]["reason"], "LEASE_NOT_FOUND", "{body}");
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    for (i, id) in mine.iter().enumerate() {
+        let (code, state) = call(
+            port(i),
+            "GET",
+            &format!("/locks/ka%2F{i}?tenant_id=t"),
+            Some("ka"),
+            &Value::Null,
+        )
+        .await;
+        assert_eq!(code, 200, "{state}");
+        assert_eq!(state["has_active_lease"], true, "kept alive: {state}");
+        assert_eq!(state["active_lease"]["lease_id"], id.as_str());
+    }
+    // Bad input: no leases, too many, a repeat, a malformed id: 400, nothing renewed.
+    let too_many: Vec<String> = (0..1025).map(|i| format!("{i:016x}")).collect();
+    for bad in [
+        json!({"tenant_id": "t", "lease_ids": []}),
+        json!({"tenant_id": "t", "lease_ids": too_many}),
+        json!({"tenant_id": "t", "lease_ids": [mine[0], mine[0]]}),
+        json!({"tenant_id": "t", "lease_ids": ["not an id"]}),
+        json!({"tenant_id": "t", "lease_ids": "x"}),
+        json!({"lease_ids": [mine[0]]}),
+    ] {
+        let (code, body) = call(port(1), "POST", "/leases/keep-alive", Some("ka"), &bad).await;
+        assert_error(code, &body, 400, "INVALID_REQUEST");
+    }
+
+    // List: by prefix, in key order, a page at a time, from any node.
+    let (code, page) = call(
+        port(2),
+        "GET",
+        "/locks?tenant_id=t&prefix=ka%2F&limit=2",
+        Some("r"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{page}");
+    let keys = |p: &Value| -> Vec<String> {
+        p["locks"]
+            .as_array()
+            .expect("locks")
+            .iter()
+            .map(|l| l["lock_key"].as_str().expect("a key").to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&page), ["ka/0", "ka/1"]);
+    let token = page["next_page_token"].as_str().expect("more").to_owned();
+    assert!(!token.is_empty());
+    let (code, rest) = call(
+        port(0),
+        "GET",
+        &format!("/locks?tenant_id=t&prefix=ka%2F&limit=2&page_token={token}"),
+        Some("r"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{rest}");
+    assert_eq!(keys(&rest), ["ka/2"]);
+    assert_eq!(rest["next_page_token"], "");
+    for bad in [
+        "/locks",
+        "/locks?tenant_id=t&limit=abc",
+        "/locks?tenant_id=t&consistency=eventual",
+        "/locks?tenant_id=has%20space",
+        "/locks/%FF?tenant_id=t",
+        "/locks/k?tenant_id=t&consistency=maybe",
+    ] {
+        let (code, body) = call(port(0), "GET", bad, Some("r"), &Value::Null).await;
+        assert_error(code, &body, 400, "INVALID_REQUEST");
+    }
+    // A malformed caller is refused, never taken for no caller at all.
+    let (code, body) = call(
+        port(1),
+        "GET",
+        "/locks?tenant_id=t",
+        Some("has space"),
+        &Value::Null,
+    )
+    .await;
+    assert_error(code, &body, 400, "INVALID_REQUEST");
+
+    // Watch as NDJSON from sequence 1: every event so far, in order, ending
+    // after max_events; the first event is the first grant.
+    let (code, text) = stream_get(
+        port(1),
+        "/watch?tenant_id=t&from_sequence=1&max_events=4",
+        &[("x-owner-id", "r")],
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.len(), 4, "{text}");
+    assert_eq!(events[0]["sequence"], 1);
+    assert_eq!(events[0]["kind"], "LEASE_ACQUIRE");
+    assert_eq!(events[0]["lock_key"], "jobs/a");
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["sequence"].as_u64() < w[1]["sequence"].as_u64())
+    );
+    // By prefix, bounded by time: only the keys asked for.
+    let (code, text) = stream_get(
+        port(2),
+        "/watch?tenant_id=t&prefix=ka%2F&from_sequence=1&timeout_ms=1000",
+        &[("x-owner-id", "r")],
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let ka: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert!(ka.len() >= 3, "{text}");
+    assert!(
+        ka.iter()
+            .all(|e| e["lock_key"].as_str().is_some_and(|k| k.starts_with("ka/")))
+    );
+    // Server-Sent Events: each event's id is its sequence, and Last-Event-ID
+    // resumes after it.
+    let (code, text) = stream_get(
+        port(0),
+        "/watch?tenant_id=t&max_events=2",
+        &[
+            ("x-owner-id", "r"),
+            ("accept", "text/event-stream"),
+            ("last-event-id", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids, ["2", "3"], "{text}");
+    let data: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("JSON data"))
+        .collect();
+    assert_eq!(data[0]["sequence"], 2);
+    // A bad prefix is refused before the stream starts.
+    let (code, text) = stream_get(port(0), "/watch?tenant_id=t&prefix=has%20space", &[]).await;
+    let body: Value = serde_json::from_str(&text).expect("a JSON error");
+    assert_error(code, &body, 400, "INVALID_REQUEST");
 }
 
 /// Runs the futures at once.

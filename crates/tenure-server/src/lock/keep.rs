@@ -25,6 +25,9 @@ use crate::errors::ServeError;
 use crate::errors::forwarded;
 use crate::router::Routed;
 
+/// Leases one KeepAliveMany call may renew.
+pub const MAX_KEEP_ALIVE_MANY: usize = 1_024;
+
 impl<C: Connector> LockService<C> {
     pub(super) async fn renew_call(
         &self,
@@ -141,6 +144,63 @@ impl<C: Connector> LockService<C> {
         Ok(Response::new(
             Box::pin(ReceiverStream::new(rx)) as Stream2<v1::KeepAliveResponse>
         ))
+    }
+
+    pub(super) async fn keep_alive_many_call(
+        &self,
+        request: Request<v1::KeepAliveManyRequest>,
+    ) -> Result<Response<v1::KeepAliveManyResponse>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => {
+                return forwarded(LockClient::new(c).keep_alive_many(r).await);
+            }
+        };
+        let who = self.access.writer(&request, &request.get_ref().tenant_id)?;
+        let r = request.into_inner();
+        tenure_core::validate::tenant(&r.tenant_id)?;
+        convert::owner(&r.owner_id, &who.name)?;
+        if r.lease_ids.is_empty() || r.lease_ids.len() > MAX_KEEP_ALIVE_MANY {
+            return Err(ServeError::refused(
+                Reason::InvalidRequest,
+                format!(
+                    "lease_ids has {} entries: 1 to {MAX_KEEP_ALIVE_MANY} allowed",
+                    r.lease_ids.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::with_capacity(r.lease_ids.len());
+        for id in &r.lease_ids {
+            convert::lease_id(id)?;
+            if !seen.insert(id.as_str()) {
+                return Err(ServeError::refused(
+                    Reason::InvalidRequest,
+                    format!("lease_ids names {id} twice"),
+                ));
+            }
+        }
+        // Still the leader, confirmed by a quorum after the call arrived;
+        // each lease is then read from the table (rule 3, as a stream does).
+        self.router.confirm(true).await?;
+        let leases = r
+            .lease_ids
+            .iter()
+            .enumerate()
+            .map(|(i, lease_id)| {
+                let one = v1::KeepAliveRequest {
+                    tenant_id: r.tenant_id.clone(),
+                    lease_id: lease_id.clone(),
+                    owner_id: who.name.clone(),
+                    client_seq: i as u64,
+                };
+                let answer = self.keep_one(&one, &who.name);
+                if answer.alive {
+                    metrics::counter!("tenure_keepalive_renewals_total").increment(1);
+                }
+                answer
+            })
+            .collect();
+        Ok(Response::new(v1::KeepAliveManyResponse { leases }))
     }
 
     /// A keep-alive of one lease: table checks, then the timers extend it.

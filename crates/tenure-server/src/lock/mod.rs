@@ -125,6 +125,13 @@ impl<C: Connector> v1::lock_server::Lock for LockService<C> {
         self.router.answer(self.keep_alive_call(request).await)
     }
 
+    async fn keep_alive_many(
+        &self,
+        request: Request<v1::KeepAliveManyRequest>,
+    ) -> Result<Response<v1::KeepAliveManyResponse>, Status> {
+        self.router.answer(self.keep_alive_many_call(request).await)
+    }
+
     type WatchStream = Stream2<v1::WatchEvent>;
 
     async fn watch(

@@ -94,13 +94,16 @@ pub fn admin(addr: &str) -> AdminClient<ClaimsAdmin> {
 pub type Claim = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 
 /// A channel whose calls claim the admin role of a development node.
-pub type ClaimsAdmin = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Claim>;
+pub type ClaimsAdmin =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Claim>;
 
 /// Claims the admin role a development node (no auth file) grants by
 /// `x-role: ADMIN`.
 pub fn claim_admin(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    r.metadata_mut()
-        .insert("x-role", tonic::metadata::MetadataValue::from_static("ADMIN"));
+    r.metadata_mut().insert(
+        "x-role",
+        tonic::metadata::MetadataValue::from_static("ADMIN"),
+    );
     Ok(r)
 }
 
