@@ -48,7 +48,7 @@ use tonic::metadata::MetadataValue;
 use crate::error::ServerError;
 use crate::errors::{OWNER_METADATA, ServeError, claims_admin};
 use crate::peers::Peers;
-use crate::tls::peer_chain;
+use crate::tls::client_chain;
 
 /// Set by a follower that forwards a call from a client it authenticated
 /// by certificate: the principal. Believed only from a member node.
@@ -578,7 +578,7 @@ impl Auth {
     /// The principal a verified client certificate on this call names.
     fn certified<T>(&self, request: &Request<T>) -> Option<String> {
         let tls = self.inner.peers.as_ref()?.tls()?;
-        tls.principal_of(&peer_chain(request.extensions())?)
+        tls.principal_of(&client_chain(request.extensions())?)
     }
 
     fn forwarded_by_member<T>(&self, request: &Request<T>) -> bool {

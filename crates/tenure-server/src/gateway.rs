@@ -54,6 +54,7 @@ use crate::admin::AdminService;
 use crate::clock::NodeClock;
 use crate::errors::{OWNER_METADATA, ROLE_METADATA};
 use crate::lock::LockService;
+use crate::tls::HttpPeerChain;
 use crate::watch::History;
 
 /// The headers that carry a caller's identity into the gRPC request.
@@ -227,7 +228,7 @@ const TENANT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 fn request<T, C: Connector>(
     g: &Gateway<C>,
     headers: &HeaderMap,
-    peer: SocketAddr,
+    caller: &Caller,
     body: T,
 ) -> Result<tonic::Request<T>, Answer> {
     let mut r = tonic::Request::new(body);
@@ -248,9 +249,36 @@ fn request<T, C: Connector>(
     }
     r.extensions_mut().insert(TcpConnectInfo {
         local_addr: None,
-        remote_addr: Some(peer),
+        remote_addr: Some(caller.peer),
     });
+    if let Some(chain) = &caller.chain {
+        r.extensions_mut().insert(chain.clone());
+    }
     Ok(r)
+}
+
+/// Who is on the other end of an HTTP call: its address, and the
+/// certificate chain it presented on the TLS handshake (the HTTP port
+/// puts it in the request's extensions).
+struct Caller {
+    peer: SocketAddr,
+    chain: Option<HttpPeerChain>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Caller, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        let chain = parts.extensions.get::<HttpPeerChain>().cloned();
+        Ok(Caller { peer, chain })
+    }
 }
 
 /// The JSON body as `T`: a missing, null or malformed body, or a field of
@@ -356,7 +384,7 @@ struct AcquireBody {
 
 async fn acquire<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
@@ -367,7 +395,7 @@ async fn acquire<C: Connector>(
             let r = request(
                 &g,
                 &headers,
-                peer,
+                &caller,
                 v1::AcquireRequest {
                     tenant_id: b.tenant_id,
                     lock_key: b.lock_key,
@@ -398,7 +426,7 @@ struct RenewBody {
 
 async fn renew<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -412,7 +440,7 @@ async fn renew<C: Connector>(
             let r = request(
                 &g,
                 &headers,
-                peer,
+                &caller,
                 v1::RenewRequest {
                     tenant_id,
                     lease_id,
@@ -440,7 +468,7 @@ struct ReleaseBody {
 
 async fn release<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -453,7 +481,7 @@ async fn release<C: Connector>(
             let r = request(
                 &g,
                 &headers,
-                peer,
+                &caller,
                 v1::ReleaseRequest {
                     tenant_id,
                     lease_id,
@@ -478,7 +506,7 @@ struct LockQuery {
 
 async fn lock_state<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -494,7 +522,7 @@ async fn lock_state<C: Connector>(
             let r = request(
                 &g,
                 &headers,
-                peer,
+                &caller,
                 v1::GetRequest {
                     tenant_id,
                     lock_key,
@@ -523,7 +551,7 @@ struct ForceBody {
 
 async fn force_release<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -545,7 +573,7 @@ async fn force_release<C: Connector>(
             let r = request(
                 &g,
                 &headers,
-                peer,
+                &caller,
                 v1::ForceReleaseRequest {
                     tenant_id: b.tenant_id,
                     lock_key,
@@ -572,7 +600,7 @@ struct KeepAliveBody {
 
 async fn keep_alive<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
@@ -583,7 +611,7 @@ async fn keep_alive<C: Connector>(
             let r = request(
                 &g,
                 &headers,
-                peer,
+                &caller,
                 v1::KeepAliveManyRequest {
                     tenant_id: b.tenant_id,
                     lease_ids: b.lease_ids,
@@ -651,7 +679,7 @@ fn consistency<C: Connector>(g: &Gateway<C>, given: Option<&str>) -> Result<i32,
 
 async fn list<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -665,7 +693,7 @@ async fn list<C: Connector>(
             let r = request(
                 &g,
                 &headers,
-                peer,
+                &caller,
                 v1::ListRequest {
                     tenant_id: tenant_id.clone(),
                     key_prefix: q.prefix,
@@ -737,7 +765,7 @@ const SSE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn watch<C: Connector>(
     State(g): State<Gateway<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -757,7 +785,7 @@ async fn watch<C: Connector>(
         let r = request(
             &g,
             &headers,
-            peer,
+            &caller,
             v1::WatchRequest {
                 tenant_id: q.tenant_id,
                 key_prefix: q.prefix,

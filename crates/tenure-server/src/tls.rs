@@ -188,14 +188,36 @@ impl Tls {
             let chain = certificates(&cert, &files.cert)?;
             let private = PrivateKeyDer::from_pem_slice(&key)
                 .map_err(|e| ServerError::Config(format!("{}: {e}", files.key.display())))?;
-            let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
             .with_safe_default_protocol_versions()
-            .map_err(|e| ServerError::Config(format!("TLS: {e}")))?
-            .with_no_client_auth()
-            .with_single_cert(chain, private)
-            .map_err(|e| ServerError::Config(format!("{}: {e}", files.cert.display())))?;
+            .map_err(|e| ServerError::Config(format!("TLS: {e}")))?;
+            // With --client-ca, a client may prove itself by certificate
+            // here too (optional: tokens work without one); which
+            // principal it names is decided per call, as on gRPC.
+            let config = match &files.client_ca {
+                Some(path) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for c in certificates(&accepted, path)? {
+                        roots
+                            .add(c)
+                            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+                    }
+                    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        Arc::new(rustls::crypto::ring::default_provider()),
+                    )
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+                    config.with_client_cert_verifier(verifier)
+                }
+                None => config.with_no_client_auth(),
+            };
+            let mut config = config
+                .with_single_cert(chain, private)
+                .map_err(|e| ServerError::Config(format!("{}: {e}", files.cert.display())))?;
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             Arc::new(config)
         };
@@ -224,8 +246,8 @@ impl Tls {
         self.server.clone()
     }
 
-    /// What the node's HTTP port serves with (its certificate; callers
-    /// authenticate with tokens there).
+    /// What the node's HTTP port serves with: its certificate, and with
+    /// `--client-ca` an optional client certificate (as on gRPC).
     pub fn http_config(&self) -> Arc<rustls::ServerConfig> {
         Arc::clone(&self.http)
     }
@@ -293,6 +315,18 @@ pub fn peer_chain(extensions: &tonic::Extensions) -> Option<Arc<Vec<CertificateD
     extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(TlsConnectInfo::peer_certs)
+}
+
+/// The certificate chain a caller presented on the HTTP port's TLS
+/// handshake, carried (in process) into the request the gateway makes of
+/// it. Only a client's identity is read from it: a node certificate there
+/// proves nothing about forwarding (that is gRPC's, [`peer_chain`]).
+#[derive(Clone, Debug)]
+pub struct HttpPeerChain(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// The chain a client presented: on the gRPC port, or on the HTTP port.
+pub fn client_chain(extensions: &tonic::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>>> {
+    peer_chain(extensions).or_else(|| extensions.get::<HttpPeerChain>().map(|c| Arc::clone(&c.0)))
 }
 
 /// The names in a certificate.

@@ -522,8 +522,16 @@ async fn serve_http(
                 }
                 Err(_) => return,
             };
-            // The caller's address, as the plain port gives it.
-            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            // The caller's address, as the plain port gives it, and the
+            // certificate chain it presented (a client certificate, with
+            // --client-ca), for the gateway to identify it by.
+            let mut router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            if let Some(chain) = stream.get_ref().1.peer_certificates() {
+                let chain = chain.iter().map(|c| c.clone().into_owned()).collect();
+                router = router.layer(axum::Extension(tenure_server::tls::HttpPeerChain(
+                    std::sync::Arc::new(chain),
+                )));
+            }
             let service = hyper_util::service::TowerToHyperService::new(router);
             let served =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())

@@ -49,6 +49,8 @@ struct TlsCluster {
     dir: tempfile::TempDir,
     nodes: BTreeMap<u64, Child>,
     auth: PathBuf,
+    /// Each node's HTTP port, when it has one.
+    http: BTreeMap<u64, String>,
 }
 
 impl TlsCluster {
@@ -75,6 +77,7 @@ impl TlsCluster {
             dir,
             nodes: BTreeMap::new(),
             auth: auth_path,
+            http: BTreeMap::new(),
         };
         for id in 1..=n {
             c.spawn(id);
@@ -97,6 +100,22 @@ impl TlsCluster {
     fn spawn(&mut self, id: u64) {
         let members = self.members.clone();
         self.spawn_with(id, &["--initial-cluster", &members]);
+    }
+
+    /// The same cluster, every node also serving an HTTP port.
+    fn with_http(mut self) -> TlsCluster {
+        self.http = common::free_members(self.addrs.len() as u64).0;
+        let members = self.members.clone();
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if let Some(mut child) = self.nodes.remove(&id) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let http = self.http[&id].clone();
+            self.spawn_with(id, &["--initial-cluster", &members, "--http-listen", &http]);
+        }
+        self
     }
 
     /// Starts node `id` on a free port, to be added with `cluster add`.
@@ -623,6 +642,123 @@ async fn tn_tls_001_a_client_never_sends_a_token_in_clear_beyond_loopback() {
     }
     .expect_err("no token in clear");
     assert!(refused.to_string().contains("in clear"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_tls_006_a_client_certificate_is_the_principal_it_names_on_the_http_port() {
+    let (ops, ops_entry) = new_token("ops", "admin,writer,reader", "*");
+    let auth = format!(
+        "{ops_entry}\n[[principal]]\nname = \"client\"\nroles = [\"writer\", \"reader\"]\ntenants = [\"default\"]\n"
+    );
+    let c = TlsCluster::start(3, 3, &auth).with_http();
+    c.leader(&ops).await;
+    let read = |p: PathBuf| std::fs::read(p).expect("PEM");
+    let ca = read(c.pem("ca"));
+    let (cert, key) = (read(c.pem("client")), read(c.key("client")));
+    let call = |addr: String,
+                path: String,
+                body: String,
+                headers: Vec<(&'static str, String)>,
+                identity: bool| {
+        let (ca, cert, key) = (ca.clone(), cert.clone(), key.clone());
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let identity = identity.then_some((cert.as_slice(), key.as_slice()));
+            common::https_call(&addr, "POST", &path, &headers, &body, &ca, identity).await
+        }
+    };
+    let start = Instant::now();
+    for addr in c.http.values() {
+        while common::http_get(addr, "/readyz", Some(&ca))
+            .await
+            .map(|r| r.0)
+            .ok()
+            != Some(200)
+        {
+            assert!(start.elapsed() < LIVENESS, "{addr} never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Through every node (followers vouch for the certificate they saw):
+    // the certificate's name owns the lease.
+    for (i, addr) in c.http.values().enumerate() {
+        let body = format!(
+            r#"{{"tenant_id":"default","request_id":"c{i}","lock_key":"http/cert-{i}","ttl_seconds":10}}"#
+        );
+        let (code, text) = call(addr.clone(), "/leases/acquire".into(), body, vec![], true)
+            .await
+            .expect("TLS with a client certificate");
+        assert_eq!(code, 201, "through {addr}: {text}");
+        let lease: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(lease["owner_id"], "client", "{text}");
+        // Its tenants hold.
+        let other = format!(
+            r#"{{"tenant_id":"billing","request_id":"b{i}","lock_key":"x","ttl_seconds":10}}"#
+        );
+        let (code, text) = call(addr.clone(), "/leases/acquire".into(), other, vec![], true)
+            .await
+            .expect("answers");
+        assert_eq!(code, 403, "{text}");
+        // Without a certificate or a token: 401; a claimed owner changes nothing.
+        let body = format!(
+            r#"{{"tenant_id":"default","request_id":"n{i}","lock_key":"http/none","ttl_seconds":10}}"#
+        );
+        let (code, text) = call(
+            addr.clone(),
+            "/leases/acquire".into(),
+            body.clone(),
+            vec![("x-owner-id", "client".into())],
+            false,
+        )
+        .await
+        .expect("answers");
+        assert_eq!(code, 401, "{text}");
+        assert!(text.contains("OWNER_TOKEN_REQUIRED"), "{text}");
+        // A token instead: its principal.
+        let (code, text) = call(
+            addr.clone(),
+            "/leases/acquire".into(),
+            body.replace(&format!("n{i}"), &format!("t{i}"))
+                .replace("http/none", &format!("http/token-{i}")),
+            vec![("authorization", format!("Bearer {ops}"))],
+            false,
+        )
+        .await
+        .expect("answers");
+        assert_eq!(code, 201, "{text}");
+        assert!(text.contains(r#""owner_id":"ops""#), "{text}");
+    }
+    // A certificate from another CA: the handshake is refused.
+    let other = tempfile::tempdir().expect("temp dir");
+    let (code, _, err) = tenure(&[
+        "certs",
+        "init",
+        "--out",
+        &other.path().display().to_string(),
+        "--nodes",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (cert, key) = (
+        read(other.path().join("client.pem")),
+        read(other.path().join("client-key.pem")),
+    );
+    let addr = c.http[&1].clone();
+    let refused = common::https_call(
+        &addr,
+        "POST",
+        "/leases/acquire",
+        &[],
+        "{}",
+        &ca,
+        Some((cert.as_slice(), key.as_slice())),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a stranger's certificate was answered: {refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

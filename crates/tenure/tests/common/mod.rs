@@ -84,6 +84,71 @@ pub async fn http_get(
     response(&raw)
 }
 
+/// `METHOD path` with `headers` and a JSON body to the TLS HTTP port at
+/// `addr`, trusting `ca_pem`, presenting `identity` (certificate chain and
+/// key, PEM) when given: (status, body). HTTP/1.1 on its own connection.
+pub async fn https_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(cert.map_err(std::io::Error::other)?)
+            .map_err(std::io::Error::other)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(std::io::Error::other)?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key)
+                .map_err(std::io::Error::other)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(std::io::Error::other)?
+        }
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(std::io::Error::other)?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    s.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    // A server may close without a TLS close_notify: keep what came.
+    let read = s.read_to_end(&mut raw).await;
+    if raw.is_empty() {
+        read?;
+    }
+    response(&raw)
+}
+
 /// `promtool`, from Debian's prometheus package, installed when missing
 /// (CI runs as root with the package registry in reach).
 pub fn promtool() -> std::path::PathBuf {
