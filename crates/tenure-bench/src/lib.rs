@@ -7,11 +7,14 @@
 //! watched processes and, when a fault was injected, how long the load
 //! stalled and when it recovered.
 //!
-//! [`tenure::TenureTarget`] drives a Tenure cluster (`tenure bench`); the
+//! [`tenure::TenureTarget`] drives a Tenure cluster (`tenure bench`),
+//! [`http::HttpTarget`] the same through its HTTP ports (`tenure bench
+//! --http`); the
 //! `tenure-bench-etcd` crate drives etcd with the same runner, so the two
 //! reports compare like for like.
 #![allow(clippy::disallowed_methods)] // measuring wall-clock time is this crate's purpose
 
+pub mod http;
 pub mod report;
 pub mod target;
 pub mod tenure;

@@ -363,10 +363,26 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// The answer; a refusal also names its reason in the `tenure-reason`
+/// header, as gRPC does in its metadata.
 fn reply(answer: Result<Answer, Answer>) -> Response {
     match answer {
-        Ok(a) | Err(a) => a.into_response(),
+        Ok(a) => a.into_response(),
+        Err(a) => refusal(a),
     }
+}
+
+fn refusal(a: Answer) -> Response {
+    let reason = a.1.0["code"]
+        .as_str()
+        .and_then(|c| axum::http::HeaderValue::from_str(c).ok());
+    let mut response = a.into_response();
+    if let Some(reason) = reason {
+        response
+            .headers_mut()
+            .insert(crate::metrics::REASON_HEADER, reason);
+    }
+    response
 }
 
 #[derive(Deserialize)]
@@ -801,7 +817,7 @@ async fn watch<C: Connector>(
     .await;
     let (mut events, max_events, timeout_ms) = match started {
         Ok(s) => s,
-        Err(answer) => return answer.into_response(),
+        Err(answer) => return refusal(answer),
     };
     // One task reads the watch and ends it after `max_events` events or
     // `timeout_ms` (either 0: never), or at the first error, sent last.

@@ -29,7 +29,7 @@ const COMMANDS: [f64; 11] = [
 ];
 
 /// Every metric a node exports (described in [`install`]).
-pub const NAMES: [&str; 24] = [
+pub const NAMES: [&str; 25] = [
     "tenure_raft_role",
     "tenure_raft_term",
     "tenure_raft_leader_id",
@@ -44,6 +44,7 @@ pub const NAMES: [&str; 24] = [
     "tenure_snapshot_size_bytes",
     "tenure_snapshot_build_duration_seconds",
     "tenure_rpc_duration_seconds",
+    "tenure_http_duration_seconds",
     "tenure_audit_events_total",
     "tenure_leases_active",
     "tenure_leases_waiting",
@@ -133,6 +134,11 @@ fn describe() {
         "tenure_rpc_duration_seconds",
         Unit::Seconds,
         "gRPC calls served, by method and result reason (OK on success)"
+    );
+    describe_histogram!(
+        "tenure_http_duration_seconds",
+        Unit::Seconds,
+        "HTTP calls served, by route, HTTP method, status and result reason (OK on success)"
     );
     describe_counter!(
         "tenure_audit_events_total",
@@ -261,6 +267,45 @@ impl Drop for Open {
     fn drop(&mut self) {
         gauge!(self.0).decrement(1.0);
     }
+}
+
+/// The header an HTTP refusal carries its reason in (as gRPC's metadata).
+pub const REASON_HEADER: &str = "tenure-reason";
+
+/// Times every call of the HTTP port's API by its route (the template,
+/// so lease ids and keys do not multiply the series), HTTP method, status
+/// and reason (the `tenure-reason` header of a refusal; OK on success).
+/// A stream (watch) is timed until its headers are sent.
+pub async fn http_call(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let result = match response
+        .headers()
+        .get(REASON_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(reason) => reason.to_owned(),
+        None if status.is_success() => "OK".to_owned(),
+        None => status.as_u16().to_string(),
+    };
+    histogram!(
+        "tenure_http_duration_seconds",
+        "route" => route,
+        "method" => method,
+        "status" => status.as_u16().to_string(),
+        "result" => result
+    )
+    .record(start.elapsed().as_secs_f64());
+    response
 }
 
 /// The tower layer that times every gRPC call by method and result.

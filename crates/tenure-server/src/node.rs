@@ -219,14 +219,16 @@ impl Node {
         );
         // The HTTP port: probes, and the reference's JSON contract over the
         // same two services.
-        let http = crate::http::router(raft.clone(), timers.clone()).merge(crate::gateway::router(
-            lock.clone(),
-            admin.clone(),
-            table.clone(),
-            history,
-            harness.clock.clone(),
-            enforced,
-        ));
+        let http = crate::http::router(raft.clone(), timers.clone())
+            .merge(crate::gateway::router(
+                lock.clone(),
+                admin.clone(),
+                table.clone(),
+                history,
+                harness.clock.clone(),
+                enforced,
+            ))
+            .layer(axum::middleware::from_fn(crate::metrics::http_call));
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(raft.clone(), health));
         tokio::spawn(crate::metrics::watch(raft.clone(), table.clone()));

@@ -12,6 +12,8 @@
 //! follower never spends an Argon2 verification on a call it forwards,
 //! and the leader checks the same credentials the caller sent.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tenure_core::Reason;
@@ -23,6 +25,10 @@ use tonic::{Request, Response, Status};
 use crate::auth::Auth;
 use crate::errors::{self, FORWARDED, ServeError, marked};
 use crate::leases::LeaseTimers;
+
+/// Leader addresses a router keeps a channel to (membership changes can
+/// bring new ones; past this many, the kept channels start over).
+const MAX_CHANNELS: usize = 16;
 
 /// How long a newly elected leader's call waits for it to take office.
 const IN_OFFICE_WAIT: Duration = Duration::from_secs(2);
@@ -46,6 +52,10 @@ pub struct Router<C: Connector> {
     reads: QuorumReads,
     /// Vouches for the callers it forwards.
     auth: Auth,
+    /// One channel per leader address, kept across calls: a forwarded call
+    /// reuses its HTTP/2 connection (and TLS session) instead of opening
+    /// one of its own.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl<C: Connector> Router<C> {
@@ -58,7 +68,26 @@ impl<C: Connector> Router<C> {
             raft,
             timers,
             connector,
+            channels: Arc::default(),
         }
+    }
+
+    /// The kept channel to `addr`, made on first use.
+    fn channel(&self, addr: &str) -> Result<Channel, ServeError> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = self
+            .connector
+            .channel(addr)
+            .map_err(|e| ServeError::refused(Reason::Unavailable, e.to_string()))?;
+        // Leaders come and go: keep a few addresses, not every one seen.
+        if channels.len() >= MAX_CHANNELS {
+            channels.clear();
+        }
+        channels.insert(addr.to_owned(), c.clone());
+        Ok(c)
     }
 
     /// Whether this node is the leader in office.
@@ -104,10 +133,7 @@ impl<C: Connector> Router<C> {
         }
         match self.leader() {
             Some((id, addr)) if id != self.id && request.metadata().get(FORWARDED).is_none() => {
-                let channel = self
-                    .connector
-                    .channel(&addr)
-                    .map_err(|e| ServeError::refused(Reason::Unavailable, e.to_string()))?;
+                let channel = self.channel(&addr)?;
                 self.auth.vouch(&mut request);
                 Ok(Routed::Forward(channel, marked(request)))
             }

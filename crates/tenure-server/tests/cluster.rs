@@ -351,3 +351,93 @@ async fn tn_ops_002_leadership_moves_to_the_voter_asked_for_and_writes_go_on() {
         n.kill().await;
     }
 }
+
+/// A TCP connector that counts the channels it makes, by address.
+#[derive(Clone, Default)]
+struct Counting {
+    made: std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+impl tenure_raft::Connector for Counting {
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        *self
+            .made
+            .lock()
+            .expect("not poisoned")
+            .entry(addr.to_owned())
+            .or_default() += 1;
+        tenure_raft::TcpConnector::default().channel(addr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_ops_006_a_follower_forwards_over_one_channel_per_leader_not_one_per_call() {
+    let mut listeners = BTreeMap::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        members.insert(id, l.local_addr().expect("its address").to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    let mut counters = BTreeMap::new();
+    for (id, l) in listeners {
+        let counting = Counting::default();
+        counters.insert(id, counting.clone());
+        let node = Node::start(
+            config(id, &members[&id], &members, ClusterState::New),
+            SimDisk::new(),
+            counting,
+            tokio_stream::wrappers::TcpListenerStream::new(l),
+            std::future::pending::<()>(),
+        )
+        .await
+        .expect("node starts");
+        nodes.insert(id, node);
+    }
+    let leader = leader_now(&nodes).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut lock = tenure_proto::v1::lock_client::LockClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", members[&follower]))
+            .expect("uri")
+            .connect_lazy(),
+    );
+    let made = |id: NodeId| -> u64 {
+        counters[&id]
+            .made
+            .lock()
+            .expect("not poisoned")
+            .get(&members[&leader])
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut forwarded = 0;
+    let before = made(follower);
+    for n in 0..40 {
+        let mut r = tonic::Request::new(tenure_proto::v1::AcquireRequest {
+            tenant_id: "t".into(),
+            lock_key: format!("fwd-{n}"),
+            owner_id: String::new(),
+            request_id: format!("fwd-{n}"),
+            ttl_ms: 10_000,
+            wait_timeout_ms: 0,
+        });
+        r.metadata_mut()
+            .insert("x-owner-id", "o".parse().expect("ascii"));
+        if lock.acquire(r).await.is_ok() {
+            forwarded += 1;
+        }
+    }
+    assert!(
+        forwarded >= 30,
+        "only {forwarded} of 40 forwarded calls answered"
+    );
+    let opened = made(follower) - before;
+    assert!(
+        opened <= 1,
+        "{opened} channels to the leader for {forwarded} forwarded calls"
+    );
+    for (_, n) in nodes {
+        n.kill().await;
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use tenure_bench::BenchArgs;
+use tenure_bench::http::HttpTarget;
 use tenure_bench::tenure::TenureTarget;
 
 use crate::cluster::Endpoints;
@@ -26,6 +27,11 @@ pub struct BenchCommand {
     /// The report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Drive the HTTP/JSON API instead of gRPC: `--endpoints` are then the
+    /// nodes' HTTP ports (`--http-listen`), client i using endpoint i mod
+    /// their number; plaintext only.
+    #[arg(long)]
+    http: bool,
     #[command(flatten)]
     bench: BenchArgs,
 }
@@ -37,13 +43,27 @@ pub fn run(args: BenchCommand, out: &mut impl Write) -> Result<(), Error> {
     if endpoints.is_empty() {
         return Err(Error::Cluster("no endpoints given".into()));
     }
-    let target = Arc::new(
-        TenureTarget::new(endpoints, args.tenant, args.token, rand::random()).with_tls(tls),
-    );
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime
-        .block_on(tenure_bench::run(target, &args.bench))
-        .map_err(|e| Error::Cluster(e.to_string()))?;
+    let report = if args.http {
+        if tls.is_some() {
+            return Err(Error::Cluster(
+                "--http drives plaintext HTTP ports only; leave out --tls-ca".into(),
+            ));
+        }
+        let target = Arc::new(HttpTarget::new(
+            endpoints,
+            args.tenant,
+            args.token,
+            rand::random(),
+        ));
+        runtime.block_on(tenure_bench::run(target, &args.bench))
+    } else {
+        let target = Arc::new(
+            TenureTarget::new(endpoints, args.tenant, args.token, rand::random()).with_tls(tls),
+        );
+        runtime.block_on(tenure_bench::run(target, &args.bench))
+    }
+    .map_err(|e| Error::Cluster(e.to_string()))?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
