@@ -862,7 +862,7 @@ async fn tn_auth_008_a_development_node_grants_admin_only_to_a_caller_that_claim
             .export_snapshot(as_owner("a", v1::ExportSnapshotRequest {}))
             .await;
         assert_eq!(
-            reason(&export.err().expect("no claim")),
+            reason(&export.expect_err("no claim")),
             Some(Reason::Forbidden)
         );
         // Status is anyone's.

@@ -1058,6 +1058,15 @@ async fn tn_metrics_001_metrics_cover_raft_calls_leases_and_access_and_pass_prom
     // A call with no identity: an access refusal.
     let refused = write_once_anonymous(&c.addrs[&leader]).await;
     assert!(refused.is_err());
+    // Two calls of the HTTP API: a read, and a refusal with its reason.
+    let (code, _) = common::http_call(&c.http[&leader], "GET", "/locks/k?tenant_id=t", &[], "")
+        .await
+        .expect("the HTTP port answers");
+    assert_eq!(code, 200);
+    let (code, _) = common::http_call(&c.http[&leader], "POST", "/leases/acquire", &[], "null")
+        .await
+        .expect("the HTTP port answers");
+    assert_eq!(code, 400);
 
     let (code, text) = common::http_get(&c.http[&leader], "/metrics", None)
         .await
@@ -1082,6 +1091,15 @@ async fn tn_metrics_001_metrics_cover_raft_calls_leases_and_access_and_pass_prom
     ] {
         assert!(text.contains(needed), "no {needed} in:\n{text}");
     }
+    let http_series = |route: &str, result: &str| {
+        text.lines().any(|l| {
+            l.starts_with("tenure_http_duration_seconds_count{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("result=\"{result}\""))
+        })
+    };
+    assert!(http_series("/locks/{lock_key}", "OK"), "{text}");
+    assert!(http_series("/leases/acquire", "INVALID_REQUEST"), "{text}");
     for line in text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
