@@ -621,6 +621,7 @@ fn the_descriptor_set_describes_both_services() {
             "Get",
             "List",
             "KeepAlive",
+            "KeepAliveMany",
             "Watch"
         ]
     );
