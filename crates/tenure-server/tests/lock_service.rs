@@ -887,6 +887,20 @@ async fn tn_auth_008_a_development_node_grants_admin_only_to_a_caller_that_claim
         Some(held.lease_id.clone()),
         "nothing changed"
     );
+    // The claim with a malformed caller: refused, not taken for "admin".
+    let mut malformed = as_admin("ops", force.clone());
+    malformed
+        .metadata_mut()
+        .insert("x-owner-id", "IOK,Q?".parse().expect("ascii"));
+    assert_eq!(
+        reason(
+            &admin(&c.addrs[&1])
+                .force_release(malformed)
+                .await
+                .expect_err("a malformed caller")
+        ),
+        Some(Reason::InvalidRequest)
+    );
     // The claim, in any case, through a follower: granted.
     let follower = c
         .nodes
