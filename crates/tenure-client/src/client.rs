@@ -116,6 +116,17 @@ pub struct LockState {
     pub expires_in_ms: u64,
 }
 
+/// What [`Client::backup`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupWritten {
+    /// Lines before the trailer (header and records).
+    pub lines: u64,
+    /// Bytes, trailer included.
+    pub bytes: u64,
+    /// SHA-256 of the lines before the trailer, as the trailer states it.
+    pub sha256: String,
+}
+
 /// A page of [`Client::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListPage {
@@ -704,6 +715,71 @@ impl Client {
             meta: meta.into(),
             bytes,
         })
+    }
+
+    /// Backs the whole table up as JSON lines (`tenure-backup/1`), read on
+    /// the leader from one state, writing each chunk to `out` as it comes.
+    /// The lines are counted and hashed on the way: a stream that ends
+    /// without its trailer, or whose trailer does not match the lines, is
+    /// an error (what was written is then not a backup).
+    pub async fn backup(
+        &self,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<BackupWritten, Error> {
+        use sha2::Digest as _;
+        let mut stream = self
+            .t()
+            .call(
+                Route::Leader,
+                &v1::BackupRequest {},
+                Duration::ZERO,
+                |c, r| async move {
+                    AdminClient::new(c)
+                        .max_decoding_message_size(8 << 20)
+                        .backup(r)
+                        .await
+                },
+            )
+            .await?;
+        let mut sha = sha2::Sha256::new();
+        let mut written = BackupWritten::default();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut trailer: Option<(u64, String)> = None;
+        while let Some(chunk) = stream.message().await.map_err(|s| Error::from_status(&s))? {
+            out.write_all(&chunk.data)
+                .map_err(|e| Error::Invalid(format!("writing the backup: {e}")))?;
+            written.bytes += chunk.data.len() as u64;
+            pending.extend_from_slice(&chunk.data);
+            let mut start = 0;
+            while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+                let line = &pending[start..start + end + 1];
+                start += end + 1;
+                if trailer.is_some() {
+                    return Err(Error::Invalid("a line after the backup's trailer".into()));
+                }
+                if let Some(t) = tenure_core::backup::trailer(line) {
+                    trailer = Some(t);
+                } else {
+                    sha.update(line);
+                    written.lines += 1;
+                }
+            }
+            pending.drain(..start);
+        }
+        out.flush()
+            .map_err(|e| Error::Invalid(format!("writing the backup: {e}")))?;
+        let Some(trailer) = trailer else {
+            return Err(Error::Unavailable(
+                "the backup stream ended before its trailer".into(),
+            ));
+        };
+        written.sha256 = hex_sha256(&sha.finalize());
+        if !pending.is_empty() || trailer != (written.lines, written.sha256.clone()) {
+            return Err(Error::Invalid(
+                "the backup's trailer does not match its lines".into(),
+            ));
+        }
+        Ok(written)
     }
 
     /// Imports an exported lease table into the cluster (through its

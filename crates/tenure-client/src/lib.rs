@@ -61,8 +61,8 @@ pub use admin::{
     Imported, Leadership, LimitChanges, Member, Membership, NodeRole, NodeStatus, SnapshotInfo,
 };
 pub use client::{
-    AcquireOptions, Client, ClientConfig, KeepAliveStream, Lease, ListPage, LockState, Renewed,
-    Snapshot, WatchEvent,
+    AcquireOptions, BackupWritten, Client, ClientConfig, KeepAliveStream, Lease, ListPage,
+    LockState, Renewed, Snapshot, WatchEvent,
 };
 pub use guard::LockGuard;
 pub use keepalive::Lost;

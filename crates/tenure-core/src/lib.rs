@@ -64,6 +64,7 @@
 //! out (docs/architecture.md, "tenure-core").
 
 mod audit;
+pub mod backup;
 mod command;
 mod config;
 mod error;

@@ -146,6 +146,29 @@ impl RequestMemory {
         }
     }
 
+    /// The records, oldest first, with their keys.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&Arc<str>, &Remembered)> {
+        self.order
+            .iter()
+            .filter_map(|k| self.records.get(k).map(|r| (k, r)))
+    }
+
+    /// A memory of `entries`, oldest first; a key twice is an error.
+    pub(crate) fn from_entries(entries: Vec<(String, Remembered)>) -> Result<Self, String> {
+        let mut memory = RequestMemory::default();
+        for (key, record) in entries {
+            let key: Arc<str> = key.into();
+            if memory.records.insert(key.clone(), record).is_some() {
+                return Err(format!(
+                    "request {:?} remembered twice",
+                    key.replace('\0', "/")
+                ));
+            }
+            memory.order.push_back(key);
+        }
+        Ok(memory)
+    }
+
     /// How many requests are remembered.
     pub(crate) fn len(&self) -> usize {
         self.records.len()

@@ -636,6 +636,7 @@ fn the_descriptor_set_describes_both_services() {
             "RemoveNode",
             "TransferLeader",
             "ExportSnapshot",
+            "Backup",
             "ImportSnapshot",
             "Configure"
         ]

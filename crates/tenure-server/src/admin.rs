@@ -24,7 +24,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::Access;
+use crate::clock::{NodeClock, rfc3339};
 use crate::errors::{ServeError, forwarded};
+use crate::leases::LeaseTimers;
 use crate::router::{Routed, Router};
 use crate::writer::Writer;
 
@@ -32,6 +34,10 @@ use crate::writer::Writer;
 const CHUNK: usize = 1 << 20;
 /// The largest snapshot an import accepts: it travels as one log entry.
 pub const MAX_IMPORT_BYTES: usize = 48 << 20;
+
+/// The largest backup chunk a node accepts when it forwards a backup (one
+/// chunk is about 256 KiB of whole lines; one line is at most 1 MiB).
+pub const MAX_BACKUP_CHUNK: usize = 4 << 20;
 
 /// The Admin service of one node.
 #[derive(Clone)]
@@ -47,9 +53,17 @@ pub struct AdminService<C: Connector> {
     lease: std::time::Duration,
     /// The disk's flush count.
     flushes: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The leader's deadlines, for a backup's remaining TTLs.
+    timers: LeaseTimers,
+    /// This node's clocks, for a backup's export time.
+    clock: NodeClock,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<v1::SnapshotChunk, Status>> + Send>>;
+type BackupChunks = Pin<Box<dyn Stream<Item = Result<v1::BackupChunk, Status>> + Send>>;
+
+/// A backup chunk holds whole lines, about this many bytes.
+const BACKUP_CHUNK: usize = 256 << 10;
 
 fn invalid(message: impl Into<String>) -> ServeError {
     ServeError::refused(Reason::InvalidRequest, message)
@@ -70,6 +84,8 @@ impl<C: Connector> AdminService<C> {
         table: TableReader,
         connector: C,
         lease: std::time::Duration,
+        timers: LeaseTimers,
+        clock: NodeClock,
     ) -> AdminService<C> {
         AdminService {
             id,
@@ -81,6 +97,8 @@ impl<C: Connector> AdminService<C> {
             connector,
             lease,
             flushes: Arc::new(|| 0),
+            timers,
+            clock,
         }
     }
 
@@ -313,6 +331,65 @@ impl<C: Connector> AdminService<C> {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks)) as Chunks))
     }
 
+    async fn backup_call(
+        &self,
+        request: Request<v1::BackupRequest>,
+    ) -> Result<Response<BackupChunks>, ServeError> {
+        let request = match self.router.route(request).await? {
+            Routed::Here(r) => r,
+            Routed::Forward(c, r) => {
+                let answer = forwarded(
+                    AdminClient::new(c)
+                        .max_decoding_message_size(MAX_BACKUP_CHUNK)
+                        .backup(r)
+                        .await,
+                )?;
+                return Ok(answer.map(|s| Box::pin(s) as BackupChunks));
+            }
+        };
+        // A backup holds every tenant.
+        self.access.admin(&request)?.check_all_tenants()?;
+        // Still the leader after the call arrived, with everything committed
+        // before it applied: the table read next is no stale one.
+        self.router.confirm(false).await?;
+        let (table, source) = {
+            let a = self.table.read();
+            let source = tenure_core::backup::Source {
+                source_node: self.id,
+                leader_term: self.raft.metrics().borrow().current_term,
+                applied_index: a.last_applied.map_or(0, |l| l.index),
+                exported_at: rfc3339(self.clock.wall_ms()),
+                exported_at_ms: self.clock.wall_ms(),
+            };
+            (a.table.clone(), source)
+        };
+        let timers = self.timers.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::BackupChunk, Status>>(4);
+        // Lines are made off the runtime's workers, a chunk at a time, as
+        // fast as the caller reads them.
+        tokio::task::spawn_blocking(move || {
+            let remaining = |id| timers.remaining(id).map(|d| d.as_millis() as u64);
+            let mut data = Vec::with_capacity(BACKUP_CHUNK + 4096);
+            for line in table.backup_lines(source, remaining) {
+                data.extend_from_slice(line.as_bytes());
+                if data.len() >= BACKUP_CHUNK {
+                    let chunk = v1::BackupChunk {
+                        data: std::mem::replace(&mut data, Vec::with_capacity(BACKUP_CHUNK + 4096)),
+                    };
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !data.is_empty() {
+                let _ = tx.blocking_send(Ok(v1::BackupChunk { data }));
+            }
+        });
+        Ok(Response::new(
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as BackupChunks,
+        ))
+    }
+
     async fn import_call(
         &self,
         request: Request<Streaming<v1::SnapshotChunk>>,
@@ -397,6 +474,15 @@ impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
         self.router.answer(self.transfer_leader_call(request).await)
+    }
+
+    type BackupStream = BackupChunks;
+
+    async fn backup(
+        &self,
+        request: Request<v1::BackupRequest>,
+    ) -> Result<Response<BackupChunks>, Status> {
+        self.router.answer(self.backup_call(request).await)
     }
 
     type ExportSnapshotStream = Chunks;

@@ -51,7 +51,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpConnectInfo;
 
 use crate::admin::AdminService;
-use crate::clock::NodeClock;
+use crate::clock::{NodeClock, rfc3339};
 use crate::errors::{OWNER_METADATA, ROLE_METADATA};
 use crate::lock::LockService;
 use crate::tls::HttpPeerChain;
@@ -324,43 +324,6 @@ fn ttl<C: Connector>(
         )),
         (None, None) => Ok(0),
     }
-}
-
-fn rfc3339(ms: u64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    httpdate_rfc3339(at)
-}
-
-/// `at` as RFC 3339 in UTC with milliseconds.
-fn httpdate_rfc3339(at: std::time::SystemTime) -> String {
-    let ms = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's days-to-civil).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// The answer; a refusal also names its reason in the `tenure-reason`
@@ -880,17 +843,5 @@ async fn watch<C: Connector>(
             axum::body::Body::from_stream(lines),
         )
             .into_response()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_rfc_3339_in_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T11:06:40.000Z");
     }
 }

@@ -199,6 +199,8 @@ impl Node {
             table.clone(),
             connector.clone(),
             lease,
+            timers.clone(),
+            harness.clock.clone(),
         )
         .with_flush_counter(move || flush_counter.flushes());
         let history = History::default();

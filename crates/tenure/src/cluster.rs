@@ -110,6 +110,14 @@ enum ClusterCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Back the whole table up as JSON lines (admin, every tenant): read on
+    /// the leader from one state, streamed, checked (trailer, checksum,
+    /// digest) before the file takes its name. `-` writes to stdout.
+    Backup {
+        /// The file to write (`-`: stdout).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Change the cluster's limits (admin): the ones given replace those in
     /// force, the others stay; prints the limits now in force.
     Configure(Box<ConfigureArgs>),
@@ -182,6 +190,66 @@ fn limits_json(l: &TableConfig) -> serde_json::Value {
         "request_retention_entries": l.request_retention_entries, "request_retention_count": l.request_retention_count,
         "lease_retention_entries": l.lease_retention_entries, "lease_retention_count": l.lease_retention_count,
     })
+}
+
+/// Writes a backup to `path`: streamed into `path.partial`, synced, read
+/// back whole (trailer, checksum, rebuilt digest), then renamed into place
+/// and the directory synced; a failed backup leaves no file by that name.
+async fn backup_to_file(client: &Client, path: &std::path::Path) -> Result<String, Error> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let file = std::fs::File::create(&partial)
+        .map_err(|e| Error::Cluster(format!("{}: {e}", partial.display())))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let written = client.backup(&mut writer).await;
+    let synced = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|mut f| f.flush().and_then(|()| f.sync_all()));
+    let checked = match (written, synced) {
+        (Ok(w), Ok(())) => std::fs::File::open(&partial)
+            .map_err(|e| Error::Cluster(e.to_string()))
+            .and_then(|f| {
+                tenure_core::backup::read(std::io::BufReader::new(f))
+                    .map(|b| (w, b))
+                    .map_err(|e| Error::Cluster(format!("the backup read back is damaged: {e}")))
+            }),
+        (Err(e), _) => Err(e.into()),
+        (_, Err(e)) => Err(Error::Cluster(format!("{}: {e}", partial.display()))),
+    };
+    let (w, b) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, path)
+        .map_err(|e| Error::Cluster(format!("{}: {e}", path.display())))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::Cluster(format!("{}: {e}", dir.display())))?;
+    let h = &b.header;
+    Ok(format!(
+        "backup: {} locks, {} leases ({} active, {} waiting), {} requests; node {} term {} applied index {}; digest {}; sha256 {}; {} bytes to {}",
+        h.counts.locks,
+        h.counts.leases,
+        h.counts.active,
+        h.counts.waiting,
+        h.counts.requests,
+        h.source.source_node,
+        h.source.leader_term,
+        h.source.applied_index,
+        h.table_digest,
+        w.sha256,
+        w.bytes,
+        path.display()
+    ))
 }
 
 /// The limits on one line.
@@ -306,6 +374,16 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<(), Error> {
             ClusterCommand::TransferLeader { to } => {
                 let r = client.transfer_leader(to).await?;
                 writeln!(out, "node {} leads (term {})", r.leader_id, r.term)?;
+            }
+            ClusterCommand::Backup { out: path } => {
+                if path.as_os_str() == "-" {
+                    let mut stdout = std::io::BufWriter::new(std::io::stdout());
+                    let w = client.backup(&mut stdout).await?;
+                    eprintln!("backup: {} lines, {} bytes, sha256 {}", w.lines, w.bytes, w.sha256);
+                } else {
+                    let summary = backup_to_file(&client, &path).await?;
+                    writeln!(out, "{summary}")?;
+                }
             }
             ClusterCommand::Export { out: path } => {
                 let snapshot = client.export().await?;

@@ -1199,3 +1199,100 @@ async fn tn_log_001_json_logs_are_one_object_per_line_with_level_target_node_and
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_bak_001_a_backup_through_a_follower_is_the_leaders_table_and_reads_back_whole() {
+    let c = Cluster::new(3);
+    let leader = settled_leader(&c, &[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    // A lock workload: holders, a waiter, released and expired leases.
+    let config = tenure_client::ClientConfig::new(c.addrs.values().cloned(), "t", "alice");
+    let alice = tenure_client::Client::connect(config)
+        .await
+        .expect("connects");
+    let ttl = Duration::from_secs(30);
+    let mut held = Vec::new();
+    for n in 0..20 {
+        let l = alice
+            .lease(
+                &format!("jobs/{n}"),
+                ttl,
+                tenure_client::AcquireOptions::default(),
+            )
+            .await
+            .expect("granted");
+        if n % 3 == 0 {
+            alice
+                .release(&l.view.id.to_string(), None)
+                .await
+                .expect("released");
+        } else {
+            held.push(l);
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("backup.jsonl");
+    let file_arg = file.display().to_string();
+    // Only the follower is named: the backup must come from the leader.
+    let (code, out, err) = common::run(&[
+        "cluster",
+        "backup",
+        "--endpoints",
+        &c.addrs[&follower],
+        "--out",
+        &file_arg,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("20 leases (13 active, 0 waiting)"), "{out}");
+    let text = std::fs::read_to_string(&file).expect("the backup");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let header = &lines[0];
+    assert_eq!(header["type"], "header");
+    assert_eq!(header["format"], "tenure-backup/1");
+    assert_eq!(
+        header["source_node"], leader,
+        "read on the leader: {header}"
+    );
+    assert_eq!(header["counts"]["active"], held.len(), "{header}");
+    // The leader's digest at its applied index, as status shows it.
+    let status = status(&c.addrs[&leader]).await.expect("status");
+    if status.applied_index == header["applied_index"].as_u64().unwrap_or(0) {
+        assert_eq!(header["table_digest"], status.table_digest.as_str());
+    }
+    // Every held lease, with its token and a remaining TTL within its TTL.
+    for l in &held {
+        let id = l.view.id.to_string();
+        let line = lines
+            .iter()
+            .find(|v| v["type"] == "lease" && v["lease_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("lease {id} in the backup"));
+        assert_eq!(line["state"], "ACTIVE");
+        assert_eq!(line["fencing_token"], l.view.token);
+        let left = line["remaining_ttl_ms"].as_u64().expect("a remaining TTL");
+        assert!(left > 0 && left <= 30_000, "{line}");
+    }
+    let last = lines.last().expect("a trailer");
+    assert_eq!(last["type"], "trailer");
+    assert_eq!(last["lines"], lines.len() - 1);
+    // It reads back whole; no partial file is left.
+    let (code, out, err) = common::run(&["check", "backup", &file_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("backup: pass"), "{out}");
+    assert!(!dir.path().join("backup.jsonl.partial").exists());
+    // To stdout: the same records (the export time differs).
+    let (code, streamed, err) = tenure(&c, &["cluster", "backup", "--out", "-"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(streamed.lines().count(), text.lines().count());
+    assert!(err.contains("sha256"), "{err}");
+    // A damaged copy is refused with its line.
+    let damaged = dir.path().join("damaged.jsonl");
+    let mut cut: Vec<&str> = text.lines().collect();
+    cut.pop();
+    std::fs::write(&damaged, cut.join("\n") + "\n").expect("written");
+    let (code, out, _) = common::run(&["check", "backup", &damaged.display().to_string()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("line {}", cut.len() + 1)), "{out}");
+}
