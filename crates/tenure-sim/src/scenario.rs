@@ -65,6 +65,9 @@ pub struct Scenario {
     /// Whether violations are the expected outcome (drift beyond the
     /// allowance): such a scenario demonstrates a limit.
     pub expect_violation: bool,
+    /// The invariant such a scenario is expected to break; a run shows the
+    /// limit only when that invariant is violated.
+    pub breaks: Option<&'static str>,
 }
 
 fn workload(clients: u64, keys: usize) -> Workload {
@@ -102,6 +105,7 @@ fn base(name: &'static str, about: &'static str, faults: &'static [Fault]) -> Sc
         workload: workload(4, 3),
         run_for: Duration::from_secs(16),
         expect_violation: false,
+        breaks: None,
     }
 }
 
@@ -216,6 +220,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 ..workload(4, 2)
             },
             expect_violation: true,
+            breaks: Some(INV_MUTUAL_EXCLUSION),
             ..base(
                 "drift-beyond",
                 "node clocks 20-35 % fast, beyond the 10 % the clients allow for: violations expected",
@@ -229,6 +234,13 @@ pub fn scenarios() -> Vec<Scenario> {
 pub fn scenario(name: &str) -> Option<Scenario> {
     scenarios().into_iter().find(|s| s.name == name)
 }
+
+/// INV-1 as the checker names it: at most one holder at any instant.
+pub const INV_MUTUAL_EXCLUSION: &str = "INV-1";
+
+/// INV-2 as the checker names it: tokens unique and increasing per lock,
+/// and no write under a stale one.
+pub const INV_FENCING: &str = "INV-2";
 
 /// A deliberate break of the time model, to show the simulation catches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -268,6 +280,22 @@ impl Control {
             Control::GrantBeforeCommit => "grant-before-commit",
             Control::NoDriftMargin => "no-drift-margin",
             Control::NoFencingCheck => "no-fencing-check",
+        }
+    }
+
+    /// The invariant it breaks. A run catches the control only when the
+    /// checker finds this invariant violated: a linearizability failure
+    /// (INV-3, which every break of the time model also shows) or a
+    /// liveness miss (INV-4) alone does not count.
+    pub fn breaks(self) -> &'static str {
+        match self {
+            Control::RenewWithoutReadIndex
+            | Control::NoExtensionOnPromotion
+            | Control::SharedWallClock
+            | Control::NoDriftMargin => INV_MUTUAL_EXCLUSION,
+            // A grant lost with its entry is granted again under the same
+            // token; a store that skips the check takes stale tokens.
+            Control::GrantBeforeCommit | Control::NoFencingCheck => INV_FENCING,
         }
     }
 
@@ -323,6 +351,9 @@ pub struct Outcome {
     pub liveness: Vec<String>,
     /// The faults, as applied.
     pub faults: Vec<String>,
+    /// The invariant this run is expected to break: its control's, or its
+    /// scenario's when the scenario demonstrates a limit.
+    pub breaks: Option<&'static str>,
     /// Simulated time the run covered.
     pub simulated: Duration,
     /// Host clock rates, by node.
@@ -330,6 +361,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Whether the checker found `invariant` (`INV-1`, …) violated.
+    pub fn broke(&self, invariant: &str) -> bool {
+        self.report
+            .violations
+            .iter()
+            .any(|v| v.invariant == invariant)
+    }
+
+    /// Whether a run that should break an invariant did break that one
+    /// (see [`Control::breaks`]); false for a run of the real
+    /// configuration.
+    pub fn caught(&self) -> bool {
+        self.breaks.is_some_and(|inv| self.broke(inv))
+    }
+
     /// Whether the checker, or the liveness check, found a violation.
     pub fn violated(&self) -> bool {
         !self.report.violations.is_empty() || !self.liveness.is_empty()
@@ -553,6 +599,7 @@ pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<O
         faults: nemesis.log.iter().map(ToString::to_string).collect(),
         simulated,
         rates,
+        breaks: control.map(Control::breaks).or(scenario.breaks),
     })
 }
 

@@ -118,6 +118,7 @@ fn list(out: &mut impl Write, json: bool) -> Result<(), Error> {
                 "drift": format!("{:?}", s.drift).to_lowercase(),
                 "simulated_s": s.run_for.as_secs(),
                 "expect_violation": s.expect_violation,
+                "breaks": s.breaks,
             });
             writeln!(out, "{v}")?;
         } else {
@@ -145,7 +146,13 @@ fn list(out: &mut impl Write, json: bool) -> Result<(), Error> {
             "negative controls (--control NAME; each must be caught):"
         )?;
         for c in Control::ALL {
-            writeln!(out, "  {:<26} shown by {}", c.name(), c.scenario())?;
+            writeln!(
+                out,
+                "  {:<26} breaks {}, shown by {}",
+                c.name(),
+                c.breaks(),
+                c.scenario()
+            )?;
         }
     }
     Ok(())
@@ -241,7 +248,7 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
                 match &d.outcome {
                     Ok(o) => {
                         simulated += o.simulated;
-                        caught.push(o.violated());
+                        caught.push(o.caught());
                         match o.verdict() {
                             "pass" => pass += 1,
                             "violation" => violated += 1,
@@ -273,6 +280,7 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
             "simulated_per_wall_s": speed,
             "control": args.control.map(|c| c.name()),
             "median_seeds_to_catch": args.control.and_then(|_| scenario::median_seeds_to_catch(&caught)),
+            "caught": args.control.map(|_| caught.iter().filter(|x| **x).count()),
         });
         writeln!(out, "{v}")?;
     } else {
@@ -288,9 +296,15 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
             match scenario::median_seeds_to_catch(&caught) {
                 Some(m) => writeln!(
                     out,
-                    "control {c}: caught in {violated} of {total} runs; median seeds to catch: {m}"
+                    "control {c}: caught ({} violated) in {} of {total} runs; median seeds to catch: {m}",
+                    c.breaks(),
+                    caught.iter().filter(|x| **x).count()
                 )?,
-                None => writeln!(out, "control {c}: NOT caught in {total} runs")?,
+                None => writeln!(
+                    out,
+                    "control {c}: NOT caught ({} never violated) in {total} runs",
+                    c.breaks()
+                )?,
             }
         }
     }
@@ -357,6 +371,8 @@ fn report_seed(args: &RunArgs, d: &Done, out: &mut impl Write) -> Result<(), Err
             "simulated_s": o.simulated.as_secs_f64(),
             "wall_s": d.wall.as_secs_f64(),
             "reproduce": failed.then(|| scenario::reproduce(o.scenario, o.seed, o.control)),
+            "breaks": o.breaks,
+            "caught": o.breaks.map(|_| o.caught()),
         });
         writeln!(out, "{v}")?;
         return Ok(());
