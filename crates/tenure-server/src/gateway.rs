@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +59,10 @@ use crate::watch::History;
 
 /// The headers that carry a caller's identity into the gRPC request.
 const IDENTITY_HEADERS: [&str; 3] = ["authorization", OWNER_METADATA, ROLE_METADATA];
+
+/// The largest request body the API takes: a keep-alive of 1,024 leases
+/// is about 20 KiB.
+pub const MAX_BODY_BYTES: usize = 256 << 10;
 
 /// What the handlers share.
 struct Gateway<C: Connector> {
@@ -103,6 +107,7 @@ pub fn router<C: Connector>(
         .route("/watch", get(watch::<C>))
         .route("/locks/{lock_key}", get(lock_state::<C>))
         .route("/locks/{lock_key}/force-release", post(force_release::<C>))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Gateway {
             lock,
             admin,
@@ -283,7 +288,16 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 
 /// The JSON body as `T`: a missing, null or malformed body, or a field of
 /// the wrong type (a TTL sent as a string), is INVALID_REQUEST.
-fn body<T: DeserializeOwned, C: Connector>(g: &Gateway<C>, bytes: &Bytes) -> Result<T, Answer> {
+fn body<T: DeserializeOwned, C: Connector>(
+    g: &Gateway<C>,
+    bytes: &Result<Bytes, BytesRejection>,
+) -> Result<T, Answer> {
+    let bytes = bytes.as_ref().map_err(|e| {
+        g.error(
+            Reason::InvalidRequest,
+            format!("request body: {e} (at most {MAX_BODY_BYTES} bytes)"),
+        )
+    })?;
     serde_json::from_slice(bytes)
         .map_err(|e| g.error(Reason::InvalidRequest, format!("request body: {e}")))
 }
@@ -365,7 +379,7 @@ async fn acquire<C: Connector>(
     State(g): State<Gateway<C>>,
     caller: Caller,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     reply(
         async {
@@ -408,7 +422,7 @@ async fn renew<C: Connector>(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     reply(
         async {
@@ -450,7 +464,7 @@ async fn release<C: Connector>(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     reply(
         async {
@@ -533,7 +547,7 @@ async fn force_release<C: Connector>(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     reply(
         async {
@@ -581,7 +595,7 @@ async fn keep_alive<C: Connector>(
     State(g): State<Gateway<C>>,
     caller: Caller,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
     reply(
         async {

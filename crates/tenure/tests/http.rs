@@ -667,6 +667,11 @@ async fn tn_http_003_waiting_keep_alive_of_many_list_and_watch_over_http() {
         let (code, body) = call(port(0), "GET", bad, Some("r"), &Value::Null).await;
         assert_error(code, &body, 400, "INVALID_REQUEST");
     }
+    // A body over the limit: 400 in the error body, nothing granted.
+    let huge = json!({"tenant_id": "t", "request_id": "x".repeat(300_000), "lock_key": "huge",
+                      "ttl_ms": 10_000});
+    let (code, body) = call(port(2), "POST", "/leases/acquire", Some("h"), &huge).await;
+    assert_error(code, &body, 400, "INVALID_REQUEST");
     // A malformed caller is refused, never taken for no caller at all.
     let (code, body) = call(
         port(1),

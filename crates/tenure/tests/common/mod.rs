@@ -44,44 +44,10 @@ pub async fn http_get(
     path: &str,
     ca_pem: Option<&[u8]>,
 ) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let mut raw = Vec::new();
     match ca_pem {
-        None => {
-            let mut s = tcp;
-            s.write_all(request.as_bytes()).await?;
-            s.read_to_end(&mut raw).await?;
-        }
-        Some(pem) => {
-            use tokio_rustls::rustls;
-            use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
-                roots
-                    .add(cert.map_err(std::io::Error::other)?)
-                    .map_err(std::io::Error::other)?;
-            }
-            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(std::io::Error::other)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_owned();
-            let name =
-                rustls::pki_types::ServerName::try_from(host).map_err(std::io::Error::other)?;
-            let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-                .connect(name, tcp)
-                .await?;
-            s.write_all(request.as_bytes()).await?;
-            // A server may close without a TLS close_notify: keep what came.
-            let _ = s.read_to_end(&mut raw).await;
-        }
+        None => http_call(addr, "GET", path, &[], "").await,
+        Some(pem) => https_call(addr, "GET", path, &[], "", pem, None).await,
     }
-    response(&raw)
 }
 
 /// `METHOD path` with `headers` and a JSON body to the TLS HTTP port at
