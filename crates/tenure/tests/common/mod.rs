@@ -96,16 +96,8 @@ pub async fn https_call(
     let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    s.write_all(request.as_bytes()).await?;
+    s.write_all(request_text(addr, method, path, headers, body).as_bytes())
+        .await?;
     let mut raw = Vec::new();
     // A server may close without a TLS close_notify: keep what came.
     let read = s.read_to_end(&mut raw).await;
@@ -151,6 +143,21 @@ pub async fn http_call(
 ) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(request_text(addr, method, path, headers, body).as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    response(&raw)
+}
+
+/// An HTTP/1.1 request with a JSON body, on a connection closed after it.
+fn request_text(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -160,10 +167,7 @@ pub async fn http_call(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    s.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
-    response(&raw)
+    request
 }
 
 /// The status and the body (chunks joined) of a raw HTTP/1.1 response.
