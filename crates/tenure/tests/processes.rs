@@ -287,7 +287,24 @@ async fn tn_repl_004_five_processes_commit_with_two_down_and_refuse_with_three_d
         c.kill(*id);
     }
     let up: Vec<u64> = all.iter().copied().filter(|i| !down.contains(i)).collect();
-    let (second, _) = leader(&c, &up).await.expect("three of five elect a leader");
+    let Some((second, _)) = leader(&c, &up).await else {
+        // Say why: each survivor's last log lines.
+        let logs: Vec<String> = up
+            .iter()
+            .map(|id| {
+                let log = c.log(*id);
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!(
+                    "node {id}:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect();
+        panic!(
+            "three of five (nodes {up:?}) elected no leader within {LIVENESS:?}\n{}",
+            logs.join("\n")
+        );
+    };
     write(&c.addrs[&second], 1)
         .await
         .expect("three of five commit");
