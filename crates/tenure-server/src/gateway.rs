@@ -141,6 +141,20 @@ impl<C: Connector> Gateway<C> {
         )
     }
 
+    /// The answer of an in-process gRPC call: `code` and the body `show`
+    /// makes of its message, or the HTTP error its refusal means.
+    fn answer<T>(
+        &self,
+        result: Result<tonic::Response<T>, tonic::Status>,
+        code: StatusCode,
+        show: fn(&Self, &T) -> Value,
+    ) -> Result<Answer, Answer> {
+        match result {
+            Ok(r) => Ok((code, Json(show(self, r.get_ref())))),
+            Err(status) => Err(self.refused(&status)),
+        }
+    }
+
     /// A gRPC refusal as the HTTP error it means.
     fn refused(&self, status: &tonic::Status) -> Answer {
         let reason = convert::reason_of(status).unwrap_or(Reason::Unavailable);
@@ -398,10 +412,7 @@ async fn acquire<C: Connector>(
                     wait_timeout_ms: b.wait_timeout_ms,
                 },
             )?;
-            match g.lock.acquire(r).await {
-                Ok(lease) => Ok((StatusCode::CREATED, Json(g.lease(lease.get_ref())))),
-                Err(status) => Err(g.refused(&status)),
-            }
+            g.answer(g.lock.acquire(r).await, StatusCode::CREATED, Gateway::lease)
         }
         .await,
     )
@@ -442,10 +453,7 @@ async fn renew<C: Connector>(
                     ttl_ms,
                 },
             )?;
-            match g.lock.renew(r).await {
-                Ok(lease) => Ok((StatusCode::OK, Json(g.lease(lease.get_ref())))),
-                Err(status) => Err(g.refused(&status)),
-            }
+            g.answer(g.lock.renew(r).await, StatusCode::OK, Gateway::lease)
         }
         .await,
     )
@@ -482,10 +490,7 @@ async fn release<C: Connector>(
                     request_id: b.request_id,
                 },
             )?;
-            match g.lock.release(r).await {
-                Ok(lease) => Ok((StatusCode::OK, Json(g.lease(lease.get_ref())))),
-                Err(status) => Err(g.refused(&status)),
-            }
+            g.answer(g.lock.release(r).await, StatusCode::OK, Gateway::lease)
         }
         .await,
     )
@@ -522,10 +527,7 @@ async fn lock_state<C: Connector>(
                     consistency: consistency(&g, q.consistency.as_deref())?,
                 },
             )?;
-            match g.lock.get(r).await {
-                Ok(state) => Ok((StatusCode::OK, Json(g.lock_state(state.get_ref())))),
-                Err(status) => Err(g.refused(&status)),
-            }
+            g.answer(g.lock.get(r).await, StatusCode::OK, Gateway::lock_state)
         }
         .await,
     )
@@ -574,10 +576,11 @@ async fn force_release<C: Connector>(
                     lease_id: b.lease_id,
                 },
             )?;
-            match g.admin.force_release(r).await {
-                Ok(state) => Ok((StatusCode::OK, Json(g.lock_state(state.get_ref())))),
-                Err(status) => Err(g.refused(&status)),
-            }
+            g.answer(
+                g.admin.force_release(r).await,
+                StatusCode::OK,
+                Gateway::lock_state,
+            )
         }
         .await,
     )
