@@ -88,6 +88,10 @@ pub struct NodeStatus {
     /// The limits in force in its applied table (`None` from a node that
     /// does not report them).
     pub limits: Option<tenure_core::TableConfig>,
+    /// The cluster's id (`None`: never named).
+    pub cluster_id: Option<String>,
+    /// Every grant's fencing token is above this (0 until a restore).
+    pub token_floor: u64,
 }
 
 /// Limits to change with [`Client::configure`](crate::Client::configure);
@@ -221,6 +225,59 @@ impl From<v1::StatusResponse> for NodeStatus {
             version: s.version,
             disk_flushes: s.disk_flushes,
             limits: s.limits.as_ref().map(tenure_proto::convert::table_config),
+            cluster_id: nonempty(s.cluster_id),
+            token_floor: s.token_floor,
+        }
+    }
+}
+
+/// How to restore a backup with [`Client::restore`](crate::Client::restore).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Merge into the locks the cluster holds (otherwise it must hold none).
+    pub merge: bool,
+    /// How far above every token the backup knew the next grants start
+    /// (`None`: the server's default, 2^20).
+    pub token_gap: Option<u64>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreDone {
+    /// The counts, the position, the token floor; `already` when the backup
+    /// was restored before and nothing changed.
+    pub report: tenure_core::RestoreReport,
+    /// The backup's SHA-256.
+    pub backup_sha256: String,
+    /// The table's digest after the restore.
+    pub table_digest: String,
+    /// The cluster's id after the restore.
+    pub cluster_id: String,
+    /// Bytes the leader received.
+    pub bytes_received: u64,
+}
+
+impl From<v1::RestoreResponse> for RestoreDone {
+    fn from(r: v1::RestoreResponse) -> RestoreDone {
+        RestoreDone {
+            report: tenure_core::RestoreReport {
+                already: r.already_restored,
+                index: r.index,
+                audit_seq: r.audit_sequence,
+                token_floor: r.token_floor,
+                token_gap: r.token_gap,
+                locks: r.locks,
+                active: r.active_leases,
+                dropped_waiters: r.dropped_waiters,
+                skipped: r.skipped_leases,
+                requests: r.requests,
+                ended: r.ended_leases,
+                merged: r.merged,
+            },
+            backup_sha256: r.backup_sha256,
+            table_digest: r.table_digest,
+            cluster_id: r.cluster_id,
+            bytes_received: r.bytes_received,
         }
     }
 }

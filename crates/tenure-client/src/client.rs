@@ -12,7 +12,10 @@ use tenure_proto::v1::admin_client::AdminClient;
 use tenure_proto::v1::lock_client::LockClient;
 use tokio::time::Instant;
 
-use crate::admin::{Imported, Leadership, LimitChanges, Membership, NodeStatus, SnapshotInfo};
+use crate::admin::{
+    Imported, Leadership, LimitChanges, Membership, NodeStatus, RestoreDone, RestoreOptions,
+    SnapshotInfo,
+};
 use crate::guard::LockGuard;
 use crate::keepalive::KeepAlive;
 use crate::transport::{Dialer, Error, Identity, Route, Settings, TlsConfig, Transport};
@@ -808,6 +811,45 @@ impl Client {
         })
         .await
         .map(Imported::from)
+    }
+}
+
+impl Client {
+    /// Restores a backup (`tenure-backup/1`) through the leader. The
+    /// leader checks the whole file before it writes anything, then stages
+    /// it through the log and commits it at once; a backup restored before
+    /// answers `report.already` and changes nothing. Check the file first
+    /// with [`tenure_core::backup::read`] to name a damaged line without a
+    /// round trip.
+    pub async fn restore(
+        &self,
+        bytes: &[u8],
+        options: RestoreOptions,
+    ) -> Result<RestoreDone, Error> {
+        let count = bytes.len().div_ceil(IMPORT_CHUNK).max(1);
+        let chunks: Vec<v1::RestoreChunk> = (0..count)
+            .map(|i| {
+                let start = i * IMPORT_CHUNK;
+                let end = (start + IMPORT_CHUNK).min(bytes.len());
+                v1::RestoreChunk {
+                    data: bytes[start..end].to_vec(),
+                    merge: options.merge,
+                    token_gap: options.token_gap.unwrap_or(0),
+                }
+            })
+            .collect();
+        self.t()
+            .call(
+                Route::Leader,
+                &chunks,
+                Duration::from_secs(600),
+                |c, r| async move {
+                    let r = r.map(tokio_stream::iter);
+                    AdminClient::new(c).restore(r).await
+                },
+            )
+            .await
+            .map(RestoreDone::from)
     }
 }
 

@@ -58,7 +58,8 @@ mod transport;
 mod watch;
 
 pub use admin::{
-    Imported, Leadership, LimitChanges, Member, Membership, NodeRole, NodeStatus, SnapshotInfo,
+    Imported, Leadership, LimitChanges, Member, Membership, NodeRole, NodeStatus, RestoreDone,
+    RestoreOptions, SnapshotInfo,
 };
 pub use client::{
     AcquireOptions, BackupWritten, Client, ClientConfig, KeepAliveStream, Lease, ListPage,

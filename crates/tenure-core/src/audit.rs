@@ -38,6 +38,9 @@ pub enum AuditKind {
     LockDelaySet,
     /// A lock's lock-delay ended.
     LockDelayClear,
+    /// A backup was restored: tenant and key are empty, the token is the
+    /// new token floor, the detail names the backup and the gap.
+    Restore,
 }
 
 impl AuditKind {
@@ -53,6 +56,7 @@ impl AuditKind {
             AuditKind::ForceRelease => "FORCE_RELEASE",
             AuditKind::LockDelaySet => "LOCK_DELAY_SET",
             AuditKind::LockDelayClear => "LOCK_DELAY_CLEAR",
+            AuditKind::Restore => "RESTORE",
         }
     }
 }

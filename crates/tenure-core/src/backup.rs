@@ -98,6 +98,15 @@ pub struct Header {
     pub last_index: u64,
     /// What the table adds to raft indexes after an earlier import.
     pub index_offset: u64,
+    /// The cluster's id ("" when it was never named).
+    #[serde(default)]
+    pub cluster_id: String,
+    /// Every grant's token is above this (after a restore).
+    #[serde(default)]
+    pub token_floor: u64,
+    /// The backups the table restored, oldest first.
+    #[serde(default)]
+    pub restores: Vec<crate::restore::Restored>,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +324,9 @@ impl Table {
             config: s.config.clone(),
             last_index: s.last_index,
             index_offset: s.index_offset,
+            cluster_id: s.extra.cluster_id.clone(),
+            token_floor: s.extra.token_floor,
+            restores: s.extra.restores.clone(),
         }
     }
 
@@ -752,6 +764,9 @@ pub fn read(input: impl BufRead) -> Result<Backup, BackupError> {
     state.audit_seq = header.audit_sequence;
     state.last_index = header.last_index;
     state.index_offset = header.index_offset;
+    state.extra.cluster_id = header.cluster_id.clone();
+    state.extra.token_floor = header.token_floor;
+    state.extra.restores = header.restores.clone();
     state.requests = RequestMemory::from_entries(requests).map_err(|e| at(0, e))?;
     let table = Table {
         state,

@@ -12,6 +12,9 @@ use crate::audit::AuditEvent;
 use crate::config::TableConfig;
 use crate::error::Error;
 use crate::lease::{LeaseId, LeaseView, LockView};
+pub use crate::restore::{
+    Name, RestoreAbort, RestoreBegin, RestoreChunk, RestoreCommit, RestoreReport,
+};
 use crate::validate;
 
 /// Where in the log a command applies, and the proposer's wall-clock reading.
@@ -48,6 +51,16 @@ pub enum Command {
     Configure(TableConfig),
     /// Restore an exported snapshot into a table that never held a lock.
     Import(Import),
+    /// Name the cluster (once).
+    Name(Name),
+    /// Start staging a backup to restore.
+    RestoreBegin(RestoreBegin),
+    /// The next bytes of the backup being staged.
+    RestoreChunk(RestoreChunk),
+    /// Put the staged backup in place.
+    RestoreCommit(RestoreCommit),
+    /// Drop the staged backup.
+    RestoreAbort(RestoreAbort),
 }
 
 impl Command {
@@ -63,7 +76,21 @@ impl Command {
             Command::ClearLockDelay(_) => "clear-lock-delay",
             Command::Configure(_) => "configure",
             Command::Import(_) => "import",
+            Command::Name(_) => "name",
+            Command::RestoreBegin(_) => "restore-begin",
+            Command::RestoreChunk(_) => "restore-chunk",
+            Command::RestoreCommit(_) => "restore-commit",
+            Command::RestoreAbort(_) => "restore-abort",
         }
+    }
+
+    /// Whether the command is large or slow to apply, and so travels in a
+    /// log entry of its own.
+    pub fn travels_alone(&self) -> bool {
+        matches!(
+            self,
+            Command::Import(_) | Command::RestoreChunk(_) | Command::RestoreCommit(_)
+        )
     }
 
     /// The command's own fields, checked without the table: lengths and
@@ -77,7 +104,12 @@ impl Command {
             Command::Release(c) => c.check(),
             Command::ForceRelease(c) => c.check(),
             Command::Configure(c) => c.validate(),
+            Command::Name(c) => c.check(),
+            Command::RestoreBegin(c) => c.check(),
             Command::Expire(_)
+            | Command::RestoreChunk(_)
+            | Command::RestoreCommit(_)
+            | Command::RestoreAbort(_)
             | Command::CancelWait(_)
             | Command::ClearLockDelay(_)
             | Command::Import(_) => Ok(()),
@@ -282,6 +314,10 @@ pub enum Reply {
         /// The imported audit sequence.
         audit_seq: u64,
     },
+    /// The cluster's id (after a `Name`).
+    Named(String),
+    /// What a restore did.
+    Restore(RestoreReport),
 }
 
 /// The result of applying one command.

@@ -72,6 +72,7 @@ mod fence;
 mod lease;
 mod query;
 mod requests;
+pub mod restore;
 mod snapshot;
 mod table;
 pub mod validate;
@@ -80,7 +81,8 @@ mod verify;
 pub use audit::{AuditEvent, AuditKind, SYSTEM_ACTOR};
 pub use command::{
     Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Expire,
-    ForceRelease, Import, Release, Renew, Reply,
+    ForceRelease, Import, Name, Release, Renew, Reply, RestoreAbort, RestoreBegin, RestoreChunk,
+    RestoreCommit, RestoreReport,
 };
 pub use config::TableConfig;
 pub use error::{Error, Reason, SnapshotError};

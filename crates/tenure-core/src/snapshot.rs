@@ -11,8 +11,13 @@
 use crate::error::SnapshotError;
 use crate::table::{State, Table};
 
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The snapshot format this build writes. Format 2 added the cluster id,
+/// the token floor and the restores, encoded after everything format 1
+/// holds; this build reads both.
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
+/// The oldest format this build reads.
+pub const OLDEST_SNAPSHOT_FORMAT: u32 = 1;
 
 impl Table {
     /// The whole table as bytes: the format number, then the state.
@@ -30,12 +35,27 @@ impl Table {
     pub fn restore(bytes: &[u8]) -> Result<Table, SnapshotError> {
         let (format, rest) = postcard::take_from_bytes::<u32>(bytes)
             .map_err(|e| SnapshotError::Corrupt(format!("format number: {e}")))?;
-        if format != SNAPSHOT_FORMAT {
-            return Err(SnapshotError::UnsupportedFormat {
-                found: format,
-                supported: SNAPSHOT_FORMAT,
-            });
-        }
+        let upgraded;
+        let rest = match format {
+            SNAPSHOT_FORMAT => rest,
+            // Format 1 is format 2 without the fields it added last: they
+            // are appended at their defaults.
+            OLDEST_SNAPSHOT_FORMAT => {
+                let mut bytes = rest.to_vec();
+                bytes.extend(
+                    postcard::to_stdvec(&crate::restore::Extra::default())
+                        .expect("the defaults encode"),
+                );
+                upgraded = bytes;
+                &upgraded[..]
+            }
+            found => {
+                return Err(SnapshotError::UnsupportedFormat {
+                    found,
+                    supported: SNAPSHOT_FORMAT,
+                });
+            }
+        };
         let (state, trailing) = postcard::take_from_bytes::<State>(rest)
             .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         if !trailing.is_empty() {

@@ -52,6 +52,9 @@ pub(crate) struct State {
     /// Added to every raft index after an import, so the imported history
     /// (lease ids, ages) counts on without a gap or a repeat.
     pub(crate) index_offset: u64,
+    /// The cluster's name, the token floor and restores (snapshot format
+    /// 2; it must stay the last field: see `snapshot.rs`).
+    pub(crate) extra: crate::restore::Extra,
 }
 
 /// The replicated lease table.
@@ -135,6 +138,25 @@ impl Table {
         if let Command::Import(import) = command {
             return self.import(ctx, import);
         }
+        if let Command::RestoreCommit(c) = command {
+            assert!(
+                ctx.index > self.state.last_index,
+                "log index {} applied after {}",
+                ctx.index,
+                self.state.last_index
+            );
+            self.state.last_index = ctx.index;
+            return match self.restore_commit(ctx.index, ctx.at_ms, c) {
+                Ok((reply, event)) => Applied {
+                    result: Ok(reply),
+                    events: event.into_iter().collect(),
+                },
+                Err(e) => Applied {
+                    result: Err(e),
+                    events: Vec::new(),
+                },
+            };
+        }
         assert!(
             ctx.index > self.state.last_index,
             "log index {} applied after {}: indexes must strictly increase",
@@ -160,7 +182,13 @@ impl Table {
                 self.state.config = c.clone();
                 Reply::Configured(c)
             }),
-            Command::Import(_) => unreachable!("imports are applied before the match"),
+            Command::Name(c) => self.name(&c),
+            Command::RestoreBegin(c) => self.restore_begin(ctx.index, c),
+            Command::RestoreChunk(c) => self.restore_chunk(c),
+            Command::RestoreAbort(c) => self.restore_abort(c),
+            Command::Import(_) | Command::RestoreCommit(_) => {
+                unreachable!("imports and restore commits are applied before the match")
+            }
         };
         let events = audit.events;
         self.state.audit_seq = seq;
@@ -223,6 +251,7 @@ impl Table {
         let (max_tenants, max_locks) = (config.max_tenants, config.max_locks_per_tenant);
 
         let id = LeaseId::from_index(ctx.index);
+        let floor = self.state.extra.token_floor;
         let State { tenants, locks, .. } = &mut self.state;
         if tenants.len() as u64 >= max_tenants && !tenants.contains_key(c.tenant.as_str()) {
             return Err(Error::TooManyLocks(format!(
@@ -271,7 +300,7 @@ impl Table {
             ended: None,
         };
         if lock.is_free() {
-            let token = next_token(lock.last_token);
+            let token = next_token(lock.last_token.max(floor));
             lock.last_token = token;
             lock.active = Some(id);
             lease.state = LeaseState::Active;
@@ -596,6 +625,7 @@ impl Table {
 
     /// Grants a free lock to the first waiter, with the next fencing token.
     fn hand_off(&mut self, slot: u32, audit: &mut Audit) {
+        let floor = self.state.extra.token_floor;
         let lock = &mut self.state.locks[slot as usize];
         if lock.active.is_some() || lock.delayed {
             return;
@@ -603,7 +633,7 @@ impl Table {
         let Some(next) = lock.queue.pop_front() else {
             return;
         };
-        let token = next_token(lock.last_token);
+        let token = next_token(lock.last_token.max(floor));
         lock.last_token = token;
         lock.active = Some(next);
         let lease = self.lease_mut(next);
@@ -646,7 +676,7 @@ impl Table {
     }
 
     /// Forgets old request ids and old terminal leases.
-    fn forget(&mut self, now: u64) {
+    pub(crate) fn forget(&mut self, now: u64) {
         let c = &self.state.config;
         let (req_age, req_count) = (c.request_retention_entries, c.request_retention_count);
         let (lease_age, lease_count) = (c.lease_retention_entries, c.lease_retention_count);

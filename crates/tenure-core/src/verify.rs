@@ -14,6 +14,20 @@ impl Table {
     pub fn verify(&self) -> Result<(), String> {
         let s = &self.state;
         s.config.validate().map_err(|e| e.to_string())?;
+        if s.extra.token_floor > s.last_index {
+            return Err(format!(
+                "token floor {} above the log index {}",
+                s.extra.token_floor, s.last_index
+            ));
+        }
+        if !s.extra.cluster_id.is_empty() {
+            crate::restore::check_cluster_id(&s.extra.cluster_id).map_err(|e| e.to_string())?;
+        }
+        if let Some(p) = &s.extra.pending
+            && (p.data.len() as u64 > p.begin.total_bytes || p.started > s.last_index)
+        {
+            return Err("the restore being staged holds more than its backup".into());
+        }
         let mut queued = BTreeSet::new();
         let mut named = vec![false; s.locks.len()];
         for (tenant, t) in &s.tenants {

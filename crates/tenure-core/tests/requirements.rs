@@ -877,6 +877,25 @@ fn tn_snap_001_snapshots_restore_exactly_and_refuse_garbage() {
 }
 
 #[test]
+fn tn_snap_001_a_format_1_snapshot_still_reads() {
+    // Format 1 is format 2 without the fields it appended (cluster id,
+    // token floor, restores, staged restore): four bytes at their defaults.
+    let mut d = Driver::default();
+    d.acquire("t", "k", "A", "a").unwrap();
+    let v2 = d.table.snapshot();
+    assert_eq!(v2[0], 2);
+    assert_eq!(&v2[v2.len() - 4..], &[0, 0, 0, 0]);
+    let mut v1 = v2[..v2.len() - 4].to_vec();
+    v1[0] = 1;
+    let read = Table::restore(&v1).unwrap();
+    assert_eq!(read.digest(), d.table.digest());
+    // Format 1 bytes with anything after the state are refused.
+    let mut longer = v1.clone();
+    longer.push(7);
+    assert!(Table::restore(&longer).is_err());
+}
+
+#[test]
 fn tn_det_001_same_commands_same_digest() {
     let run = || {
         let mut d = Driver::default();

@@ -79,6 +79,8 @@ fn render(applied: Applied) -> String {
         Ok(Reply::Imported { index, audit_seq }) => {
             format!("ok imported index={index} audit_seq={audit_seq}\n")
         }
+        Ok(Reply::Named(id)) => format!("ok named {id}\n"),
+        Ok(Reply::Restore(r)) => format!("ok restored {r:?}\n"),
         Err(e) => format!("error {}: {e}\n", e.reason()),
     };
     for e in applied.events {

@@ -580,6 +580,7 @@ pub fn audit_kind(kind: AuditKind) -> v1::AuditKind {
         AuditKind::ForceRelease => v1::AuditKind::ForceRelease,
         AuditKind::LockDelaySet => v1::AuditKind::LockDelaySet,
         AuditKind::LockDelayClear => v1::AuditKind::LockDelayClear,
+        AuditKind::Restore => v1::AuditKind::Restore,
     }
 }
 
@@ -596,6 +597,7 @@ pub fn audit_kind_from(value: i32) -> Result<AuditKind, ConvertError> {
         Ok(v1::AuditKind::ForceRelease) => Ok(AuditKind::ForceRelease),
         Ok(v1::AuditKind::LockDelaySet) => Ok(AuditKind::LockDelaySet),
         Ok(v1::AuditKind::LockDelayClear) => Ok(AuditKind::LockDelayClear),
+        Ok(v1::AuditKind::Restore) => Ok(AuditKind::Restore),
         Ok(v1::AuditKind::Unspecified) => Err(ConvertError::Unspecified { field: FIELD }),
         Err(_) => Err(ConvertError::UnknownEnum {
             field: FIELD,

@@ -89,11 +89,11 @@ async fn batch(
             return;
         };
         let mut group = vec![first];
-        // An import is large: it travels alone.
-        if !matches!(group[0].command, Command::Import(_)) {
+        // An import or a restore chunk is large: it travels alone.
+        if !group[0].command.travels_alone() {
             while group.len() < max_batch {
                 match pending.try_recv() {
-                    Ok(p) if matches!(p.command, Command::Import(_)) => {
+                    Ok(p) if p.command.travels_alone() => {
                         write(raft.clone(), group).await;
                         group = vec![p];
                         break;

@@ -15,7 +15,10 @@ use std::sync::Arc;
 use openraft::ChangeMembers;
 use openraft::{BasicNode, ServerState};
 use sha2::{Digest, Sha256};
-use tenure_core::{Import, Reason};
+use tenure_core::restore::{DEFAULT_TOKEN_GAP, MAX_RESTORE_BYTES};
+use tenure_core::{
+    Command, Import, Reason, RestoreAbort, RestoreBegin, RestoreChunk, RestoreCommit, RestoreReport,
+};
 use tenure_proto::convert;
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
@@ -57,6 +60,8 @@ pub struct AdminService<C: Connector> {
     timers: LeaseTimers,
     /// This node's clocks, for a backup's export time.
     clock: NodeClock,
+    /// Held while this node runs a restore.
+    restoring: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<v1::SnapshotChunk, Status>> + Send>>;
@@ -64,6 +69,10 @@ type BackupChunks = Pin<Box<dyn Stream<Item = Result<v1::BackupChunk, Status>> +
 
 /// A backup chunk holds whole lines, about this many bytes.
 const BACKUP_CHUNK: usize = 256 << 10;
+
+/// A restore goes through the log in entries of whole lines, about this
+/// many bytes each.
+const RESTORE_CHUNK: usize = 256 << 10;
 
 fn invalid(message: impl Into<String>) -> ServeError {
     ServeError::refused(Reason::InvalidRequest, message)
@@ -99,6 +108,7 @@ impl<C: Connector> AdminService<C> {
             flushes: Arc::new(|| 0),
             timers,
             clock,
+            restoring: Arc::default(),
         }
     }
 
@@ -211,6 +221,8 @@ impl<C: Connector> AdminService<C> {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             disk_flushes: (self.flushes)(),
             limits: Some(convert::limits(table.table.config())),
+            cluster_id: table.table.cluster_id().to_owned(),
+            token_floor: table.table.token_floor(),
         }))
     }
 
@@ -354,6 +366,12 @@ impl<C: Connector> AdminService<C> {
         self.router.confirm(false).await?;
         let (table, source) = {
             let a = self.table.read();
+            if let Some((sha, _)) = a.table.restore_pending() {
+                return Err(ServeError::refused(
+                    Reason::Unavailable,
+                    format!("a restore of backup {sha} is in progress: back up after it"),
+                ));
+            }
             let source = tenure_core::backup::Source {
                 source_node: self.id,
                 leader_term: self.raft.metrics().borrow().current_term,
@@ -439,8 +457,170 @@ impl<C: Connector> AdminService<C> {
     }
 }
 
+impl<C: Connector> AdminService<C> {
+    async fn restore_call(
+        &self,
+        request: Request<Streaming<v1::RestoreChunk>>,
+    ) -> Result<Response<v1::RestoreResponse>, ServeError> {
+        // Streams are not forwarded: the client sends them to the leader.
+        self.router.here("restores").await?;
+        // A restore writes every tenant.
+        let who = self.access.admin(&request)?;
+        who.check_all_tenants()?;
+        let actor = who.name.clone();
+        // One restore at a time on this node; the table refuses a second
+        // one proposed by another leader.
+        let Ok(_running) = self.restoring.try_lock() else {
+            return Err(invalid("another restore is running on this node"));
+        };
+        let mut stream = request.into_inner();
+        let mut bytes = Vec::new();
+        let mut options = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(ServeError::Forwarded)?;
+            options.get_or_insert((chunk.merge, chunk.token_gap));
+            if (bytes.len() + chunk.data.len()) as u64 > MAX_RESTORE_BYTES {
+                return Err(invalid(format!(
+                    "the backup is larger than {MAX_RESTORE_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let (merge, token_gap) = options.unwrap_or_default();
+        let token_gap = if token_gap == 0 {
+            DEFAULT_TOKEN_GAP
+        } else {
+            token_gap
+        };
+        let received = bytes.len() as u64;
+        // The whole file is checked before anything is proposed.
+        let (bytes, checked) = tokio::task::spawn_blocking(move || {
+            let checked = tenure_core::backup::read(&bytes[..]);
+            (bytes, checked)
+        })
+        .await
+        .map_err(|e| ServeError::Internal(format!("the backup check stopped: {e}")))?;
+        let backup = checked.map_err(|e| invalid(format!("the backup is refused: {e}")))?;
+        let sha256 = backup.sha256.clone();
+        let cluster_id = backup.header.cluster_id.clone();
+        drop(backup);
+        let attempt = self.attempt(&sha256);
+        let term = self.raft.metrics().borrow().current_term;
+        let begin = RestoreBegin {
+            sha256: sha256.clone(),
+            cluster_id,
+            attempt,
+            term,
+            merge,
+            token_gap,
+            actor,
+            total_bytes: received,
+        };
+        tracing::info!(backup = %sha256, bytes = received, merge, token_gap, "restoring a backup");
+        let report = match self
+            .writer
+            .restore_step(Command::RestoreBegin(begin))
+            .await?
+        {
+            Some(done) => done,
+            None => match self.stage(attempt, &bytes).await {
+                Ok(report) => report,
+                Err(e) => {
+                    // Best effort: a later leader's restore takes over anyway.
+                    let abort = Command::RestoreAbort(RestoreAbort { attempt });
+                    if let Err(a) = self.writer.restore_step(abort).await {
+                        tracing::warn!(error = %a, "could not drop the staged restore");
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        if report.already {
+            tracing::info!(backup = %sha256, index = report.index, "already restored");
+        } else {
+            tracing::info!(backup = %sha256, index = report.index, floor = report.token_floor, "restored");
+        }
+        let table = self.table.read();
+        Ok(Response::new(v1::RestoreResponse {
+            already_restored: report.already,
+            index: report.index,
+            audit_sequence: report.audit_seq,
+            token_floor: report.token_floor,
+            token_gap: report.token_gap,
+            locks: report.locks,
+            active_leases: report.active,
+            dropped_waiters: report.dropped_waiters,
+            skipped_leases: report.skipped,
+            requests: report.requests,
+            ended_leases: report.ended,
+            merged: report.merged,
+            backup_sha256: sha256,
+            table_digest: table.table.digest_hex(),
+            cluster_id: table.table.cluster_id().to_owned(),
+            bytes_received: received,
+        }))
+    }
+
+    /// Stages `bytes` in chunks of whole lines, then commits.
+    async fn stage(&self, attempt: u64, bytes: &[u8]) -> Result<RestoreReport, ServeError> {
+        let mut seq = 0;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // Whole lines, about RESTORE_CHUNK bytes (a line is at most 1 MiB).
+            let end = match rest.get(RESTORE_CHUNK..) {
+                None => rest.len(),
+                Some(after) => {
+                    RESTORE_CHUNK
+                        + after
+                            .iter()
+                            .position(|b| *b == b'\n')
+                            .map_or(after.len(), |i| i + 1)
+                }
+            };
+            let (data, next) = rest.split_at(end);
+            rest = next;
+            let chunk = RestoreChunk {
+                attempt,
+                seq,
+                data: data.to_vec(),
+            };
+            self.writer
+                .restore_step(Command::RestoreChunk(chunk))
+                .await?;
+            seq += 1;
+        }
+        let commit = Command::RestoreCommit(RestoreCommit { attempt });
+        match self.writer.restore_step(commit).await? {
+            Some(report) => Ok(report),
+            None => Err(ServeError::Internal(
+                "the restore commit answered nothing".into(),
+            )),
+        }
+    }
+
+    /// A number for this attempt: distinct per call on this node and
+    /// across nodes.
+    fn attempt(&self, sha256: &str) -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let seed = format!("{} {} {} {sha256}", self.id, self.clock.wall_ms(), call);
+        let digest = Sha256::digest(seed.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 #[tonic::async_trait]
 impl<C: Connector> v1::admin_server::Admin for AdminService<C> {
+    async fn restore(
+        &self,
+        request: Request<Streaming<v1::RestoreChunk>>,
+    ) -> Result<Response<v1::RestoreResponse>, Status> {
+        self.router.answer(self.restore_call(request).await)
+    }
+
     async fn force_release(
         &self,
         request: Request<v1::ForceReleaseRequest>,

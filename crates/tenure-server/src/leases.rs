@@ -301,6 +301,24 @@ impl LeaseTimers {
                 (AuditKind::LockDelayClear, _, _) => {
                     t.disarm(&Due::Delay(e.tenant.clone(), e.key.clone()))
                 }
+                (AuditKind::Restore, _, _) => {
+                    // Restored holders get their full TTL from the commit;
+                    // restored lock-delays run again from it.
+                    let table = &applier.table;
+                    for (i, lease) in table.live_leases().enumerate() {
+                        let spread = Duration::from_millis((i % 1_000) as u64);
+                        let ttl = Duration::from_millis(lease.ttl_ms);
+                        t.arm(
+                            Due::Expire(lease.id),
+                            now + ttl + spread,
+                            lease.version,
+                            false,
+                        );
+                    }
+                    for (tenant, key) in table.delayed_locks() {
+                        t.arm(Due::Delay(tenant.into(), key.into()), now + delay, 0, false);
+                    }
+                }
                 (_, Some(id), _) => {
                     // Released, expired, force-released, cancelled: gone.
                     t.disarm(&Due::Expire(id));
@@ -344,6 +362,27 @@ impl LeaseTimers {
             });
         }
         commands
+    }
+
+    /// A leader taking office in a cluster without a name gives it one:
+    /// derived from the leader, its term and its wall clock, so no two
+    /// clusters share one (and a simulation stays deterministic). The first
+    /// name applied stays.
+    fn name_cluster(&self, table: &TableReader, proposer: &Proposer, id: u64, term: u64) {
+        if !table.read().table.cluster_id().is_empty() {
+            return;
+        }
+        use sha2::{Digest, Sha256};
+        let wall = self.clock.wall_ms();
+        let digest = Sha256::digest(format!("tenure cluster {id} {term} {wall}"));
+        let cluster_id = hex::encode(&digest[..8]);
+        let (proposer, clock) = (proposer.clone(), self.clock.clone());
+        tokio::spawn(async move {
+            let name = Command::Name(tenure_core::Name { cluster_id });
+            if let Err(e) = proposer.propose(clock.wall_ms(), name).await {
+                tracing::debug!(error = %e, "naming the cluster did not commit");
+            }
+        });
     }
 
     fn next_due(&self) -> Option<Instant> {
@@ -394,7 +433,10 @@ impl LeaseTimers {
                     let in_office = m.state == ServerState::Leader
                         && m.last_applied.is_some_and(|l| l.leader_id == *m.vote.leader_id());
                     match (in_office, self.active()) {
-                        (true, false) => self.take_office(&table, self.clock.now()),
+                        (true, false) => {
+                            self.take_office(&table, self.clock.now());
+                            self.name_cluster(&table, &proposer, m.id, m.current_term);
+                        }
                         (false, true) if m.state != ServerState::Leader => self.step_down(),
                         _ => {}
                     }

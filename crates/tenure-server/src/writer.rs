@@ -8,7 +8,8 @@
 //! control `grant_before_commit` lives here, not in a handler.
 
 use tenure_core::{
-    Acquire, Command, ForceRelease, Import, LeaseView, LockView, Release, Renew, Reply, TableConfig,
+    Acquire, Command, ForceRelease, Import, LeaseView, LockView, Release, Renew, Reply,
+    RestoreReport, TableConfig,
 };
 use tenure_raft::{Proposer, TableReader};
 
@@ -123,6 +124,25 @@ impl Writer {
         match self.write(Command::Import(c)).await? {
             Reply::Imported { index, audit_seq } => Ok(Imported { index, audit_seq }),
             other => Err(unexpected("import", &other)),
+        }
+    }
+
+    /// Names the cluster (the first name stays); answers the name in force.
+    pub async fn name(&self, c: tenure_core::Name) -> Result<String, ServeError> {
+        match self.write(Command::Name(c)).await? {
+            Reply::Named(id) => Ok(id),
+            other => Err(unexpected("name", &other)),
+        }
+    }
+
+    /// One step of a restore: `Some` once the restore is done (or was done
+    /// before), `None` while it stages.
+    pub async fn restore_step(&self, c: Command) -> Result<Option<RestoreReport>, ServeError> {
+        let name = c.name();
+        match self.write(c).await? {
+            Reply::Restore(r) => Ok(Some(r)),
+            Reply::Unchanged => Ok(None),
+            other => Err(unexpected(name, &other)),
         }
     }
 
