@@ -1174,3 +1174,92 @@ fn tn_val_003_precheck_refuses_exactly_what_apply_refuses_for_input_alone() {
         }
     }
 }
+
+#[test]
+fn tn_bak_005_one_restore_stages_at_a_time_and_a_later_term_takes_over() {
+    use tenure_core::{RestoreAbort, RestoreBegin, RestoreChunk, RestoreCommit};
+    let mut source = Driver::default();
+    source.acquire("t", "k", "A", "a").unwrap();
+    let src = tenure_core::backup::Source {
+        source_node: 1,
+        leader_term: 1,
+        applied_index: source.index,
+        exported_at: "1970-01-01T00:00:00.000Z".into(),
+        exported_at_ms: 0,
+    };
+    let text: String = source.table.backup_lines(src, |_| None).collect();
+    let sha = text
+        .lines()
+        .last()
+        .and_then(|l| tenure_core::backup::trailer(l.as_bytes()))
+        .unwrap()
+        .1;
+    let begin = |attempt, term| {
+        Command::RestoreBegin(RestoreBegin {
+            sha256: sha.clone(),
+            cluster_id: String::new(),
+            attempt,
+            term,
+            merge: false,
+            token_gap: 100,
+            actor: "admin".into(),
+            total_bytes: text.len() as u64,
+        })
+    };
+    let chunk = |attempt, seq, data: &str| {
+        Command::RestoreChunk(RestoreChunk {
+            attempt,
+            seq,
+            data: data.as_bytes().to_vec(),
+        })
+    };
+    let mut d = Driver::default();
+    assert!(d.apply(begin(1, 3)).result.is_ok());
+    // Another attempt in the same term is refused; the first goes on.
+    let refused = d.apply(begin(2, 3)).result.unwrap_err();
+    assert!(refused.to_string().contains("in progress"), "{refused}");
+    assert_eq!(d.table.restore_pending().map(|p| p.1), Some(1));
+    // Chunks in order only, and only of the attempt staging.
+    let (head, tail) = text.split_at(text.find('\n').unwrap() + 1);
+    assert!(d.apply(chunk(1, 1, head)).result.is_err());
+    assert!(d.apply(chunk(2, 0, head)).result.is_err());
+    assert!(d.apply(chunk(1, 0, head)).result.is_ok());
+    // A commit before every byte is staged is refused and changes nothing.
+    let early = d.apply(Command::RestoreCommit(RestoreCommit { attempt: 1 }));
+    assert!(early.result.is_err());
+    assert_eq!(d.table.stats().locks, 0);
+    // A later term takes over: the first attempt's leader lost office.
+    assert!(d.apply(begin(3, 4)).result.is_ok());
+    assert!(d.apply(chunk(1, 1, tail)).result.is_err());
+    assert!(d.apply(chunk(3, 0, &text)).result.is_ok());
+    let done = d.apply(Command::RestoreCommit(RestoreCommit { attempt: 3 }));
+    let Ok(Reply::Restore(report)) = done.result else {
+        panic!("{:?}", done.result)
+    };
+    assert_eq!((report.locks, report.active), (1, 1));
+    assert_eq!(done.events.len(), 1);
+    assert_eq!(done.events[0].kind, tenure_core::AuditKind::Restore);
+    assert_eq!(done.events[0].token, d.table.token_floor());
+    assert!(d.table.restore_pending().is_none());
+    // An abort of nothing is refused; a staged restore can be aborted.
+    assert!(
+        d.apply(Command::RestoreAbort(RestoreAbort { attempt: 3 }))
+            .result
+            .is_err()
+    );
+    // A damaged staged file is refused at commit, naming its line.
+    let mut e = Driver::default();
+    e.apply(begin(5, 1)).result.unwrap();
+    let damaged = text.replacen("\"lock\"", "\"kcol\"", 1);
+    e.apply(chunk(5, 0, &damaged)).result.unwrap();
+    let refused = e
+        .apply(Command::RestoreCommit(RestoreCommit { attempt: 5 }))
+        .result
+        .unwrap_err();
+    assert!(refused.to_string().contains("line 2"), "{refused}");
+    assert_eq!(e.table.stats().locks, 0);
+    e.apply(Command::RestoreAbort(RestoreAbort { attempt: 5 }))
+        .result
+        .unwrap();
+    assert!(e.table.restore_pending().is_none());
+}

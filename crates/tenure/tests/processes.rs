@@ -1316,3 +1316,331 @@ async fn tn_bak_001_a_backup_through_a_follower_is_the_leaders_table_and_reads_b
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("line {}", cut.len() + 1)), "{out}");
 }
+
+/// A client of tenant `t` as `alice` on `c`.
+async fn alice(c: &Cluster) -> tenure_client::Client {
+    let config = tenure_client::ClientConfig::new(c.addrs.values().cloned(), "t", "alice");
+    tenure_client::Client::connect(config)
+        .await
+        .expect("connects")
+}
+
+/// `alice` claiming the admin role (development mode).
+async fn admin(c: &Cluster) -> tenure_client::Client {
+    let config =
+        tenure_client::ClientConfig::new(c.addrs.values().cloned(), "t", "alice").with_admin();
+    tenure_client::Client::connect(config)
+        .await
+        .expect("connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_bak_003_back_up_through_a_follower_wipe_every_node_restore_into_a_fresh_cluster() {
+    use tenure_client::AcquireOptions;
+    let short_ttls = vec!["--ttl-min-ms".to_owned(), "1000".to_owned()];
+    let mut old = Cluster::with_args(3, short_ttls);
+    let leader = settled_leader(&old, &[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    // The founder's limits are in force.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let limits = status(&old.addrs[&leader]).await.and_then(|s| s.limits);
+        if limits.is_some_and(|l| l.ttl_min_ms == 1000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the founding limits never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = alice(&old).await;
+    // A workload: holders with a long TTL, holders with a short one,
+    // released leases, a second grant on some keys, a waiter.
+    let mut held = BTreeMap::new();
+    for n in 0..12u32 {
+        let key = format!("jobs/{n}");
+        let ttl = Duration::from_secs(if n % 4 == 1 { 4 } else { 120 });
+        let l = client
+            .lease(&key, ttl, AcquireOptions::default())
+            .await
+            .expect("granted");
+        if n % 3 == 0 {
+            client
+                .release(&l.view.id.to_string(), None)
+                .await
+                .expect("released");
+            let again = client
+                .lease(&key, ttl, AcquireOptions::default())
+                .await
+                .expect("granted again");
+            held.insert(key, again.view);
+        } else {
+            held.insert(key, l.view);
+        }
+    }
+    let waiter = {
+        let client = alice(&old).await;
+        tokio::spawn(async move {
+            let wait = AcquireOptions {
+                wait: Duration::from_secs(60),
+                ..AcquireOptions::default()
+            };
+            client.lease("jobs/2", Duration::from_secs(120), wait).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("backup.jsonl");
+    let file_arg = file.display().to_string();
+    let (code, out, err) = common::run(&[
+        "cluster",
+        "backup",
+        "--endpoints",
+        &old.addrs[&follower],
+        "--out",
+        &file_arg,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // After the backup the old cluster goes on granting: downstream stores
+    // see these tokens, which the backup does not know.
+    let mut seen_after = 0;
+    for n in [0u32, 3, 6] {
+        let key = format!("jobs/{n}");
+        client
+            .release(&held[&key].id.to_string(), None)
+            .await
+            .expect("released");
+        for _ in 0..5 {
+            let l = client
+                .lease(&key, Duration::from_secs(120), AcquireOptions::default())
+                .await
+                .expect("granted");
+            seen_after = seen_after.max(l.view.token);
+            client
+                .release(&l.view.id.to_string(), None)
+                .await
+                .expect("released");
+        }
+    }
+    waiter.abort();
+    // Every node is lost.
+    for id in 1..=3 {
+        old.kill(id);
+    }
+    let wiped = old.dir.path().to_path_buf();
+    drop(old);
+    assert!(!wiped.exists(), "the old nodes' data is gone");
+
+    // A fresh cluster; the backup goes in through a follower's endpoint
+    // list (the client finds the leader).
+    let fresh = Cluster::new(3);
+    let leader = settled_leader(&fresh, &[1, 2, 3]).await;
+    let before = status(&fresh.addrs[&leader]).await.expect("status");
+    let (code, out, err) = tenure(&fresh, &["cluster", "restore", "--in", &file_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("restored backup"), "{out}");
+    assert!(out.contains("waiters dropped: 1"), "{out}");
+    let restored_at = Instant::now();
+    let after = status(&fresh.addrs[&leader]).await.expect("status");
+    assert_ne!(after.table_digest, before.table_digest);
+    assert!(after.token_floor >= (1 << 20), "{after:?}");
+    assert!(!after.cluster_id.is_empty(), "{after:?}");
+
+    // The table matches: every holder with its id, owner, token, version.
+    let client = alice(&fresh).await;
+    let mut highest_before = 0;
+    for (key, view) in &held {
+        highest_before = highest_before.max(view.token);
+        let got = client.get(key).await.expect("get");
+        let holder = got
+            .view
+            .active
+            .unwrap_or_else(|| panic!("{key} has its holder"));
+        assert_eq!(holder.id, view.id, "{key}");
+        assert_eq!(holder.owner, view.owner, "{key}");
+        assert_eq!(holder.token, view.token, "{key}");
+        assert_eq!(holder.version, view.version, "{key}");
+        assert_eq!(got.view.waiters, 0, "{key}: waiters are dropped");
+    }
+    // A restored holder can renew its lease.
+    let long = &held["jobs/2"];
+    client
+        .renew(&long.id.to_string(), None)
+        .await
+        .expect("a restored lease renews");
+    // Restored leases expire on time: the 4-second ones, a full TTL after
+    // the restore committed, not before and not never.
+    let short: Vec<&String> = held
+        .iter()
+        .filter(|(_, v)| v.ttl_ms == 4_000)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!short.is_empty());
+    for key in &short {
+        assert!(client.get(key).await.expect("get").view.active.is_some());
+    }
+    let deadline = restored_at + Duration::from_secs(15);
+    for key in &short {
+        loop {
+            if client.get(key).await.expect("get").view.active.is_none() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{key} never expired");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        restored_at.elapsed() >= Duration::from_millis(3_500),
+        "expired before its TTL"
+    );
+    // Tokens never go back: a new grant on any key, old or new, is above
+    // every token the old cluster handed out, before and after the backup.
+    for key in [short[0].as_str(), "jobs/never-seen"] {
+        let l = client
+            .lease(key, Duration::from_secs(30), AcquireOptions::default())
+            .await
+            .expect("granted");
+        assert!(
+            l.view.token > highest_before.max(seen_after),
+            "{key}: {l:?}"
+        );
+        assert!(l.view.token > after.token_floor, "{key}: {l:?}");
+    }
+    // A second restore is a no-op.
+    let digest = status(&fresh.addrs[&leader]).await.expect("status");
+    let (code, out, err) = tenure(&fresh, &["cluster", "restore", "--in", &file_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("already restored at index"), "{out}");
+    let again = status(&fresh.addrs[&leader]).await.expect("status");
+    assert_eq!(again.audit_sequence, digest.audit_sequence);
+    assert_eq!(again.locks, digest.locks);
+    assert_eq!(again.active_leases, digest.active_leases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_bak_005_bad_restores_are_refused_by_name_and_change_nothing() {
+    use tenure_client::{AcquireOptions, RestoreOptions};
+    let x = Cluster::new(3);
+    let y = Cluster::new(3);
+    settled_leader(&x, &[1, 2, 3]).await;
+    let y_leader = settled_leader(&y, &[1, 2, 3]).await;
+    for (c, prefix) in [(&x, "x"), (&y, "y")] {
+        let client = alice(c).await;
+        for n in 0..3 {
+            client
+                .lease(
+                    &format!("{prefix}/{n}"),
+                    Duration::from_secs(60),
+                    AcquireOptions::default(),
+                )
+                .await
+                .expect("granted");
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("x.jsonl");
+    let file_arg = file.display().to_string();
+    let (code, out, err) = tenure(&x, &["cluster", "backup", "--out", &file_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(&file).expect("backup");
+    let y_client = admin(&y).await;
+    let digest = || async { status(&y.addrs[&y_leader]).await.expect("status") };
+    let before = digest().await;
+    let unchanged = |s: v1::StatusResponse| {
+        assert_eq!(s.audit_sequence, before.audit_sequence);
+        assert_eq!(s.locks, before.locks);
+        assert_eq!(s.token_floor, 0);
+    };
+
+    // Into a cluster that holds locks: refused, with and without --merge
+    // (a merge takes only a backup of the same cluster).
+    let (code, out, err) = tenure(&y, &["cluster", "restore", "--in", &file_arg]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("already holds 3 locks"), "{err}");
+    let (code, out, err) = tenure(&y, &["cluster", "restore", "--in", &file_arg, "--merge"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("is of cluster") && err.contains("this is cluster"),
+        "{err}"
+    );
+    unchanged(digest().await);
+
+    // Damaged files, refused by the CLI before any call and by the server
+    // when a client skips that check, naming the line.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut reordered = lines.clone();
+    let last_lock = lines
+        .iter()
+        .rposition(|l| l.contains("\"type\":\"lock\""))
+        .expect("a lock");
+    reordered.swap(last_lock, last_lock + 1);
+    let other_format = text.replacen("tenure-backup/1", "tenure-backup/9", 1);
+    let cases = [
+        (
+            "truncated",
+            lines[..lines.len() - 1].join("\n") + "\n",
+            lines.len(),
+        ),
+        (
+            "cut inside a line",
+            text[..text.len() - 10].to_owned(),
+            lines.len(),
+        ),
+        ("reordered", reordered.join("\n") + "\n", last_lock + 2),
+        ("another format", other_format, 1),
+    ];
+    for (what, bytes, line) in cases {
+        let path = dir.path().join(format!("{what}.jsonl"));
+        std::fs::write(&path, &bytes).expect("written");
+        let (code, out, err) = tenure(
+            &y,
+            &["cluster", "restore", "--in", &path.display().to_string()],
+        );
+        assert_ne!(code, 0, "{what}: {out}");
+        assert!(err.contains(&format!("line {line}")), "{what}: {err}");
+        let refused = y_client
+            .restore(bytes.as_bytes(), RestoreOptions::default())
+            .await
+            .expect_err(what);
+        let message = refused.to_string();
+        assert!(
+            message.contains("INVALID_REQUEST") || message.contains("invalid"),
+            "{what}: {message}"
+        );
+        assert!(
+            message.contains(&format!("line {line}")),
+            "{what}: {message}"
+        );
+    }
+    unchanged(digest().await);
+
+    // Two restores of one backup at once into an empty cluster: it is
+    // restored once; the other call is refused or finds it done.
+    let z = Cluster::new(3);
+    settled_leader(&z, &[1, 2, 3]).await;
+    let (a, b) = (admin(&z).await, admin(&z).await);
+    let (ta, tb) = (text.clone(), text.clone());
+    let (ra, rb) = tokio::join!(
+        async move { a.restore(ta.as_bytes(), RestoreOptions::default()).await },
+        async move { b.restore(tb.as_bytes(), RestoreOptions::default()).await },
+    );
+    let done: Vec<_> = [&ra, &rb]
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|d| !d.report.already)
+        .collect();
+    assert_eq!(done.len(), 1, "{ra:?} {rb:?}");
+    for r in [&ra, &rb] {
+        if let Err(e) = r {
+            assert!(e.to_string().contains("restore"), "{e}");
+        }
+    }
+    let z_client = admin(&z).await;
+    let again = z_client
+        .restore(text.as_bytes(), RestoreOptions::default())
+        .await
+        .expect("a repeat answers");
+    assert!(again.report.already);
+    assert_eq!(again.report.index, done[0].report.index);
+}
