@@ -1,10 +1,20 @@
 //! The server's audit stream: no gaps, one ACTIVE lease per lock, tokens
 //! +1 per grant.
 //!
-//! Reads both shapes Tenure prints: `tenure lock watch --json`
+//! Reads the three shapes Tenure prints: `tenure lock watch --json`
 //! (`sequence`, `kind` as `LEASE_ACQUIRE`, `tenant_id`, `lock_key`,
-//! `fencing_token`, `gap_before`) and `tenure demo --json` (`seq`, `kind`
-//! as `LeaseAcquire`, `tenant`, `key`, `token`).
+//! `fencing_token`, `gap_before`), `tenure demo --json` (`seq`, `kind`
+//! as `LeaseAcquire`, `tenant`, `key`, `token`), and `tenure changes
+//! export` (a `tenure-changes/1` header with `from_seq` and `to_seq`, then
+//! `seq`, `kind`, `tenant`, `key`, `lease`, `token`): the export must hold
+//! every sequence of its range.
+//!
+//! A stream that starts after sequence 1 starts in the middle of the
+//! history: what a lock's holder and last token were before it is not
+//! known, so the first transition seen of each lock is taken as it comes.
+//! A `RESTORE` event may follow a jump in the sequence (a restore moves it
+//! on by its token gap); after it, every lock's state is again unknown, and
+//! every grant's token must be above the event's token (the new floor).
 
 use std::collections::BTreeMap;
 
@@ -22,7 +32,7 @@ struct Event {
     tenant: String,
     #[serde(alias = "lock_key")]
     key: String,
-    #[serde(default)]
+    #[serde(default, alias = "lease")]
     lease_id: serde_json::Value,
     #[serde(alias = "fencing_token", default)]
     token: u64,
@@ -35,6 +45,26 @@ struct Event {
 struct Lock {
     active: Option<(String, usize)>,
     last_token: Option<u64>,
+    /// Seen since the stream (or the last restore) began: its state is
+    /// known. Until then its first transition is taken as it comes.
+    known: bool,
+}
+
+/// The header of a `tenure changes export`.
+#[derive(Debug, Deserialize)]
+struct Header {
+    #[serde(rename = "type")]
+    kind: String,
+    format: String,
+    from_seq: u64,
+    to_seq: u64,
+}
+
+/// The line is a header, when it is one.
+fn header(line: &str) -> Option<Header> {
+    serde_json::from_str::<Header>(line)
+        .ok()
+        .filter(|h| h.kind == "header")
 }
 
 fn lease_name(v: &serde_json::Value) -> String {
@@ -49,10 +79,45 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
     let mut report = Report::new("audit");
     let mut locks: BTreeMap<(String, String), Lock> = BTreeMap::new();
     let mut last_seq: Option<(u64, usize)> = None;
-    for (line_no, e) in crate::ndjson::<Event>(text)? {
+    // The export's header, if the first line is one.
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let range = header(first);
+    let body = match &range {
+        Some(h) if h.format != "tenure-changes/1" => {
+            return Err(Error::Malformed {
+                line: 1,
+                message: format!("format {:?}; this build reads tenure-changes/1", h.format),
+            });
+        }
+        // Keep the line numbers: blank out the header.
+        Some(_) => text.replacen(first, "", 1),
+        None => text.to_owned(),
+    };
+    // Before the first event, or after a restore, a lock's past is unknown.
+    let mut floor = 0u64;
+    let mut partial = true;
+    for (line_no, e) in crate::ndjson::<Event>(&body)? {
         report.operations += 1;
+        if last_seq.is_none() {
+            partial = e.seq > 1;
+            if let Some(h) = &range
+                && e.seq != h.from_seq
+            {
+                report.violate(
+                    "AUDIT-SEQ",
+                    format!("seq {}", e.seq),
+                    format!(
+                        "the export starts at {} but its header says {}",
+                        e.seq, h.from_seq
+                    ),
+                    vec![line_no],
+                );
+            }
+        }
+        let restore = e.kind.replace('_', "").eq_ignore_ascii_case("restore");
         let key = format!("{}/{}", e.tenant, e.key);
         match last_seq {
+            Some((prev, _)) if restore && e.seq > prev => {}
             Some((prev, prev_line)) if e.seq != prev + 1 => report.violate(
                 "AUDIT-SEQ",
                 key.clone(),
@@ -68,11 +133,33 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
             _ => {}
         }
         last_seq = Some((e.seq, line_no));
+        if restore {
+            // The restored table's holders are not in the stream.
+            locks.clear();
+            partial = true;
+            floor = e.token;
+            continue;
+        }
 
         let lease = lease_name(&e.lease_id);
         let lock = locks.entry((e.tenant.clone(), e.key.clone())).or_default();
-        match e.kind.replace('_', "").to_ascii_lowercase().as_str() {
+        let kind = e.kind.replace('_', "").to_ascii_lowercase();
+        let unknown = partial && !lock.known;
+        // Waits and lock-delays say nothing of the holder.
+        lock.known |= !matches!(
+            kind.as_str(),
+            "leasewait" | "leasewaitcancel" | "lockdelayset" | "lockdelayclear"
+        );
+        match kind.as_str() {
             "leaseacquire" => {
+                if e.token <= floor {
+                    report.violate(
+                        "AUDIT-TOKEN",
+                        key.clone(),
+                        format!("token {} at or below the restore's floor {floor}", e.token),
+                        vec![line_no],
+                    );
+                }
                 if let Some((holder, held_at)) = &lock.active {
                     report.violate(
                         "AUDIT-ONE-ACTIVE",
@@ -94,6 +181,8 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
                 lock.last_token = Some(e.token);
                 lock.active = Some((lease, line_no));
             }
+            "leaserelease" | "leaseexpire" | "forcerelease" if unknown => lock.active = None,
+            "leaserenew" if unknown => lock.active = Some((lease, line_no)),
             "leaserelease" | "leaseexpire" | "forcerelease" => match &lock.active {
                 Some((holder, _)) if *holder == lease || e.kind.contains("orce") => {
                     lock.active = None
@@ -126,6 +215,26 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
                     message: format!("unknown audit kind {other:?}"),
                 });
             }
+        }
+    }
+    if let Some(h) = &range {
+        match last_seq {
+            Some((last, line)) if last != h.to_seq => report.violate(
+                "AUDIT-SEQ",
+                format!("seq {last}"),
+                format!("the export ends at {last} but its header says {}", h.to_seq),
+                vec![line],
+            ),
+            None if h.from_seq <= h.to_seq => report.violate(
+                "AUDIT-SEQ",
+                "header".to_owned(),
+                format!(
+                    "no events, but the header says {}..={}",
+                    h.from_seq, h.to_seq
+                ),
+                vec![1],
+            ),
+            _ => {}
         }
     }
     report.keys = locks.len() as u64;
@@ -169,6 +278,71 @@ mod tests {
         );
         assert_eq!(r.verdict(), "violation");
         assert_eq!(r.violations[1].lines, vec![1, 2]);
+    }
+
+    fn change(seq: u64, kind: &str, key: &str, lease: u64, token: u64) -> String {
+        format!(
+            r#"{{"seq":{seq},"at":"1970-01-01T00:00:00.000Z","kind":"{kind}","tenant":"t","key":"{key}","lease":"{lease:016x}","owner":"o","token":{token},"actor":"o","reason":null}}"#
+        )
+    }
+
+    #[test]
+    fn tn_bak_006_a_change_log_export_holds_its_whole_range() {
+        let header = r#"{"type":"header","format":"tenure-changes/1","from_seq":5,"to_seq":8,"source_node":1,"exported_at":"x"}"#;
+        // From the middle: the first release of a lock whose holder came
+        // before the range is taken as it comes.
+        let good = [
+            header.to_owned(),
+            change(5, "LEASE_WAIT", "k", 9, 0),
+            change(6, "LEASE_RELEASE", "k", 3, 4),
+            change(7, "LEASE_ACQUIRE", "k", 9, 5),
+            change(8, "LEASE_RENEW", "j", 2, 1),
+        ]
+        .join("\n");
+        let r = check_audit(&good).unwrap();
+        assert_eq!(r.verdict(), "pass", "{r}");
+        // A missing event, a short end, a wrong start.
+        let missing = [
+            header.to_owned(),
+            change(5, "LEASE_WAIT", "k", 9, 0),
+            change(7, "LEASE_WAIT", "k", 10, 0),
+            change(8, "LEASE_WAIT", "k", 11, 0),
+        ]
+        .join("\n");
+        assert_eq!(check_audit(&missing).unwrap().verdict(), "violation");
+        let short = [header.to_owned(), change(5, "LEASE_WAIT", "k", 9, 0)].join("\n");
+        assert_eq!(check_audit(&short).unwrap().verdict(), "violation");
+        let late = [
+            header.to_owned(),
+            change(6, "LEASE_WAIT", "k", 9, 0),
+            change(7, "LEASE_WAIT", "k", 9, 0),
+            change(8, "LEASE_WAIT", "k", 9, 0),
+        ]
+        .join("\n");
+        assert_eq!(check_audit(&late).unwrap().verdict(), "violation");
+        let foreign = header.replace("tenure-changes/1", "tenure-changes/9");
+        assert!(check_audit(&foreign).is_err());
+    }
+
+    #[test]
+    fn tn_bak_006_a_restore_may_jump_the_sequence_and_raises_the_floor() {
+        let s = [
+            ev(1, "LeaseAcquire", 1, 1),
+            change(1_000_002, "RESTORE", "", 0, 1_000_001),
+            change(1_000_003, "LEASE_RELEASE", "k", 1, 1),
+            change(1_000_004, "LEASE_ACQUIRE", "k", 7, 1_000_002),
+        ]
+        .join("\n");
+        let r = check_audit(&s).unwrap();
+        assert_eq!(r.verdict(), "pass", "{r}");
+        // A grant at or below the floor is a violation.
+        let low = [
+            change(1, "RESTORE", "", 0, 100),
+            change(2, "LEASE_ACQUIRE", "k", 7, 3),
+        ]
+        .join("\n");
+        let r = check_audit(&low).unwrap();
+        assert_eq!(r.violations[0].invariant, "AUDIT-TOKEN", "{r}");
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct NodeStatus {
     pub cluster_id: Option<String>,
     /// Every grant's fencing token is above this (0 until a restore).
     pub token_floor: u64,
+    /// The oldest audit sequence the node keeps (0: none kept).
+    pub audit_retained_from: u64,
 }
 
 /// Limits to change with [`Client::configure`](crate::Client::configure);
@@ -227,6 +229,7 @@ impl From<v1::StatusResponse> for NodeStatus {
             limits: s.limits.as_ref().map(tenure_proto::convert::table_config),
             cluster_id: nonempty(s.cluster_id),
             token_floor: s.token_floor,
+            audit_retained_from: s.audit_retained_from,
         }
     }
 }

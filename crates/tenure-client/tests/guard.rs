@@ -46,6 +46,7 @@ async fn cluster_with(auth_file: Option<std::path::PathBuf>) -> Cluster {
             auth_file: auth_file.clone(),
             rate_limit: 0,
             cache_mb: 64,
+            audit_retention: tenure_raft::AuditRetention::default(),
             tls: None,
             http_listen: None,
             table: tenure_core::TableConfig::default(),

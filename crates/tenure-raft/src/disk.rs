@@ -61,7 +61,12 @@ pub enum Space {
     Meta,
     /// The current snapshot.
     Snapshot,
+    /// Audit events applied, by big-endian sequence number.
+    Audit,
 }
+
+/// How many spaces there are.
+const SPACES: usize = 4;
 
 impl Space {
     fn name(self) -> &'static str {
@@ -69,6 +74,7 @@ impl Space {
             Space::Log => "log",
             Space::Meta => "meta",
             Space::Snapshot => "snapshot",
+            Space::Audit => "audit",
         }
     }
 }
@@ -83,6 +89,9 @@ pub trait Disk: Clone + Send + Sync + 'static {
     fn remove_range(&self, space: Space, from: &[u8], to: Option<&[u8]>) -> Result<(), DiskError>;
     /// The records with `from <= key` (and `key < to` when given), in key order.
     fn scan(&self, space: Space, from: &[u8], to: Option<&[u8]>) -> Result<Vec<Record>, DiskError>;
+    /// At most `limit` records with `from <= key`, in key order.
+    fn scan_limit(&self, space: Space, from: &[u8], limit: usize)
+    -> Result<Vec<Record>, DiskError>;
     /// The record with the greatest key.
     fn last(&self, space: Space) -> Result<Option<Record>, DiskError>;
     /// Makes every write so far durable.
@@ -105,7 +114,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 #[derive(Clone, Debug)]
 pub struct SledDisk {
     db: sled::Db,
-    trees: [sled::Tree; 3],
+    trees: [sled::Tree; SPACES],
     flushes: Arc<AtomicU64>,
     /// sled's files, synced after each of its flushes; `None`: sled's own
     /// flush alone (`--unsafe-no-fsync`, for measuring what syncs cost).
@@ -207,6 +216,7 @@ impl SledDisk {
             db.open_tree(Space::Log.name())?,
             db.open_tree(Space::Meta.name())?,
             db.open_tree(Space::Snapshot.name())?,
+            db.open_tree(Space::Audit.name())?,
         ];
         db.flush()?;
         let files = if sync {
@@ -259,6 +269,22 @@ impl Disk for SledDisk {
             .collect()
     }
 
+    fn scan_limit(
+        &self,
+        space: Space,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Record>, DiskError> {
+        self.tree(space)
+            .range::<Vec<u8>, _>((Bound::Included(from.to_vec()), Bound::Unbounded))
+            .take(limit)
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(DiskError::from)
+            })
+            .collect()
+    }
+
     fn last(&self, space: Space) -> Result<Option<Record>, DiskError> {
         Ok(self
             .tree(space)
@@ -300,15 +326,15 @@ enum Write {
 #[derive(Default)]
 struct SimState {
     /// What the process sees: every write, flushed or not.
-    visible: [Records; 3],
+    visible: [Records; SPACES],
     /// What survives a crash.
-    durable: [Records; 3],
+    durable: [Records; SPACES],
     /// Writes since the last flush, in order.
     pending: Vec<Write>,
     flushes: u64,
 }
 
-fn apply(records: &mut [Records; 3], write: &Write) {
+fn apply(records: &mut [Records; SPACES], write: &Write) {
     match write {
         Write::Put(space, kvs) => {
             for (k, v) in kvs {
@@ -389,6 +415,21 @@ impl Disk for SimDisk {
         Ok(self.with(|s| {
             s.visible[space as usize]
                 .range::<Vec<u8>, _>((Bound::Included(from.to_vec()), upper(to)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+    }
+
+    fn scan_limit(
+        &self,
+        space: Space,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Record>, DiskError> {
+        Ok(self.with(|s| {
+            s.visible[space as usize]
+                .range::<Vec<u8>, _>((Bound::Included(from.to_vec()), Bound::Unbounded))
+                .take(limit)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         }))

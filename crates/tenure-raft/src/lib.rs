@@ -27,6 +27,7 @@
 // openraft's StorageError is large, and its traits fix it as our error type.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 #[cfg(test)]
 mod decode_tests;
 pub mod disk;
@@ -38,6 +39,7 @@ pub mod state_machine;
 pub mod transport;
 pub mod types;
 
+pub use audit::{AuditHistory, AuditRetention};
 pub use disk::{Disk, DiskError, SimDisk, SledDisk, Space};
 pub use log_store::LogStore;
 pub use proposer::{Committed, Proposer, WriteError};

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tenure_core::{Applied, ApplyCtx, AuditEvent, Table, TableConfig};
 use tokio::sync::broadcast;
 
+use crate::audit::{self, AuditHistory, AuditRetention};
 use crate::disk::{Disk, DiskError, Space};
 use crate::log_store::{decode, encode};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -37,6 +38,7 @@ pub struct Applier {
 pub struct TableReader {
     inner: Arc<RwLock<Applier>>,
     notices: broadcast::Sender<Arc<Notice>>,
+    history: AuditHistory,
 }
 
 /// What one applied entry changed: its audit events, for the leader's
@@ -65,6 +67,11 @@ impl TableReader {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The audit events this node applied and keeps on its disk.
+    pub fn history(&self) -> &AuditHistory {
+        &self.history
+    }
+
     fn write(&self) -> RwLockWriteGuard<'_, Applier> {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
@@ -84,10 +91,18 @@ pub struct StateMachineStore<D: Disk> {
     shared: TableReader,
     /// Counts snapshots built by this process, for unique snapshot ids.
     built: u64,
+    /// How much audit history to keep.
+    retention: AuditRetention,
+    /// Events written since the history was last pruned.
+    since_prune: u64,
 }
 
 fn sm_read(e: DiskError) -> StorageError {
     StorageIOError::read_state_machine(&e).into()
+}
+
+fn sm_write(e: DiskError) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
 }
 
 impl<D: Disk> StateMachineStore<D> {
@@ -107,13 +122,22 @@ impl<D: Disk> StateMachineStore<D> {
             applier.membership = stored.meta.last_membership;
         }
         Ok(StateMachineStore {
-            disk,
             shared: TableReader {
                 inner: Arc::new(RwLock::new(applier)),
                 notices: broadcast::channel(NOTICE_BACKLOG).0,
+                history: AuditHistory::on(disk.clone()),
             },
+            disk,
             built: 0,
+            retention: AuditRetention::default(),
+            since_prune: 0,
         })
+    }
+
+    /// Keeps the audit history `retention` allows.
+    pub fn with_retention(mut self, retention: AuditRetention) -> StateMachineStore<D> {
+        self.retention = retention;
+        self
     }
 
     /// Read access to the applied table, for the services.
@@ -177,6 +201,8 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
     {
         let mut a = self.shared.write();
         let mut replies = Vec::new();
+        let mut kept = Vec::new();
+        let mut now_ms = 0;
         for entry in entries {
             a.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
@@ -194,6 +220,11 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
                         answers.push(applied);
                     }
                     if !events.is_empty() {
+                        now_ms = now_ms.max(p.at_ms);
+                        for e in &events {
+                            let bytes = audit::encode(e).map_err(sm_write)?;
+                            kept.push((audit::key(e.seq).to_vec(), bytes));
+                        }
                         let notice = Notice {
                             log_id: entry.log_id,
                             events,
@@ -210,6 +241,20 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
             };
             replies.push(reply);
         }
+        // The events go to disk before the table is readable again: a
+        // reader that sees a sequence finds its event in the history.
+        if let Some((k, _)) = kept.last() {
+            let mut last = [0u8; 8];
+            last.copy_from_slice(k);
+            let last = u64::from_be_bytes(last);
+            self.since_prune += kept.len() as u64;
+            self.disk.put(Space::Audit, kept).map_err(sm_write)?;
+            if self.since_prune >= audit::PRUNE_EVERY {
+                self.since_prune = 0;
+                audit::prune(&self.disk, self.retention, last, now_ms).map_err(sm_write)?;
+            }
+        }
+        drop(a);
         Ok(replies)
     }
 
@@ -234,6 +279,11 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
             data,
         };
         self.persist(&stored).await?;
+        // The entries the snapshot stands for were never applied here: the
+        // history kept so far does not join up with what comes next.
+        self.disk
+            .remove_range(Space::Audit, &[], None)
+            .map_err(sm_write)?;
         let mut a = self.shared.write();
         a.table = table;
         a.last_applied = meta.last_log_id;

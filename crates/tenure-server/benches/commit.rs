@@ -68,6 +68,7 @@ async fn cluster<D: Disk>(open: impl Fn(&std::path::Path) -> D) -> Cluster<D> {
             auth_file: None,
             rate_limit: 0,
             cache_mb: 64,
+            audit_retention: tenure_raft::AuditRetention::default(),
             tls: None,
             http_listen: None,
             table: tenure_core::TableConfig::default(),

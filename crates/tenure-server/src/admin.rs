@@ -202,6 +202,12 @@ impl<C: Connector> AdminService<C> {
             ServerState::Shutdown => v1::NodeRole::Unspecified,
         };
         let leader = self.router.leader();
+        let audit_retained_from = self
+            .table
+            .history()
+            .first()
+            .map_err(|e| ServeError::refused(Reason::Unavailable, e.to_string()))?
+            .unwrap_or(0);
         let table = self.table.read();
         let stats = table.table.stats();
         Ok(Response::new(v1::StatusResponse {
@@ -223,6 +229,7 @@ impl<C: Connector> AdminService<C> {
             limits: Some(convert::limits(table.table.config())),
             cluster_id: table.table.cluster_id().to_owned(),
             token_floor: table.table.token_floor(),
+            audit_retained_from,
         }))
     }
 

@@ -65,6 +65,10 @@ pub struct Settings {
     /// The storage's page cache, MiB (sled's cache; it holds the log and
     /// snapshots, not the lease table, which lives in memory anyway).
     pub cache_mb: Option<u64>,
+    /// The audit history kept on disk: the last this many events.
+    pub audit_retention_events: Option<u64>,
+    /// The audit history kept on disk: events at most this many hours old.
+    pub audit_retention_hours: Option<u64>,
     /// This node's certificate (PEM): with `tls_key` and `tls_ca`, every
     /// port is served over TLS only and peers are called with mutual TLS.
     pub tls_cert: Option<PathBuf>,
@@ -129,6 +133,8 @@ pub struct NodeConfig {
     pub rate_limit: u32,
     /// The storage's page cache, MiB.
     pub cache_mb: u64,
+    /// How much audit history the node keeps on disk.
+    pub audit_retention: tenure_raft::AuditRetention,
     /// TLS, if the node serves it.
     pub tls: Option<TlsFiles>,
     /// The limits this node proposes when it founds the cluster.
@@ -172,6 +178,8 @@ impl Settings {
             auth_file: self.auth_file.or(lower.auth_file),
             rate_limit: self.rate_limit.or(lower.rate_limit),
             cache_mb: self.cache_mb.or(lower.cache_mb),
+            audit_retention_events: self.audit_retention_events.or(lower.audit_retention_events),
+            audit_retention_hours: self.audit_retention_hours.or(lower.audit_retention_hours),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             tls_ca: self.tls_ca.or(lower.tls_ca),
@@ -282,6 +290,15 @@ impl Settings {
             auth_file: self.auth_file,
             rate_limit: self.rate_limit.unwrap_or(10_000),
             cache_mb: self.cache_mb.unwrap_or(DEFAULT_CACHE_MB),
+            audit_retention: {
+                let d = tenure_raft::AuditRetention::default();
+                tenure_raft::AuditRetention {
+                    max_events: self.audit_retention_events.unwrap_or(d.max_events),
+                    max_age_ms: self
+                        .audit_retention_hours
+                        .map_or(d.max_age_ms, |h| h.saturating_mul(3_600_000)),
+                }
+            },
             tls,
             table,
         };
@@ -296,6 +313,11 @@ impl Settings {
         }
         if config.cache_mb == 0 {
             return bad("cache_mb must be at least 1".into());
+        }
+        if config.audit_retention.max_events == 0 || config.audit_retention.max_age_ms == 0 {
+            return bad(
+                "audit_retention_events and audit_retention_hours must be at least 1".into(),
+            );
         }
         if config.snapshot_every == 0 {
             return bad("snapshot_every must be at least 1".into());

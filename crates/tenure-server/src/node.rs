@@ -151,7 +151,8 @@ impl Node {
         let log = LogStore::new(disk.clone());
         let flush_counter = disk.clone();
         let sm = StateMachineStore::open(disk, harness.table.clone())
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
+            .map_err(|e| ServerError::Raft(e.to_string()))?
+            .with_retention(config.audit_retention);
         let table = sm.reader();
         let raft = Raft::new(
             config.id,
@@ -203,7 +204,7 @@ impl Node {
             harness.clock.clone(),
         )
         .with_flush_counter(move || flush_counter.flushes());
-        let history = History::default();
+        let history = History::new(table.history().clone());
         tokio::spawn(history.clone().run(table.clone()));
         let founder = Founder {
             writer: writer.clone(),

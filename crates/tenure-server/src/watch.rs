@@ -1,42 +1,56 @@
-//! The recent audit stream, kept for `Watch` callers that resume from a
-//! sequence number. Every node keeps it (followers apply the same entries),
-//! so any node can serve a watch.
+//! The audit history a node serves `Watch` callers from, and the recent
+//! grants the HTTP gateway dates leases by.
+//!
+//! Every node keeps the events it applied on its disk (tenure-raft's
+//! `audit` module: bounded by count and age, kept across restarts), so any
+//! node can serve a watch that resumes from a sequence number, also after
+//! it restarted. [`History::gap`] says whether a resume asks for events
+//! that are no longer kept: the caller is then told (`gap_before`), never
+//! left to miss them in silence.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tenure_core::AuditEvent;
-use tenure_raft::TableReader;
+use tenure_raft::{AuditHistory, DiskError, TableReader};
 use tokio::sync::broadcast;
 
-/// How many recent events a node keeps for resuming watchers.
-pub const HISTORY: usize = 65_536;
+/// How many recent events a node keeps in memory to date grants.
+pub const RECENT: usize = 65_536;
 
-/// The last [`HISTORY`] audit events this node applied.
-#[derive(Clone, Default)]
+/// The kept audit history, and the last [`RECENT`] events in memory.
+#[derive(Clone)]
 pub struct History {
-    events: Arc<Mutex<VecDeque<AuditEvent>>>,
+    recent: Arc<Mutex<VecDeque<AuditEvent>>>,
+    kept: AuditHistory,
 }
 
 impl History {
+    /// The history `kept` on disk.
+    pub fn new(kept: AuditHistory) -> History {
+        History {
+            recent: Arc::default(),
+            kept,
+        }
+    }
+
     /// Follows the table's notices for as long as the node runs.
     pub async fn run(self, table: TableReader) {
         let mut notices = table.subscribe();
         loop {
             match notices.recv().await {
                 Ok(n) => {
-                    let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut events = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
                     for e in &n.events {
-                        if events.len() == HISTORY {
+                        if events.len() == RECENT {
                             events.pop_front();
                         }
                         events.push_back(e.clone());
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // A gap: resuming watchers will be told (gap_before).
-                    tracing::warn!(missed, "the watch history missed events");
-                    self.events
+                    tracing::warn!(missed, "the recent grants missed events");
+                    self.recent
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .clear();
@@ -47,9 +61,9 @@ impl History {
     }
 
     /// When a lease was granted (the proposer's wall clock, Unix ms), while
-    /// its grant is among the retained events.
+    /// its grant is among the recent events.
     pub fn granted_at(&self, id: tenure_core::LeaseId) -> Option<u64> {
-        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let events = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         events
             .iter()
             .rev()
@@ -57,22 +71,27 @@ impl History {
             .map(|e| e.at_ms)
     }
 
-    /// Where a watch from `from` starts, with `current` the latest audit
-    /// sequence number applied: the retained events to replay (sequence at
-    /// least `from`), and whether some events at or after `from` are no
-    /// longer retained. `from` 0 means "from now on": nothing to replay. A
-    /// `from` above `current` replays nothing and misses nothing: the watch
-    /// waits for it.
-    pub fn since(&self, from: u64, current: u64) -> (Vec<AuditEvent>, bool) {
-        if from == 0 {
-            return (Vec::new(), false);
+    /// Whether a watch from `from`, with `current` the latest audit
+    /// sequence applied, asks for events no longer kept. `from` 0 means
+    /// "from now on", and a `from` above `current` waits for it: neither
+    /// misses anything.
+    pub fn gap(&self, from: u64, current: u64) -> Result<bool, DiskError> {
+        if from == 0 || from > current {
+            return Ok(false);
         }
-        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept: Vec<AuditEvent> = events.iter().filter(|e| e.seq >= from).cloned().collect();
-        // The oldest sequence number still here; with nothing retained (a
-        // restart, say), the next one to come.
-        let first = events.front().map_or(current.saturating_add(1), |e| e.seq);
-        (kept, from <= current && from < first)
+        // With nothing kept (a snapshot just installed), everything up to
+        // now is missing.
+        Ok(self.kept.first()?.is_none_or(|first| from < first))
+    }
+
+    /// The oldest kept sequence number (`None`: nothing kept).
+    pub fn first(&self) -> Result<Option<u64>, DiskError> {
+        self.kept.first()
+    }
+
+    /// At most `limit` kept events with a sequence of at least `from`.
+    pub fn page(&self, from: u64, limit: usize) -> Result<Vec<AuditEvent>, DiskError> {
+        self.kept.page(from, limit)
     }
 }
 
@@ -97,36 +116,38 @@ mod tests {
     }
 
     fn kept(seqs: std::ops::RangeInclusive<u64>) -> History {
-        let h = History::default();
-        h.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(seqs.map(event));
-        h
+        let events: Vec<AuditEvent> = seqs.map(event).collect();
+        History::new(AuditHistory::from_fn(move |from, limit| {
+            Ok(events
+                .iter()
+                .filter(|e| e.seq >= from)
+                .take(limit)
+                .cloned()
+                .collect())
+        }))
     }
 
     #[test]
     fn tn_watch_001_from_zero_replays_nothing_and_a_start_ahead_misses_nothing() {
         let h = kept(1..=5);
-        assert_eq!(h.since(0, 5), (Vec::new(), false));
-        let (past, gap) = h.since(7, 5);
-        assert!(past.is_empty() && !gap, "a start above now waits, no gap");
-        let (past, gap) = h.since(3, 5);
-        assert_eq!(past.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
-        assert!(!gap);
+        assert!(!h.gap(0, 5).unwrap());
+        assert!(!h.gap(7, 5).unwrap(), "a start above now waits, no gap");
+        assert!(!h.gap(3, 5).unwrap());
+        let page = h.page(3, 10).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
     }
 
     #[test]
     fn tn_watch_001_a_start_older_than_what_is_kept_is_a_gap_even_with_nothing_kept() {
         // Events 10..=12 kept: from 4, the ones before 10 are gone.
         let h = kept(10..=12);
-        let (past, gap) = h.since(4, 12);
-        assert_eq!(past.len(), 3);
-        assert!(gap);
-        // Nothing kept at all (a restart): any start at or below now is a gap.
-        let empty = History::default();
-        assert_eq!(empty.since(1, 12), (Vec::new(), true));
-        assert_eq!(empty.since(12, 12), (Vec::new(), true));
-        assert_eq!(empty.since(13, 12), (Vec::new(), false));
+        assert!(h.gap(4, 12).unwrap());
+        assert!(!h.gap(10, 12).unwrap());
+        // Nothing kept at all (a snapshot installed): any start at or
+        // below now is a gap.
+        let empty = kept(1..=0);
+        assert!(empty.gap(1, 12).unwrap());
+        assert!(empty.gap(12, 12).unwrap());
+        assert!(!empty.gap(13, 12).unwrap());
     }
 }

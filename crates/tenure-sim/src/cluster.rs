@@ -144,6 +144,7 @@ impl SimCluster {
             auth_file: None,
             rate_limit: 0,
             cache_mb: 64,
+            audit_retention: tenure_raft::AuditRetention::default(),
             tls: None,
             http_listen: None,
             table: tenure_core::TableConfig::default(),

@@ -43,6 +43,9 @@ enum Command {
     Cluster(crate::cluster::ClusterArgs),
     /// Take, keep, release and look at locks; run a command under a lock.
     Lock(crate::lock::LockArgs),
+    /// The audit ledger as JSON lines: `changes export` (a range, gap-free)
+    /// and `changes follow` (a stream with a cursor in a state file).
+    Changes(crate::changes::ChangesArgs),
     /// Run the lease table in this process through a short story: contention,
     /// a waiting acquire, an expiry, a fenced write refused, a hand-off.
     /// Single process, no network, no disk: `tenure serve` runs the cluster.
@@ -124,6 +127,7 @@ impl Cli {
         match self.command {
             Command::Serve(args) => crate::serve::run(*args),
             Command::Cluster(args) => crate::cluster::run(args, &mut out),
+            Command::Changes(args) => crate::changes::run(args, &mut out),
             Command::Lock(args) => match crate::lock::run(args, &mut out)? {
                 // `lock run` exits with its command's status.
                 Some(status) => std::process::exit(status.code().unwrap_or(1)),

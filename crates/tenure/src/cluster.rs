@@ -317,6 +317,8 @@ fn status_json(s: &NodeStatus) -> serde_json::Value {
         "applied_index": s.applied_index, "table_digest": s.table_digest,
         "audit_sequence": s.audit_sequence, "locks": s.locks, "active_leases": s.active_leases,
         "waiting_leases": s.waiting_leases, "version": s.version, "disk_flushes": s.disk_flushes,
+        "cluster_id": s.cluster_id.as_deref().unwrap_or_default(), "token_floor": s.token_floor,
+        "audit_retained_from": s.audit_retained_from,
         "members": s.members.iter().map(|m| serde_json::json!({
             "node_id": m.node_id, "address": m.address, "voter": m.voter })).collect::<Vec<_>>(),
     })

@@ -3,6 +3,7 @@
 
 mod bench;
 mod certs;
+mod changes;
 mod check;
 mod cli;
 mod cluster;

@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// The storage's page cache, MiB (default 64).
     #[arg(long, env = "TENURE_CACHE_MB")]
     cache_mb: Option<u64>,
+    /// The audit history kept on disk for Watch and `tenure changes`: the
+    /// last this many events (default 1000000).
+    #[arg(long, env = "TENURE_AUDIT_RETENTION_EVENTS")]
+    audit_retention_events: Option<u64>,
+    /// The audit history kept on disk: events at most this many hours old
+    /// (default 168, a week).
+    #[arg(long, env = "TENURE_AUDIT_RETENTION_HOURS")]
+    audit_retention_hours: Option<u64>,
     /// This node's certificate (PEM). With --tls-key and --tls-ca, the node
     /// serves TLS only and calls its peers with mutual TLS; required to
     /// listen beyond loopback. `tenure certs init` makes a development set.
@@ -194,6 +202,8 @@ impl ServeArgs {
             auth_file: self.auth_file.clone(),
             rate_limit: self.rate_limit,
             cache_mb: self.cache_mb,
+            audit_retention_events: self.audit_retention_events,
+            audit_retention_hours: self.audit_retention_hours,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_ca: self.tls_ca.clone(),

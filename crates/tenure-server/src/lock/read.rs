@@ -20,6 +20,16 @@ fn stale(consistency: i32) -> bool {
     consistency == v1::Consistency::Stale as i32
 }
 
+/// Events read from the kept history at a time when a watch replays.
+const REPLAY_PAGE: usize = 1_024;
+
+async fn send_error(
+    tx: &mpsc::Sender<Result<v1::WatchEvent, tonic::Status>>,
+    e: ServeError,
+) -> bool {
+    tx.send(Err(e.into_status(None))).await.is_ok()
+}
+
 impl<C: Connector> LockService<C> {
     pub(super) async fn get_call(
         &self,
@@ -114,7 +124,11 @@ impl<C: Connector> LockService<C> {
         // Subscribe first, then read the history: nothing falls in between.
         let mut notices = self.table.subscribe();
         let current = self.table.read().table.audit_seq();
-        let (past, gap) = self.history.since(r.from_sequence, current);
+        let gap = self
+            .history
+            .gap(r.from_sequence, current)
+            .map_err(|e| ServeError::refused(Reason::Unavailable, e.to_string()))?;
+        let history = self.history.clone();
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(async move {
             let _open = crate::metrics::Open::new("tenure_watch_subscribers");
@@ -133,14 +147,32 @@ impl<C: Connector> LockService<C> {
                 w.gap_before = std::mem::take(&mut gap_before);
                 tx.send(Ok(w)).await.is_ok()
             };
-            for e in &past {
-                if e.seq <= last || !wanted(e) {
-                    continue;
+            // The kept events up to now, a page at a time, from the disk.
+            let mut next = last + 1;
+            while next <= current {
+                let page = match history.page(next, REPLAY_PAGE) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let s = ServeError::refused(Reason::Unavailable, e.to_string());
+                        let _ = send_error(&tx, s).await;
+                        return;
+                    }
+                };
+                let Some(end) = page.last().map(|e| e.seq) else {
+                    break;
+                };
+                for e in page.iter().take_while(|e| e.seq <= current) {
+                    if e.seq <= last || !wanted(e) {
+                        continue;
+                    }
+                    if !send(e, &mut last).await {
+                        return;
+                    }
                 }
-                if !send(e, &mut last).await {
-                    return;
-                }
+                next = end + 1;
             }
+            // Filtered-out events still count as seen.
+            last = last.max(current);
             loop {
                 match notices.recv().await {
                     Ok(n) => {

@@ -36,6 +36,7 @@ pub fn config(
         auth_file: None,
         rate_limit: 0,
         cache_mb: 64,
+        audit_retention: tenure_raft::AuditRetention::default(),
         tls: None,
         http_listen: None,
         table: tenure_core::TableConfig::default(),
