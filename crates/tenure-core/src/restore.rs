@@ -405,7 +405,26 @@ impl Table {
         at_ms: u64,
         c: RestoreCommit,
     ) -> Result<(crate::Reply, Option<AuditEvent>), Error> {
-        let p = self.pending_of(c.attempt)?.clone();
+        self.pending_of(c.attempt)?;
+        // Taken out rather than copied (it can be hundreds of MB); put back
+        // on a refusal, which changes nothing.
+        let p = self.state.extra.pending.take();
+        let Some(p) = p else {
+            return Err(invalid("no restore is in progress"));
+        };
+        let result = self.commit_staged(index, at_ms, &p);
+        if result.is_err() {
+            self.state.extra.pending = Some(p);
+        }
+        result
+    }
+
+    fn commit_staged(
+        &mut self,
+        index: u64,
+        at_ms: u64,
+        p: &Pending,
+    ) -> Result<(crate::Reply, Option<AuditEvent>), Error> {
         let b = &p.begin;
         if p.data.len() as u64 != b.total_bytes {
             return Err(invalid(format!(
