@@ -310,6 +310,24 @@ impl Table {
         if let Some(done) = self.already(&c.sha256) {
             return Ok(done);
         }
+        self.check_begin(&c)?;
+        self.state.extra.pending = Some(Pending {
+            begin: c,
+            started: index,
+            chunks: 0,
+            data: Vec::new(),
+        });
+        Ok(crate::Reply::Unchanged)
+    }
+
+    /// The refusals of a `RestoreBegin` by the table as it is: another
+    /// attempt staging (from the same or a later term), or a target that
+    /// does not take the backup. A server checks these before proposing,
+    /// so such a refusal changes nothing, not even the table's position.
+    pub(crate) fn check_begin(&self, c: &RestoreBegin) -> Result<(), Error> {
+        if self.restored_at(&c.sha256).is_some() {
+            return Ok(());
+        }
         if let Some(p) = &self.state.extra.pending
             && p.begin.attempt != c.attempt
             && p.begin.term >= c.term
@@ -320,14 +338,7 @@ impl Table {
                 p.started
             )));
         }
-        self.check_target(&c)?;
-        self.state.extra.pending = Some(Pending {
-            begin: c,
-            started: index,
-            chunks: 0,
-            data: Vec::new(),
-        });
-        Ok(crate::Reply::Unchanged)
+        self.check_target(c)
     }
 
     /// A restore needs an empty table, or `merge` and the same cluster.

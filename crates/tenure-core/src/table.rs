@@ -736,6 +736,7 @@ impl Table {
         let retry = match command {
             Command::Acquire(c) => remembered(&c.tenant, &c.owner, &c.request_id),
             Command::Renew(c) => remembered(&c.tenant, &c.owner, &c.request_id),
+            Command::RestoreBegin(c) => return self.check_begin(c),
             _ => false,
         };
         if retry {
