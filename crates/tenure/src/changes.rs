@@ -18,6 +18,7 @@ use clap::{Args, Subcommand};
 use tenure_client::{Client, WatchEvent, WatchOptions};
 use tenure_core::{AuditEvent, AuditKind};
 use tenure_proto::convert;
+use tenure_server::clock::NodeClock;
 
 use crate::cluster::{Endpoints, connect};
 use crate::error::Error;
@@ -171,7 +172,7 @@ async fn export(client: &Client, from: u64, to: Option<u64>, out: &Path) -> Resu
         "from_seq": from,
         "to_seq": to,
         "source_node": status.node_id,
-        "exported_at": tenure_server::clock::rfc3339(wall_ms()),
+        "exported_at": tenure_server::clock::rfc3339(NodeClock::system().wall_ms()),
     });
     let mut lines = Vec::new();
     writeln!(lines, "{header}")?;
@@ -208,12 +209,6 @@ async fn export(client: &Client, from: u64, to: Option<u64>, out: &Path) -> Resu
         "changes: {count} events, sequences {from}..={to}, from node {}",
         status.node_id
     ))
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename,
