@@ -26,6 +26,7 @@ fn help_lists_only_commands_that_work() {
             "serve",
             "cluster",
             "lock",
+            "changes",
             "demo",
             "bench",
             "check",
