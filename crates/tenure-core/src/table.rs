@@ -138,14 +138,16 @@ impl Table {
         if let Command::Import(import) = command {
             return self.import(ctx, import);
         }
+        assert!(
+            ctx.index > self.state.last_index,
+            "log index {} applied after {}: indexes must strictly increase",
+            ctx.index,
+            self.state.last_index
+        );
+        self.state.last_index = ctx.index;
+        // A restore's commit moves the position and the audit sequence on
+        // itself.
         if let Command::RestoreCommit(c) = command {
-            assert!(
-                ctx.index > self.state.last_index,
-                "log index {} applied after {}",
-                ctx.index,
-                self.state.last_index
-            );
-            self.state.last_index = ctx.index;
             return match self.restore_commit(ctx.index, ctx.at_ms, c) {
                 Ok((reply, event)) => Applied {
                     result: Ok(reply),
@@ -157,13 +159,6 @@ impl Table {
                 },
             };
         }
-        assert!(
-            ctx.index > self.state.last_index,
-            "log index {} applied after {}: indexes must strictly increase",
-            ctx.index,
-            self.state.last_index
-        );
-        self.state.last_index = ctx.index;
         let mut seq = self.state.audit_seq;
         let mut audit = Audit {
             ctx,

@@ -89,6 +89,37 @@ impl Timers {
     }
 }
 
+/// Arms, from `now`, every live lease of `table` for `extension(ttl,
+/// spread)` (the spread, up to a second, keeps expiries that would fall due
+/// together apart), each waiter's wait when `waits`, and every lock-delay.
+fn arm_table(
+    t: &mut Timers,
+    table: &tenure_core::Table,
+    now: Instant,
+    extension: impl Fn(Duration, Duration) -> Duration,
+    waits: bool,
+) {
+    let delay = Duration::from_millis(table.config().lock_delay_ms);
+    for (i, lease) in table.live_leases().enumerate() {
+        let spread = Duration::from_millis((i % 1_000) as u64);
+        let ttl = Duration::from_millis(lease.ttl_ms);
+        let until = now + extension(ttl, spread);
+        t.arm(Due::Expire(lease.id), until, lease.version, false);
+        if waits && lease.state == LeaseState::Waiting {
+            let wait = Duration::from_millis(lease.wait_timeout_ms);
+            t.arm(
+                Due::Wait(lease.id),
+                now + wait + spread,
+                lease.version,
+                false,
+            );
+        }
+    }
+    for (tenant, key) in table.delayed_locks() {
+        t.arm(Due::Delay(tenant.into(), key.into()), now + delay, 0, false);
+    }
+}
+
 /// The leader's timers, shared by the timer loop and the services.
 #[derive(Clone)]
 pub struct LeaseTimers {
@@ -208,33 +239,18 @@ impl LeaseTimers {
     fn take_office(&self, table: &TableReader, now: Instant) {
         let applier = table.read();
         let t_table = &applier.table;
-        let delay = Duration::from_millis(t_table.config().lock_delay_ms);
         let mut t = self.lock();
         t.active = true;
         t.expiring.clear();
-        for (i, lease) in t_table.live_leases().enumerate() {
-            // Spread expiries that would fall due together: extending is safe.
-            let spread = Duration::from_millis((i % 1_000) as u64);
-            let ttl = Duration::from_millis(lease.ttl_ms);
-            let extension = if self.sabotage.no_extension_on_promotion {
+        let sabotage = self.sabotage.no_extension_on_promotion;
+        let extension = |ttl, spread| {
+            if sabotage {
                 Duration::ZERO
             } else {
                 ttl + self.election + spread
-            };
-            t.arm(Due::Expire(lease.id), now + extension, lease.version, false);
-            if lease.state == LeaseState::Waiting {
-                let wait = Duration::from_millis(lease.wait_timeout_ms);
-                t.arm(
-                    Due::Wait(lease.id),
-                    now + wait + spread,
-                    lease.version,
-                    false,
-                );
             }
-        }
-        for (tenant, key) in t_table.delayed_locks() {
-            t.arm(Due::Delay(tenant.into(), key.into()), now + delay, 0, false);
-        }
+        };
+        arm_table(&mut t, t_table, now, extension, true);
         drop(t);
         tracing::info!(
             leases = t_table.stats().active + t_table.stats().waiting,
@@ -304,20 +320,13 @@ impl LeaseTimers {
                 (AuditKind::Restore, _, _) => {
                     // Restored holders get their full TTL from the commit;
                     // restored lock-delays run again from it.
-                    let table = &applier.table;
-                    for (i, lease) in table.live_leases().enumerate() {
-                        let spread = Duration::from_millis((i % 1_000) as u64);
-                        let ttl = Duration::from_millis(lease.ttl_ms);
-                        t.arm(
-                            Due::Expire(lease.id),
-                            now + ttl + spread,
-                            lease.version,
-                            false,
-                        );
-                    }
-                    for (tenant, key) in table.delayed_locks() {
-                        t.arm(Due::Delay(tenant.into(), key.into()), now + delay, 0, false);
-                    }
+                    arm_table(
+                        &mut t,
+                        &applier.table,
+                        now,
+                        |ttl, spread| ttl + spread,
+                        false,
+                    );
                 }
                 (_, Some(id), _) => {
                     // Released, expired, force-released, cancelled: gone.
