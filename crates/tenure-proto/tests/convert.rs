@@ -638,6 +638,7 @@ fn the_descriptor_set_describes_both_services() {
             "ExportSnapshot",
             "Backup",
             "ImportSnapshot",
+            "Restore",
             "Configure"
         ]
     );
