@@ -254,16 +254,18 @@ fn tn_sim_001_a_renewal_never_outlives_an_expiry_applied_meanwhile() {
 }
 
 /// A run of a control that violates only linearizability (INV-3) is not a
-/// catch of a control that breaks mutual exclusion: split-brain seed 2
-/// under renew-without-read-index reports INV-3 alone.
+/// catch of a control that breaks mutual exclusion: split-brain seed 7
+/// under renew-without-read-index reports INV-3 alone (found with `tenure
+/// sim run split-brain --seeds 1..60 --control renew-without-read-index
+/// --json`; seeds 10, 28, 53 do too).
 #[test]
 fn tn_sim_003_a_violation_of_another_invariant_is_not_a_catch() {
     let s = scenario::scenario("split-brain").expect("the scenario exists");
-    let o = scenario::run(&s, 2, Some(Control::RenewWithoutReadIndex)).expect("the run completes");
-    assert!(o.violated(), "seed 2 violates something");
+    let o = scenario::run(&s, 7, Some(Control::RenewWithoutReadIndex)).expect("the run completes");
+    assert!(o.violated(), "seed 7 violates something");
     assert!(
         !o.broke("INV-1"),
-        "seed 2 now breaks INV-1 too; pick another seed for this test"
+        "seed 7 now breaks INV-1 too; pick another seed for this test"
     );
     assert!(
         !o.caught(),
