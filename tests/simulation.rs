@@ -273,3 +273,58 @@ fn tn_sim_003_a_violation_of_another_invariant_is_not_a_catch() {
     );
     assert_eq!(o.breaks, Some("INV-1"));
 }
+
+/// The plan of a seeded run (its faults, concrete) replays the run byte for
+/// byte, through the file format.
+#[test]
+fn tn_sim_006_the_plan_of_a_seeded_run_replays_it_byte_for_byte() {
+    use tenure_sim::plan::Plan;
+    use tenure_sim::scenario::Overrides;
+    for (name, seed) in [("mixed", 3), ("five-nodes", 2), ("split-brain", 4)] {
+        let s = scenario::scenario(name).expect("the scenario exists");
+        let o = scenario::run(&s, seed, None).expect("the simulation runs");
+        assert!(!o.steps.is_empty(), "{name} seed {seed} applied no fault");
+        let plan = Plan::of(&s, &o, &Overrides::default());
+        let read = Plan::read(&plan.text()).expect("the plan reads back");
+        assert_eq!(read, plan);
+        let again =
+            scenario::run_with(&s, seed, None, &read.overrides()).expect("the simulation runs");
+        assert_eq!(again.hash, o.hash, "{name} seed {seed}: the replay differs");
+        assert_eq!(again.faults, o.faults);
+    }
+    assert!(Plan::read("{}").is_err());
+    assert!(Plan::read(&"x".repeat(10)).is_err());
+}
+
+/// A run caught by a negative control shrinks (ddmin over the faults, then
+/// fewer clients, a shorter run) to a plan of a few faults that still
+/// breaks the control's invariant, and the plan replays that failure.
+#[test]
+fn tn_sim_007_a_caught_control_shrinks_to_a_few_faults_that_replay_the_failure() {
+    use tenure_sim::plan::shrink;
+    let control = Control::GrantBeforeCommit;
+    let s = scenario::scenario(control.scenario()).expect("the scenario exists");
+    let seed = (1..=CATCH_WITHIN)
+        .find(|seed| {
+            scenario::run(&s, *seed, Some(control))
+                .expect("the simulation runs")
+                .caught()
+        })
+        .expect("a seed catches the control");
+    let shrunk = shrink(&s, seed, Some(control), &mut |_| {}).expect("it shrinks");
+    assert_eq!(shrunk.failure, control.breaks());
+    let (b, a) = (shrunk.before, shrunk.after);
+    assert!(a.faults <= b.faults && a.faults <= 3, "{b:?} -> {a:?}");
+    assert!(a.clients <= b.clients && a.run_for_ms <= b.run_for_ms);
+    let replayed = scenario::run_with(&s, seed, Some(control), &shrunk.plan.overrides())
+        .expect("the simulation runs");
+    assert!(
+        replayed.caught(),
+        "the shrunk plan no longer breaks {}",
+        control.breaks()
+    );
+    assert_eq!(replayed.hash, shrunk.outcome.hash);
+    // A passing run has nothing to shrink.
+    let passing = scenario::scenario("partitions").expect("the scenario exists");
+    assert!(shrink(&passing, 1, None, &mut |_| {}).is_err());
+}

@@ -12,6 +12,7 @@
 //! - [`nemesis`]: the faults;
 //! - [`mod@scenario`]: named scenarios, negative controls, one seeded run
 //!   checked by tenure-check;
+//! - [`plan`]: fault schedules as files, and shrinking a failing run;
 //! - [`store`]: the fenced downstream store;
 //! - [`history`]: the recorder.
 
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod plan;
 pub mod scenario;
 pub mod store;
 pub mod workload;

@@ -4,20 +4,29 @@
 //! unflushed writes lost, a node paused longer than a TTL, wall-clock
 //! steps. One fault at a time; each heals when its window ends, and all
 //! heal before the clients stop.
+//!
+//! A fault is planned by its kind and window; when it starts, the seed's
+//! randomness makes it concrete (an [`Action`]: which nodes, which
+//! clients, how lossy, how far the clock steps). The actions taken are
+//! kept as [`Step`]s: a plan file of them replays the same faults without
+//! the randomness, which is how `tenure sim shrink` drops faults and still
+//! replays the rest exactly. "The leader" stays a role, not a node: it is
+//! whichever node leads when the fault starts.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use tenure_raft::NodeId;
 
 use crate::cluster::SimCluster;
 
 /// A kind of fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Fault {
     /// A minority of nodes, with some clients, cut off from the rest.
     Partition,
@@ -52,7 +61,7 @@ impl Fault {
 }
 
 /// One planned fault.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Planned {
     /// When it starts (true time since the simulation began).
     pub at: Duration,
@@ -60,6 +69,113 @@ pub struct Planned {
     pub until: Duration,
     /// What it is.
     pub fault: Fault,
+    /// What exactly it does; `None`: drawn from the seed when it starts.
+    pub action: Option<Action>,
+}
+
+/// A node a fault targets: whichever leads when the fault starts, or a
+/// given one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// The node most nodes name as leader when the fault starts (the
+    /// lowest id when none is agreed).
+    Leader,
+    /// This node.
+    Node(NodeId),
+}
+
+/// A fault made concrete.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "kebab-case")]
+pub enum Action {
+    /// `side` (with `clients`) cut off from the other nodes and clients.
+    Partition {
+        /// The nodes on the minority side.
+        side: Vec<NodeId>,
+        /// The clients with them.
+        clients: Vec<String>,
+    },
+    /// The leader, with `clients`, cut off from the rest.
+    SplitBrain {
+        /// The clients with it.
+        clients: Vec<String>,
+    },
+    /// Messages from `from` to `to` lost (and `leader`'s to `client`).
+    Asymmetric {
+        /// The sender whose messages are lost.
+        from: Target,
+        /// Their receiver.
+        to: Target,
+        /// The leader side of the cut.
+        leader: Target,
+        /// A client whose answers from `leader` are lost too.
+        client: Option<String>,
+    },
+    /// Links fail at `rate` per ms, messages up to `latency_ms` late.
+    Lossy {
+        /// Failures per link per ms.
+        rate: f64,
+        /// The longest message latency.
+        latency_ms: u64,
+    },
+    /// A node crashes (unflushed writes lost), restarted at the heal.
+    Crash {
+        /// Which.
+        victim: Target,
+    },
+    /// A node hears and says nothing until the heal.
+    Pause {
+        /// Which.
+        victim: Target,
+    },
+    /// A node's wall clock steps by `by_ms`.
+    ClockStep {
+        /// Which.
+        victim: Target,
+        /// How far (negative: back).
+        by_ms: i64,
+    },
+}
+
+impl Action {
+    /// Its kind.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Action::Partition { .. } => Fault::Partition,
+            Action::SplitBrain { .. } => Fault::SplitBrain,
+            Action::Asymmetric { .. } => Fault::Asymmetric,
+            Action::Lossy { .. } => Fault::Lossy,
+            Action::Crash { .. } => Fault::Crash,
+            Action::Pause { .. } => Fault::Pause,
+            Action::ClockStep { .. } => Fault::ClockStep,
+        }
+    }
+}
+
+/// A fault as it was (or is to be) applied: its window and its action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// When it starts, ms of true time since the simulation began (it
+    /// starts at the first step at or after this with no fault active).
+    pub at_ms: u64,
+    /// When it heals, ms.
+    pub until_ms: u64,
+    /// What it does.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+impl Step {
+    /// The step as a planned fault.
+    pub fn planned(&self) -> Planned {
+        Planned {
+            at: Duration::from_millis(self.at_ms),
+            until: Duration::from_millis(self.until_ms),
+            fault: self.action.fault(),
+            action: Some(self.action.clone()),
+        }
+    }
 }
 
 /// Plans faults from `kinds` between `start` and `end`: windows of
@@ -88,6 +204,7 @@ pub fn plan(
             at,
             until: at + len,
             fault,
+            action: None,
         });
         at += len + Duration::from_millis(rng.gen_range(200..2_000));
     }
@@ -134,6 +251,8 @@ pub struct Nemesis {
     base_latency: Duration,
     /// What it did, in order.
     pub log: Vec<Applied>,
+    /// The faults it applied, concrete: a plan that replays them.
+    pub steps: Vec<Step>,
 }
 
 impl Nemesis {
@@ -160,6 +279,7 @@ impl Nemesis {
             ttl,
             base_latency,
             log: Vec::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -171,12 +291,27 @@ impl Nemesis {
         self.cluster.hosts.get(&id).cloned().unwrap_or_default()
     }
 
-    /// The leader most nodes name, else any node.
-    fn leader(&mut self) -> NodeId {
+    /// The leader most nodes name as a target; with none agreed, a node
+    /// drawn from the seed.
+    fn leader(&mut self) -> Target {
         let nodes = self.nodes();
         match self.cluster.agreed_leader(&nodes) {
-            Some((l, _)) => l,
-            None => nodes[self.rng.gen_range(0..nodes.len())],
+            Some(_) => Target::Leader,
+            None => Target::Node(nodes[self.rng.gen_range(0..nodes.len())]),
+        }
+    }
+
+    /// The node a target names now.
+    fn resolve(&self, target: Target) -> NodeId {
+        match target {
+            Target::Node(id) => id,
+            Target::Leader => {
+                let nodes = self.nodes();
+                match self.cluster.agreed_leader(&nodes) {
+                    Some((l, _)) => l,
+                    None => nodes.first().copied().unwrap_or(1),
+                }
+            }
         }
     }
 
@@ -206,11 +341,19 @@ impl Nemesis {
             self.heal(sim, active, now);
         }
         if self.active.is_none()
-            && let Some(p) = self.next
-            && p.at <= now
+            && let Some(p) = self.next.take_if(|p| p.at <= now)
         {
             self.next = self.plan.next();
-            let active = self.start(sim, p.fault, now);
+            let action = match p.action {
+                Some(a) => a,
+                None => self.draw(p.fault),
+            };
+            self.steps.push(Step {
+                at_ms: p.at.as_millis() as u64,
+                until_ms: p.until.as_millis() as u64,
+                action: action.clone(),
+            });
+            let active = self.start(sim, action, now);
             self.active = Some((p.until, active));
         }
     }
@@ -232,92 +375,140 @@ impl Nemesis {
         }
     }
 
-    fn start(&mut self, sim: &mut turmoil::Sim<'_>, fault: Fault, now: Duration) -> Active {
+    /// Makes a fault concrete with the seed's randomness (the same draws,
+    /// in the same order, as the faults always took).
+    fn draw(&mut self, fault: Fault) -> Action {
         let nodes = self.nodes();
         match fault {
             Fault::Partition | Fault::SplitBrain => {
-                let mut side: BTreeSet<NodeId> = BTreeSet::new();
-                if fault == Fault::SplitBrain {
-                    side.insert(self.leader());
+                let mut side: Vec<NodeId> = Vec::new();
+                let leader = if fault == Fault::SplitBrain {
+                    Some(self.leader())
                 } else {
                     let k = self.rng.gen_range(1..=(nodes.len() - 1) / 2);
                     let mut shuffled = nodes.clone();
                     shuffled.shuffle(&mut self.rng);
                     side.extend(shuffled.into_iter().take(k));
-                }
-                let mut clients_a: Vec<String> = self
+                    side.sort_unstable();
+                    None
+                };
+                let mut clients: Vec<String> = self
                     .clients
                     .iter()
                     .filter(|_| self.rng.gen_bool(0.5))
                     .cloned()
                     .collect();
-                if fault == Fault::SplitBrain && clients_a.is_empty() {
-                    clients_a.push(self.clients[self.rng.gen_range(0..self.clients.len())].clone());
+                if fault == Fault::SplitBrain && clients.is_empty() {
+                    clients.push(self.clients[self.rng.gen_range(0..self.clients.len())].clone());
                 }
-                let a: Vec<String> = side.iter().map(|n| self.host(*n)).collect();
-                let b: Vec<String> = nodes
-                    .iter()
-                    .filter(|n| !side.contains(n))
-                    .map(|n| self.host(*n))
-                    .collect();
-                let clients_b: Vec<String> = self
-                    .clients
-                    .iter()
-                    .filter(|c| !clients_a.contains(c))
-                    .cloned()
-                    .collect();
-                Self::cut(sim, &a, &b);
-                Self::cut(sim, &clients_a, &b);
-                Self::cut(sim, &clients_b, &a);
-                self.note(
-                    now,
-                    format!(
-                        "{}: {a:?} with clients {clients_a:?} | {b:?} with clients {clients_b:?}",
-                        fault.name()
-                    ),
-                );
-                Active::Links
+                match leader {
+                    Some(Target::Leader) => Action::SplitBrain { clients },
+                    // No leader agreed: the node drawn stands alone.
+                    Some(Target::Node(id)) => Action::Partition {
+                        side: vec![id],
+                        clients,
+                    },
+                    None => Action::Partition { side, clients },
+                }
             }
             Fault::Asymmetric => {
                 let leader = self.leader();
-                let others: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != leader).collect();
-                let other = others[self.rng.gen_range(0..others.len())];
+                let leader_id = self.resolve(leader);
+                let others: Vec<NodeId> =
+                    nodes.iter().copied().filter(|n| *n != leader_id).collect();
+                let other = Target::Node(others[self.rng.gen_range(0..others.len())]);
                 let (from, to) = if self.rng.gen_bool(0.5) {
                     (leader, other)
                 } else {
                     (other, leader)
                 };
+                let client = self
+                    .rng
+                    .gen_bool(0.5)
+                    .then(|| self.clients[self.rng.gen_range(0..self.clients.len())].clone());
+                Action::Asymmetric {
+                    from,
+                    to,
+                    leader,
+                    client,
+                }
+            }
+            Fault::Lossy => Action::Lossy {
+                rate: self.rng.gen_range(0.0005..0.004),
+                latency_ms: self.rng.gen_range(10..60),
+            },
+            Fault::Crash | Fault::Pause => {
+                let victim = if self.rng.gen_bool(0.8) {
+                    self.leader()
+                } else {
+                    Target::Node(nodes[self.rng.gen_range(0..nodes.len())])
+                };
+                if fault == Fault::Crash {
+                    Action::Crash { victim }
+                } else {
+                    Action::Pause { victim }
+                }
+            }
+            Fault::ClockStep => {
+                let victim = if self.rng.gen_bool(0.6) {
+                    self.leader()
+                } else {
+                    Target::Node(nodes[self.rng.gen_range(0..nodes.len())])
+                };
+                let ttl = self.ttl.as_millis() as i64;
+                let by = self.rng.gen_range(ttl / 2..=ttl * 3);
+                let by_ms = if self.rng.gen_bool(0.7) { by } else { -by };
+                Action::ClockStep { victim, by_ms }
+            }
+        }
+    }
+
+    fn start(&mut self, sim: &mut turmoil::Sim<'_>, action: Action, now: Duration) -> Active {
+        match action {
+            Action::Partition { side, clients } => {
+                self.split(sim, "partition", &side, &clients, now)
+            }
+            Action::SplitBrain { clients } => {
+                let leader = self.resolve(Target::Leader);
+                self.split(sim, "split-brain", &[leader], &clients, now)
+            }
+            Action::Asymmetric {
+                from,
+                to,
+                leader,
+                client,
+            } => {
+                let (from, to) = (self.resolve(from), self.resolve(to));
+                if from == to {
+                    self.note(
+                        now,
+                        format!("asymmetric: n{from} -> n{to} is one node: nothing cut"),
+                    );
+                    return Active::Links;
+                }
                 sim.partition_oneway(self.host(from).as_str(), self.host(to).as_str());
                 let mut what = format!("asymmetric: n{from} -> n{to} lost");
-                // Sometimes the leader's answers to a client are lost too.
-                if self.rng.gen_bool(0.5) {
-                    let c = self.clients[self.rng.gen_range(0..self.clients.len())].clone();
+                if let Some(c) = client {
+                    let leader = self.resolve(leader);
                     sim.partition_oneway(self.host(leader).as_str(), c.as_str());
                     what.push_str(&format!(", n{leader} -> {c} lost"));
                 }
                 self.note(now, what);
                 Active::Links
             }
-            Fault::Lossy => {
-                let rate = self.rng.gen_range(0.0005..0.004);
-                let latency = Duration::from_millis(self.rng.gen_range(10..60));
+            Action::Lossy { rate, latency_ms } => {
                 sim.set_fail_rate(rate);
-                sim.set_max_message_latency(latency);
+                sim.set_max_message_latency(Duration::from_millis(latency_ms));
                 self.note(
                     now,
                     format!(
-                        "lossy: links fail at {rate:.4} per ms, messages up to {} ms late",
-                        latency.as_millis()
+                        "lossy: links fail at {rate:.4} per ms, messages up to {latency_ms} ms late"
                     ),
                 );
                 Active::Lossy
             }
-            Fault::Crash => {
-                let victim = if self.rng.gen_bool(0.8) {
-                    self.leader()
-                } else {
-                    nodes[self.rng.gen_range(0..nodes.len())]
-                };
+            Action::Crash { victim } => {
+                let victim = self.resolve(victim);
                 let host = self.host(victim);
                 // Cut first: a crashed machine says nothing, and the FINs its
                 // dropped connections would send (in an order tokio does not
@@ -332,12 +523,8 @@ impl Nemesis {
                 self.note(now, format!("crash: n{victim}, unflushed writes lost"));
                 Active::Crashed(victim)
             }
-            Fault::Pause => {
-                let victim = if self.rng.gen_bool(0.8) {
-                    self.leader()
-                } else {
-                    nodes[self.rng.gen_range(0..nodes.len())]
-                };
+            Action::Pause { victim } => {
+                let victim = self.resolve(victim);
                 let host = self.host(victim);
                 let everyone: Vec<String> = self
                     .cluster
@@ -353,20 +540,48 @@ impl Nemesis {
                 self.note(now, format!("pause: n{victim} hears and says nothing"));
                 Active::Links
             }
-            Fault::ClockStep => {
-                let victim = if self.rng.gen_bool(0.6) {
-                    self.leader()
-                } else {
-                    nodes[self.rng.gen_range(0..nodes.len())]
-                };
-                let ttl = self.ttl.as_millis() as i64;
-                let by = self.rng.gen_range(ttl / 2..=ttl * 3);
-                let by = if self.rng.gen_bool(0.7) { by } else { -by };
-                self.cluster.step_wall(victim, by);
-                self.note(now, format!("clock-step: n{victim}'s wall clock {by:+} ms"));
+            Action::ClockStep { victim, by_ms } => {
+                let victim = self.resolve(victim);
+                self.cluster.step_wall(victim, by_ms);
+                self.note(
+                    now,
+                    format!("clock-step: n{victim}'s wall clock {by_ms:+} ms"),
+                );
                 Active::Nothing
             }
         }
+    }
+
+    /// Cuts `side` (with `clients_a`) from the other nodes and clients.
+    fn split(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        name: &str,
+        side: &[NodeId],
+        clients_a: &[String],
+        now: Duration,
+    ) -> Active {
+        let nodes = self.nodes();
+        let a: Vec<String> = side.iter().map(|n| self.host(*n)).collect();
+        let b: Vec<String> = nodes
+            .iter()
+            .filter(|n| !side.contains(n))
+            .map(|n| self.host(*n))
+            .collect();
+        let clients_b: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|c| !clients_a.contains(c))
+            .cloned()
+            .collect();
+        Self::cut(sim, &a, &b);
+        Self::cut(sim, clients_a, &b);
+        Self::cut(sim, &clients_b, &a);
+        self.note(
+            now,
+            format!("{name}: {a:?} with clients {clients_a:?} | {b:?} with clients {clients_b:?}"),
+        );
+        Active::Links
     }
 
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>, active: Active, now: Duration) {

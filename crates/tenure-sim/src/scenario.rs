@@ -351,6 +351,8 @@ pub struct Outcome {
     pub liveness: Vec<String>,
     /// The faults, as applied.
     pub faults: Vec<String>,
+    /// The faults, concrete: a plan that replays them.
+    pub steps: Vec<nemesis::Step>,
     /// The invariant this run is expected to break: its control's, or its
     /// scenario's when the scenario demonstrates a limit.
     pub breaks: Option<&'static str>,
@@ -374,6 +376,21 @@ impl Outcome {
     /// configuration.
     pub fn caught(&self) -> bool {
         self.breaks.is_some_and(|inv| self.broke(inv))
+    }
+
+    /// What failed, to compare a shrunk run with the original: the
+    /// invariant a control or a limit is expected to break when it did,
+    /// else the first invariant violated (`INV-4` for liveness alone);
+    /// `None` when the run passed.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(inv) = self.breaks {
+            return self.broke(inv).then(|| inv.to_owned());
+        }
+        match self.report.violations.first() {
+            Some(v) => Some(v.invariant.to_owned()),
+            None if !self.liveness.is_empty() => Some("INV-4".to_owned()),
+            None => None,
+        }
     }
 
     /// Whether the checker, or the liveness check, found a violation.
@@ -404,6 +421,39 @@ pub enum Error {
 
 /// Runs `scenario` with `seed`, under `control` if given.
 pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<Outcome, Error> {
+    run_with(scenario, seed, control, &Overrides::default())
+}
+
+/// What a plan changes in a seeded run: fewer clients, a shorter run, and
+/// the faults themselves (concrete, instead of drawn from the seed).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Clients (instead of the scenario's).
+    pub clients: Option<u64>,
+    /// How long clients run (instead of the scenario's).
+    pub run_for: Option<Duration>,
+    /// The faults, in order (instead of the seed's plan).
+    pub faults: Option<Vec<nemesis::Step>>,
+}
+
+/// Runs `scenario` with `seed` as `overrides` say. Everything not
+/// overridden comes from the seed exactly as in [`run`], so a run with the
+/// steps a seeded run applied (and nothing else changed) replays it byte
+/// for byte.
+pub fn run_with(
+    scenario: &Scenario,
+    seed: u64,
+    control: Option<Control>,
+    overrides: &Overrides,
+) -> Result<Outcome, Error> {
+    let mut scenario = scenario.clone();
+    if let Some(c) = overrides.clients {
+        scenario.workload.clients = c.max(1);
+    }
+    if let Some(r) = overrides.run_for {
+        scenario.run_for = r;
+    }
+    let scenario = &scenario;
     tenure_raft::seed_thread_rng(seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let base_latency = Duration::from_millis(5);
@@ -558,6 +608,12 @@ pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<O
             Duration::from_millis(max_len),
         ),
     );
+    // The seed's plan is drawn either way, so the randomness after it is
+    // the same whether it is used or replaced.
+    let plan = match &overrides.faults {
+        Some(steps) => steps.iter().map(nemesis::Step::planned).collect(),
+        None => plan,
+    };
     let mut nemesis = Nemesis::new(
         cluster.clone(),
         (client_hosts, vec!["auditor".to_owned()]),
@@ -597,6 +653,7 @@ pub fn run(scenario: &Scenario, seed: u64, control: Option<Control>) -> Result<O
         report,
         liveness,
         faults: nemesis.log.iter().map(ToString::to_string).collect(),
+        steps: nemesis.steps,
         simulated,
         rates,
         breaks: control.map(Control::breaks).or(scenario.breaks),

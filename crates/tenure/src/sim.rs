@@ -7,6 +7,11 @@
 //! writes each history and report under `--out`. Exit status: 0 when every
 //! seed passed, 1 on any violation (or a simulation that failed to run), 2
 //! when none was violated but some search was inconclusive.
+//!
+//! `tenure sim shrink SCENARIO --seed N [--control NAME] [--out FILE]`
+//! reduces a failing run to a small plan that fails the same way, and
+//! `tenure sim run SCENARIO --plan FILE` replays a plan, with the same
+//! output and exit status as the run it came from.
 
 use std::io::Write;
 use std::ops::RangeInclusive;
@@ -34,8 +39,30 @@ enum SimCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a scenario for one seed or a range of seeds.
+    /// Run a scenario for one seed or a range of seeds, or replay a plan.
     Run(RunArgs),
+    /// Reduce a failing run (its faults, clients and length) to a small
+    /// plan that fails the same way, and write the plan (`--out`, or
+    /// stdout). `tenure sim run SCENARIO --plan FILE` replays it.
+    Shrink(ShrinkArgs),
+}
+
+#[derive(Debug, Args)]
+struct ShrinkArgs {
+    /// The scenario.
+    scenario: String,
+    /// The failing seed.
+    #[arg(long)]
+    seed: u64,
+    /// The negative control the run was under.
+    #[arg(long)]
+    control: Option<Control>,
+    /// Where the plan goes (default: stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A JSON summary (sizes before and after) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which histories to write.
@@ -49,7 +76,7 @@ enum Keep {
     None,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 struct RunArgs {
     /// The scenario (`tenure sim list`), or `all` for every scenario that
     /// expects no violation.
@@ -57,6 +84,10 @@ struct RunArgs {
     /// One seed.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
+    /// Replay a plan file (`tenure sim shrink` writes them): its seed, its
+    /// clients and length, and its faults exactly.
+    #[arg(long, conflicts_with_all = ["seed", "seeds"])]
+    plan: Option<PathBuf>,
     /// A range of seeds, `A..B` (inclusive).
     #[arg(long, value_parser = parse_range)]
     seeds: Option<RangeInclusive<u64>>,
@@ -101,7 +132,74 @@ pub fn run(args: SimArgs, out: &mut impl Write) -> Result<u8, Error> {
     match args.command {
         SimCommand::List { json } => list(out, json).map(|()| 0),
         SimCommand::Run(r) => run_seeds(r, out),
+        SimCommand::Shrink(a) => shrink(a, out),
     }
+}
+
+fn find(name: &str) -> Result<scenario::Scenario, Error> {
+    scenario::scenario(name).ok_or_else(|| {
+        let names: Vec<&str> = scenario::scenarios().iter().map(|s| s.name).collect();
+        Error::Cluster(format!(
+            "no scenario {name:?}; there are: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+fn shrink(args: ShrinkArgs, out: &mut impl Write) -> Result<u8, Error> {
+    let s = find(&args.scenario)?;
+    let started = stopwatch();
+    let mut progress = |line: &str| eprintln!("shrink: {line}");
+    let shrunk = tenure_sim::plan::shrink(&s, args.seed, args.control, &mut progress)
+        .map_err(|e| Error::Cluster(e.to_string()))?;
+    let text = shrunk.plan.text();
+    if let Some(path) = &args.out {
+        std::fs::write(path, &text)
+            .map_err(|e| Error::Cluster(format!("{}: {e}", path.display())))?;
+    }
+    let (b, a) = (shrunk.before, shrunk.after);
+    let replay = match (&args.out, args.control) {
+        (Some(p), Some(c)) => format!(
+            "tenure sim run {} --plan {} --control {c}",
+            s.name,
+            p.display()
+        ),
+        (Some(p), None) => format!("tenure sim run {} --plan {}", s.name, p.display()),
+        (None, _) => format!("tenure sim run {} --plan FILE", s.name),
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "scenario": s.name, "seed": args.seed, "control": args.control.map(|c| c.name()),
+            "failure": shrunk.failure, "before": b, "after": a, "simulations": shrunk.runs,
+            "wall_s": started.elapsed().as_secs_f64(), "history_hash": shrunk.outcome.hash,
+            "plan": args.out.as_ref().map(|p| p.display().to_string()),
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        if args.out.is_none() {
+            write!(out, "{text}")?;
+        }
+        writeln!(
+            out,
+            "shrunk {} seed {}: {} violated; faults {} -> {}, clients {} -> {}, run {} -> {} ms, operations {} -> {} ({} simulations, {:.1} s)",
+            s.name,
+            args.seed,
+            shrunk.failure,
+            b.faults,
+            a.faults,
+            b.clients,
+            a.clients,
+            b.run_for_ms,
+            a.run_for_ms,
+            b.operations,
+            a.operations,
+            shrunk.runs,
+            started.elapsed().as_secs_f64()
+        )?;
+        writeln!(out, "history-hash: {}", shrunk.outcome.hash)?;
+        writeln!(out, "replay: {replay}")?;
+    }
+    Ok(0)
 }
 
 fn list(out: &mut impl Write, json: bool) -> Result<(), Error> {
@@ -188,10 +286,17 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
         })?;
         vec![s]
     };
+    if let Some(path) = &args.plan {
+        return replay(&args, chosen, path, out);
+    }
     let seeds: Vec<u64> = match (args.seed, &args.seeds) {
         (Some(s), _) => vec![s],
         (None, Some(r)) => r.clone().collect(),
-        (None, None) => return Err(Error::Cluster("give --seed N or --seeds A..B".into())),
+        (None, None) => {
+            return Err(Error::Cluster(
+                "give --seed N, --seeds A..B or --plan FILE".into(),
+            ));
+        }
     };
     if args.keep != Keep::None {
         std::fs::create_dir_all(&args.out)
@@ -314,6 +419,68 @@ fn run_seeds(args: RunArgs, out: &mut impl Write) -> Result<u8, Error> {
         2
     } else {
         0
+    })
+}
+
+/// Replays a plan file: the same report and exit status as a seed.
+fn replay(
+    args: &RunArgs,
+    chosen: Vec<scenario::Scenario>,
+    path: &std::path::Path,
+    out: &mut impl Write,
+) -> Result<u8, Error> {
+    let [s] = &chosen[..] else {
+        return Err(Error::Cluster(
+            "a plan replays one scenario, not all".into(),
+        ));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Cluster(format!("{}: {e}", path.display())))?;
+    let plan = tenure_sim::plan::Plan::read(&text)
+        .map_err(|e| Error::Cluster(format!("{}: {e}", path.display())))?;
+    if plan.scenario != s.name {
+        return Err(Error::Cluster(format!(
+            "the plan is for scenario {}, not {}",
+            plan.scenario, s.name
+        )));
+    }
+    let planned: Option<Control> = match &plan.control {
+        Some(c) => Some(c.parse().map_err(Error::Cluster)?),
+        None => None,
+    };
+    if args.control.is_some() && args.control != planned {
+        return Err(Error::Cluster(format!(
+            "the plan was made under control {}, not {}",
+            planned.map_or("none", |c| c.name()),
+            args.control.map_or("none", |c| c.name())
+        )));
+    }
+    let control = args.control.or(planned);
+    if args.keep != Keep::None {
+        std::fs::create_dir_all(&args.out)
+            .map_err(|e| Error::Cluster(format!("{}: {e}", args.out.display())))?;
+    }
+    let t = stopwatch();
+    let outcome =
+        scenario::run_with(s, plan.seed, control, &plan.overrides()).map_err(|e| e.to_string());
+    let done = Done {
+        outcome,
+        scenario: s.name,
+        seed: plan.seed,
+        wall: t.elapsed(),
+    };
+    let args = RunArgs {
+        control,
+        ..args.clone()
+    };
+    report_seed(&args, &done, out)?;
+    Ok(match &done.outcome {
+        Ok(o) => match o.verdict() {
+            "pass" => 0,
+            "violation" => 1,
+            _ => 2,
+        },
+        Err(_) => 1,
     })
 }
 
