@@ -295,10 +295,8 @@ fn keep_clients(action: &mut crate::nemesis::Action, clients: u64) {
         Action::Partition { clients: cs, .. } | Action::SplitBrain { clients: cs } => {
             cs.retain(kept);
         }
-        Action::Asymmetric { client, .. } => {
-            if client.as_ref().is_some_and(|c| !kept(c)) {
-                *client = None;
-            }
+        Action::Asymmetric { client, .. } if client.as_ref().is_some_and(|c| !kept(c)) => {
+            *client = None;
         }
         _ => {}
     }
