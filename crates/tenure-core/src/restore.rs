@@ -518,11 +518,15 @@ impl Table {
             merged: merge,
         });
         state.extra.restores = restores;
-        state.extra.cluster_id = if own.extra.cluster_id.is_empty() {
-            b.cluster_id.clone()
-        } else {
-            own.extra.cluster_id.clone()
-        };
+        // A restore into an empty cluster makes it the backup's cluster
+        // (so later backups of either merge into it); a merge keeps this
+        // cluster's name, which the backup shares.
+        state.extra.cluster_id =
+            if b.cluster_id.is_empty() || (merge && !own.extra.cluster_id.is_empty()) {
+                own.extra.cluster_id.clone()
+            } else {
+                b.cluster_id.clone()
+            };
         state.extra.pending = None;
         report.index = top;
         report.audit_seq = seq + 1;

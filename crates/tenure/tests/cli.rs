@@ -322,3 +322,56 @@ fn tn_sim_002_the_same_seed_gives_the_same_history_hash_in_another_process() {
     assert_eq!(first.len(), 64);
     assert_eq!(first, run(), "two processes, two histories for one seed");
 }
+
+#[test]
+fn tn_sim_007_sim_shrink_writes_a_plan_that_sim_run_replays_with_the_same_failure() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let plan = dir.path().join("plan.json");
+    let plan_arg = plan.to_str().expect("a UTF-8 path");
+    // client-pause seed 1 under no-fencing-check is caught (artifacts/sim/shrink.md).
+    let (code, text) = tenure_code(&[
+        "sim",
+        "shrink",
+        "client-pause",
+        "--seed",
+        "1",
+        "--control",
+        "no-fencing-check",
+        "--out",
+        plan_arg,
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("INV-2 violated; faults "), "{text}");
+    let shrunk = hashes(&text);
+    assert_eq!(shrunk.len(), 1, "{text}");
+    let written = std::fs::read_to_string(&plan).expect("the plan is written");
+    assert!(written.contains("tenure-sim-plan/1"), "{written}");
+    // The plan replays the failure: exit 1, the same history.
+    let (code, replay) = tenure_code(&[
+        "sim",
+        "run",
+        "client-pause",
+        "--plan",
+        plan_arg,
+        "--keep",
+        "none",
+    ]);
+    assert_eq!(code, 1, "{replay}");
+    assert_eq!(hashes(&replay), shrunk, "{replay}");
+    // Another scenario or another control is refused.
+    let (code, _) = tenure_code(&["sim", "run", "partitions", "--plan", plan_arg]);
+    assert_ne!(code, 0);
+    let (code, _) = tenure_code(&[
+        "sim",
+        "run",
+        "client-pause",
+        "--plan",
+        plan_arg,
+        "--control",
+        "grant-before-commit",
+    ]);
+    assert_ne!(code, 0);
+    // A passing run has nothing to shrink.
+    let (code, _) = tenure_code(&["sim", "shrink", "partitions", "--seed", "1"]);
+    assert_ne!(code, 0);
+}

@@ -1445,7 +1445,18 @@ async fn tn_bak_003_back_up_through_a_follower_wipe_every_node_restore_into_a_fr
     let after = status(&fresh.addrs[&leader]).await.expect("status");
     assert_ne!(after.table_digest, before.table_digest);
     assert!(after.token_floor >= (1 << 20), "{after:?}");
+    // The fresh cluster is now the backup's cluster.
+    let backup_header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&file)
+            .expect("the backup")
+            .lines()
+            .next()
+            .expect("a header"),
+    )
+    .expect("JSON");
     assert!(!after.cluster_id.is_empty(), "{after:?}");
+    assert_eq!(backup_header["cluster_id"], after.cluster_id.as_str());
+    assert_ne!(after.cluster_id, before.cluster_id, "{before:?}");
 
     // The table matches: every holder with its id, owner, token, version.
     let client = alice(&fresh).await;
