@@ -353,7 +353,18 @@ impl Table {
                 "the cluster already holds {locks} locks: restore into an empty cluster, or merge with --merge"
             )));
         }
-        if !own.is_empty() && !c.cluster_id.is_empty() && *own != c.cluster_id {
+        // A merge needs to know both are the same cluster.
+        if own.is_empty() || c.cluster_id.is_empty() {
+            return Err(invalid(format!(
+                "a merge takes only a backup of the same cluster, and {} no cluster id",
+                if own.is_empty() {
+                    "this cluster has (yet)"
+                } else {
+                    "the backup carries"
+                }
+            )));
+        }
+        if *own != c.cluster_id {
             return Err(invalid(format!(
                 "the backup is of cluster {}, this is cluster {own}: a merge takes only a backup of the same cluster",
                 c.cluster_id
@@ -363,21 +374,14 @@ impl Table {
     }
 
     fn pending_of(&mut self, attempt: u64) -> Result<&mut Pending, Error> {
-        match &self.state.extra.pending {
-            Some(p) if p.begin.attempt != attempt => {
-                return Err(invalid(format!(
-                    "another restore (backup {}) is in progress",
-                    short(&p.begin.sha256)
-                )));
-            }
-            Some(_) => {}
-            None => return Err(invalid("no restore is in progress")),
+        match self.state.extra.pending.as_mut() {
+            Some(p) if p.begin.attempt == attempt => Ok(p),
+            Some(p) => Err(invalid(format!(
+                "another restore (backup {}) is in progress",
+                short(&p.begin.sha256)
+            ))),
+            None => Err(invalid("no restore is in progress")),
         }
-        self.state
-            .extra
-            .pending
-            .as_mut()
-            .ok_or_else(|| invalid("no restore is in progress"))
     }
 
     pub(crate) fn restore_chunk(&mut self, c: RestoreChunk) -> Result<crate::Reply, Error> {
@@ -406,10 +410,10 @@ impl Table {
         Ok(crate::Reply::Unchanged)
     }
 
-    /// Puts the staged backup in place; `index` is the commit's position,
-    /// `audit_seq` the audit sequence to number from. On success returns
-    /// the report and the restore event, with the table's position and
-    /// audit sequence moved on; a refusal changes nothing.
+    /// Puts the staged backup in place; `index` is the commit's position.
+    /// On success returns the report and the restore event (none when the
+    /// backup turned out to be restored already), with the table's
+    /// position and audit sequence moved on; a refusal changes nothing.
     pub(crate) fn restore_commit(
         &mut self,
         index: u64,
@@ -419,8 +423,7 @@ impl Table {
         self.pending_of(c.attempt)?;
         // Taken out rather than copied (it can be hundreds of MB); put back
         // on a refusal, which changes nothing.
-        let p = self.state.extra.pending.take();
-        let Some(p) = p else {
+        let Some(p) = self.state.extra.pending.take() else {
             return Err(invalid("no restore is in progress"));
         };
         let result = self.commit_staged(index, at_ms, &p);
@@ -449,7 +452,6 @@ impl Table {
             return Err(invalid("the staged bytes are not the backup begun"));
         }
         if let Some(done) = self.already(&b.sha256) {
-            self.state.extra.pending = None;
             return Ok((done, None));
         }
         self.check_target(b)?;
@@ -493,7 +495,6 @@ impl Table {
                         state.ended.push_back((top, id));
                     }
                 }
-                // A lock-delay with no holder restarts from the commit.
             }
         }
         state.config = if merge {

@@ -759,9 +759,11 @@ fn restore(
         applied.result
     };
     let attempt = 77;
+    let header: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("a header")).expect("JSON");
     let begin = RestoreBegin {
         sha256: sha,
-        cluster_id: String::new(),
+        cluster_id: header["cluster_id"].as_str().unwrap_or_default().to_owned(),
         attempt,
         term: 1,
         merge,
@@ -909,13 +911,17 @@ proptest! {
         gap in 1u64..5_000,
     ) {
         let cut = cut.min(cmds.len());
+        // Both tables are the same cluster: a merge takes only that.
+        let name = || Command::Name(tenure_core::Name { cluster_id: "c1".into() });
         let mut a = Table::new(cfg.clone()).unwrap();
+        a.apply(ApplyCtx { index: 1, at_ms: 0 }, name());
         for (i, cmd) in cmds[..cut].iter().enumerate() {
-            a.apply(ApplyCtx { index: i as u64 + 1, at_ms: 0 }, cmd.clone());
+            a.apply(ApplyCtx { index: i as u64 + 2, at_ms: 0 }, cmd.clone());
         }
         let text = backup_text(&a);
         let mut c = Table::new(cfg).unwrap();
-        let mut next = 1;
+        c.apply(ApplyCtx { index: 1, at_ms: 0 }, name());
+        let mut next = 2;
         for cmd in &own {
             c.apply(ApplyCtx { index: next, at_ms: 0 }, cmd.clone());
             next += 1;

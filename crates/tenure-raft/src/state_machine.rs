@@ -202,7 +202,7 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
         let mut a = self.shared.write();
         let mut replies = Vec::new();
         let mut kept = Vec::new();
-        let mut now_ms = 0;
+        let (mut last_seq, mut now_ms) = (0, 0);
         for entry in entries {
             a.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
@@ -224,6 +224,7 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
                         for e in &events {
                             let bytes = audit::encode(e).map_err(sm_write)?;
                             kept.push((audit::key(e.seq).to_vec(), bytes));
+                            last_seq = e.seq;
                         }
                         let notice = Notice {
                             log_id: entry.log_id,
@@ -243,15 +244,12 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
         }
         // The events go to disk before the table is readable again: a
         // reader that sees a sequence finds its event in the history.
-        if let Some((k, _)) = kept.last() {
-            let mut last = [0u8; 8];
-            last.copy_from_slice(k);
-            let last = u64::from_be_bytes(last);
+        if !kept.is_empty() {
             self.since_prune += kept.len() as u64;
             self.disk.put(Space::Audit, kept).map_err(sm_write)?;
             if self.since_prune >= audit::PRUNE_EVERY {
                 self.since_prune = 0;
-                audit::prune(&self.disk, self.retention, last, now_ms).map_err(sm_write)?;
+                audit::prune(&self.disk, self.retention, last_seq, now_ms).map_err(sm_write)?;
             }
         }
         drop(a);

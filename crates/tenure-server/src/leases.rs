@@ -385,11 +385,22 @@ impl LeaseTimers {
         let wall = self.clock.wall_ms();
         let digest = Sha256::digest(format!("tenure cluster {id} {term} {wall}"));
         let cluster_id = hex::encode(&digest[..8]);
-        let (proposer, clock) = (proposer.clone(), self.clock.clone());
+        let (proposer, timers, table) = (proposer.clone(), self.clone(), table.clone());
+        // Until it is named, while this node leads: a proposal that did not
+        // commit (the leader was still settling) is made again.
         tokio::spawn(async move {
-            let name = Command::Name(tenure_core::Name { cluster_id });
-            if let Err(e) = proposer.propose(clock.wall_ms(), name).await {
-                tracing::debug!(error = %e, "naming the cluster did not commit");
+            while timers.active() && table.read().table.cluster_id().is_empty() {
+                let name = Command::Name(tenure_core::Name {
+                    cluster_id: cluster_id.clone(),
+                });
+                match proposer.propose(timers.clock.wall_ms(), name).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "naming the cluster did not commit; again");
+                        let later = timers.clock.now() + Duration::from_millis(200);
+                        timers.clock.sleep_until(later).await;
+                    }
+                }
             }
         });
     }

@@ -20,7 +20,7 @@ use tenure_core::{AuditEvent, AuditKind};
 use tenure_proto::convert;
 use tenure_server::clock::NodeClock;
 
-use crate::cluster::{Endpoints, connect};
+use crate::cluster::{Endpoints, connect, partial_path, rename_synced};
 use crate::error::Error;
 
 /// The format of an export's header.
@@ -214,22 +214,13 @@ async fn export(client: &Client, from: u64, to: Option<u64>, out: &Path) -> Resu
 /// Writes `bytes` to `path` through a synced temporary file and a rename,
 /// then syncs the directory: the file is whole or absent.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let at = |p: &Path, e: std::io::Error| Error::Cluster(format!("{}: {e}", p.display()));
-    let mut f = std::fs::File::create(&partial).map_err(|e| at(&partial, e))?;
+    let partial = partial_path(path);
+    let mut f = std::fs::File::create(&partial)
+        .map_err(|e| Error::Cluster(format!("{}: {e}", partial.display())))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| at(&partial, e))?;
-    std::fs::rename(&partial, path).map_err(|e| at(path, e))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| at(&dir, e))
+        .map_err(|e| Error::Cluster(format!("{}: {e}", partial.display())))?;
+    rename_synced(&partial, path)
 }
 
 /// The sequence a state file holds; `None` when there is no file.

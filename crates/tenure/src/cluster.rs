@@ -218,10 +218,33 @@ fn limits_json(l: &TableConfig) -> serde_json::Value {
 /// Writes a backup to `path`: streamed into `path.partial`, synced, read
 /// back whole (trailer, checksum, rebuilt digest), then renamed into place
 /// and the directory synced; a failed backup leaves no file by that name.
-async fn backup_to_file(client: &Client, path: &std::path::Path) -> Result<String, Error> {
+/// `path` with `.partial` appended: where a file is written before it
+/// takes its name.
+pub(crate) fn partial_path(path: &std::path::Path) -> PathBuf {
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
+    PathBuf::from(partial)
+}
+
+/// Gives the written and synced `partial` its name `path`, then syncs the
+/// directory: the file is whole under its name, or absent.
+pub(crate) fn rename_synced(
+    partial: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<(), Error> {
+    std::fs::rename(partial, path)
+        .map_err(|e| Error::Cluster(format!("{}: {e}", path.display())))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::Cluster(format!("{}: {e}", dir.display())))
+}
+
+async fn backup_to_file(client: &Client, path: &std::path::Path) -> Result<String, Error> {
+    let partial = partial_path(path);
     let file = std::fs::File::create(&partial)
         .map_err(|e| Error::Cluster(format!("{}: {e}", partial.display())))?;
     let mut writer = std::io::BufWriter::new(file);
@@ -248,15 +271,7 @@ async fn backup_to_file(client: &Client, path: &std::path::Path) -> Result<Strin
             return Err(e);
         }
     };
-    std::fs::rename(&partial, path)
-        .map_err(|e| Error::Cluster(format!("{}: {e}", path.display())))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::Cluster(format!("{}: {e}", dir.display())))?;
+    rename_synced(&partial, path)?;
     let h = &b.header;
     Ok(format!(
         "backup: {} locks, {} leases ({} active, {} waiting), {} requests; node {} term {} applied index {}; digest {}; sha256 {}; {} bytes to {}",

@@ -1534,8 +1534,16 @@ async fn tn_bak_005_bad_restores_are_refused_by_name_and_change_nothing() {
     use tenure_client::{AcquireOptions, RestoreOptions};
     let x = Cluster::new(3);
     let y = Cluster::new(3);
-    settled_leader(&x, &[1, 2, 3]).await;
+    let x_leader = settled_leader(&x, &[1, 2, 3]).await;
     let y_leader = settled_leader(&y, &[1, 2, 3]).await;
+    // Each names itself once its first leader is in office.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for addr in [&x.addrs[&x_leader], &y.addrs[&y_leader]] {
+        while status(addr).await.is_none_or(|s| s.cluster_id.is_empty()) {
+            assert!(Instant::now() < deadline, "{addr} never named its cluster");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     for (c, prefix) in [(&x, "x"), (&y, "y")] {
         let client = alice(c).await;
         for n in 0..3 {
