@@ -322,8 +322,36 @@ impl Node {
     /// Waits until the server stops (its shutdown future resolved), hands
     /// leadership to the most caught-up voter if this node leads, then
     /// stops raft.
+    ///
+    /// Raft's core can also stop on its own: openraft quits it on a storage
+    /// error (a full or failing disk). A node without it can never serve
+    /// again, so it does not run on: `wait` answers the error at once, and
+    /// the binary exits non-zero for its supervisor to restart it.
     pub async fn wait(self) -> Result<(), ServerError> {
-        let served = self.server.await;
+        let mut server = self.server;
+        let raft = self.raft.clone();
+        let core_stopped = async move {
+            let metrics = raft.metrics();
+            // The core holds the metrics' sender: it closes when the core stops.
+            while metrics.has_changed().is_ok() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let cause = match raft.with_raft_state(|_| ()).await {
+                Err(fatal) => fatal.to_string(),
+                Ok(()) => "no cause given".to_owned(),
+            };
+            tracing::error!(%cause, "raft stopped on its own; the node exits");
+            cause
+        };
+        let served = tokio::select! {
+            served = &mut server => served,
+            cause = core_stopped => {
+                server.abort();
+                return Err(ServerError::Raft(format!(
+                    "raft stopped: {cause}; the node exits (fix the disk, then restart it)"
+                )));
+            }
+        };
         self.handover.await;
         let stopped = self.raft.shutdown().await;
         served

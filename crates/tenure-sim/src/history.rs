@@ -4,8 +4,12 @@
 //! clock reading. A process's clock is its host's `tokio::time`, read from
 //! an origin with an offset of its own, so the checker has to map clocks to
 //! true time rather than assume they agree.
+//!
+//! Outside a simulation (the real-process chaos run) true time is this
+//! process's monotonic clock since it first asked: every client lives in
+//! the one process, so they share it.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -45,6 +49,14 @@ impl Recorder {
     }
 }
 
+static REAL_ORIGIN: OnceLock<Instant> = OnceLock::new();
+
+/// True time: the simulated time inside a simulation; outside one, the
+/// time since this process first asked.
+pub fn true_elapsed() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_else(|| REAL_ORIGIN.get_or_init(Instant::now).elapsed())
+}
+
 /// The SHA-256 of a history, in hex: equal histories, equal hashes.
 pub fn hash(history: &str) -> String {
     hex::encode(Sha256::digest(history.as_bytes()))
@@ -73,7 +85,7 @@ impl Process {
             tenant: tenant.to_owned(),
             recorder,
             origin: Instant::now(),
-            origin_true: turmoil::sim_elapsed().unwrap_or_default(),
+            origin_true: true_elapsed(),
             clock_offset_ns,
         }
     }

@@ -69,7 +69,7 @@ pub struct Worker {
 }
 
 fn now_true() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
+    crate::history::true_elapsed()
 }
 
 /// Channels over turmoil (the client library times its calls out).
@@ -178,8 +178,13 @@ impl Worker {
     }
 
     /// A pause of the whole process: its network is held (keep-alives
-    /// included) while it sleeps, then let go.
+    /// included) while it sleeps, then let go. Outside a simulation there is
+    /// no network to hold, and the pause is only a sleep.
     async fn freeze(&self, pause: Duration) {
+        if turmoil::sim_elapsed().is_none() {
+            tokio::time::sleep(pause).await;
+            return;
+        }
         for n in &self.nodes {
             turmoil::hold(self.host.as_str(), n.as_str());
         }

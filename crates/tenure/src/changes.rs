@@ -240,7 +240,7 @@ fn read_state(path: &Path) -> Result<Option<u64>, Error> {
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM); the
 /// handlers are installed before this returns.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
+pub(crate) fn stop_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;

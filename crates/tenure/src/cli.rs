@@ -1,7 +1,8 @@
 //! The command line: clap derive, one variant per subcommand. Each runs in
 //! a module of its own: `serve` (a node), `cluster` (operators), `lock`
 //! (locks from the shell), `sim` (deterministic simulations), `check`
-//! (histories and audit streams), `bench` (load), `demo` (the table in one
+//! (histories and audit streams), `chaos` (faults on real processes),
+//! `bench` (load), `demo` (the table in one
 //! process) and `reasons`; the two small ones, `auth hash-token` and
 //! `completions`, run here.
 //!
@@ -64,6 +65,11 @@ enum Command {
     /// Check a history or an audit stream against Tenure's invariants; exit
     /// 0 pass, 1 violation, 2 inconclusive.
     Check(crate::check::CheckArgs),
+    /// Faults on real processes: a cluster of this binary in network
+    /// namespaces under partitions, slow and lossy links, kill -9, SIGSTOP,
+    /// fast and stepped clocks and a full disk, its clients' history checked;
+    /// exit 0 clean, 1 violation, 2 inconclusive. Needs root.
+    Chaos(Box<crate::chaos::ChaosArgs>),
     /// Deterministic simulations of a cluster under faults: `sim list`,
     /// `sim run SCENARIO --seed N`; exit 0 pass, 1 violation, 2 inconclusive.
     Sim(crate::sim::SimArgs),
@@ -141,6 +147,13 @@ impl Cli {
                     std::process::exit(i32::from(code))
                 }
             },
+            Command::Chaos(args) => match crate::chaos::run(*args, &mut out)? {
+                0 => Ok(()),
+                code => {
+                    out.flush()?;
+                    std::process::exit(i32::from(code))
+                }
+            },
             Command::Sim(args) => match crate::sim::run(args, &mut out)? {
                 0 => Ok(()),
                 code => {
@@ -197,7 +210,11 @@ impl Cli {
 }
 
 /// A new token for `name`, and the auth file entry that admits it.
-fn new_token(name: &str, roles: &[String], tenants: &[String]) -> Result<(String, String), Error> {
+pub(crate) fn new_token(
+    name: &str,
+    roles: &[String],
+    tenants: &[String],
+) -> Result<(String, String), Error> {
     let bad = |m: String| Error::Cluster(m);
     tenure_core::validate::owner(name).map_err(|e| bad(format!("--name: {e}")))?;
     tenure_server::auth::Roles::parse(Some(roles)).map_err(|e| bad(format!("--roles: {e}")))?;

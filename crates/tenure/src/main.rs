@@ -4,6 +4,7 @@
 mod bench;
 mod certs;
 mod changes;
+mod chaos;
 mod check;
 mod cli;
 mod cluster;

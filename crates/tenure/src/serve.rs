@@ -221,6 +221,37 @@ impl ServeArgs {
     }
 }
 
+/// The negative control `TENURE_CHAOS_CONTROL` names, for the real-process
+/// chaos run's deliberately broken build. Only a build made with the
+/// `chaos-controls` feature accepts one; any other refuses to start rather
+/// than ignore it.
+fn chaos_control(name: Option<&str>) -> Result<tenure_server::Sabotage, Error> {
+    let mut sabotage = tenure_server::Sabotage::default();
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Ok(sabotage);
+    };
+    if !cfg!(feature = "chaos-controls") {
+        return Err(tenure_server::ServerError::Config(format!(
+            "TENURE_CHAOS_CONTROL={name}: this build has no negative controls (only a test build made with \
+             --features chaos-controls does); unset it"
+        ))
+        .into());
+    }
+    match name {
+        "renew-without-read-index" => sabotage.renew_without_read_index = true,
+        "no-extension-on-promotion" => sabotage.no_extension_on_promotion = true,
+        "grant-before-commit" => sabotage.grant_before_commit = true,
+        other => {
+            return Err(tenure_server::ServerError::Config(format!(
+                "TENURE_CHAOS_CONTROL={other}: not a control (renew-without-read-index, \
+                 no-extension-on-promotion, grant-before-commit)"
+            ))
+            .into());
+        }
+    }
+    Ok(sabotage)
+}
+
 /// Resolves the configuration, opens the data directory, serves until a
 /// signal, then stops accepting, stops raft and flushes the disk.
 pub fn run(args: ServeArgs) -> Result<(), Error> {
@@ -260,6 +291,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         ))
         .into());
     }
+    let sabotage = chaos_control(std::env::var("TENURE_CHAOS_CONTROL").ok().as_deref())?;
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let connector = match &tls {
         Some(tls) => TcpConnector::with_tls(tls.client_config()),
@@ -308,12 +340,16 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
                  keep this node on loopback or a trusted network"
             );
         }
-        let node = Node::start(
+        let node = Node::start_with(
             config,
             disk.clone(),
             connector,
             limited(listener),
             signal(),
+            tenure_server::Harness {
+                sabotage,
+                ..tenure_server::Harness::default()
+            },
         )
         .await?;
         tokio::spawn(reload_on_hangup(node.auth.clone(), hangup));
@@ -613,4 +649,29 @@ async fn signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("signal received: shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tn_sim_009_a_chaos_control_is_refused_unless_the_build_was_made_for_it() {
+        assert_eq!(
+            chaos_control(None).ok(),
+            Some(tenure_server::Sabotage::default())
+        );
+        assert_eq!(
+            chaos_control(Some("")).ok(),
+            Some(tenure_server::Sabotage::default())
+        );
+        let asked = chaos_control(Some("grant-before-commit"));
+        if cfg!(feature = "chaos-controls") {
+            assert!(asked.is_ok_and(|s| s.grant_before_commit));
+        } else {
+            let e = asked.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("no negative controls"), "{e}");
+        }
+        assert!(chaos_control(Some("no-such-control")).is_err());
+    }
 }

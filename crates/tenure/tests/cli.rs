@@ -30,6 +30,7 @@ fn help_lists_only_commands_that_work() {
             "demo",
             "bench",
             "check",
+            "chaos",
             "sim",
             "auth",
             "certs",
