@@ -69,6 +69,7 @@ enum Command {
     /// namespaces under partitions, slow and lossy links, kill -9, SIGSTOP,
     /// fast and stepped clocks and a full disk, its clients' history checked;
     /// exit 0 clean, 1 violation, 2 inconclusive. Needs root.
+    #[command(args_override_self = true)]
     Chaos(Box<crate::chaos::ChaosArgs>),
     /// Deterministic simulations of a cluster under faults: `sim list`,
     /// `sim run SCENARIO --seed N`; exit 0 pass, 1 violation, 2 inconclusive.

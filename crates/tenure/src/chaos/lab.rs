@@ -101,7 +101,7 @@ impl Lab {
         self.forward_rule = sh(
             "iptables",
             &[
-                "-I", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
+                "-w", "-I", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
             ],
         )
         .is_ok();
@@ -147,8 +147,12 @@ impl Lab {
     /// direction of a cut (both calls make a two-way cut).
     pub fn drop_from(&self, from: u64, to: u64) -> Result<(), Error> {
         let src = self.ip(from);
-        self.exec(to, "iptables", &["-A", "INPUT", "-s", &src, "-j", "DROP"])
-            .map(drop)
+        self.exec(
+            to,
+            "iptables",
+            &["-w", "-A", "INPUT", "-s", &src, "-j", "DROP"],
+        )
+        .map(drop)
     }
 
     /// Shapes what node `i` sends with `tc netem` (`delay 100ms 50ms`, …).
@@ -173,6 +177,7 @@ impl Lab {
             i,
             "iptables",
             &[
+                "-w",
                 "-A",
                 "INPUT",
                 "-m",
@@ -188,18 +193,22 @@ impl Lab {
         .map(drop)
     }
 
-    /// Lifts every cut and every link shape.
-    pub fn heal_network(&self) {
+    /// Lifts every cut and every link shape; answers what could not be
+    /// lifted.
+    pub fn heal_network(&self) -> Vec<String> {
+        let mut failed = Vec::new();
         for i in 1..=self.nodes {
             if self.filters
-                && let Err(e) = self.exec(i, "iptables", &["-F", "INPUT"])
+                && let Err(e) = self.exec(i, "iptables", &["-w", "-F", "INPUT"])
             {
                 tracing::warn!(node = i, error = %e, "chaos: flushing the node's filter");
+                failed.push(format!("node {i}: its packet filter: {e}"));
             }
             if let Err(e) = self.exec(i, "tc", &["qdisc", "del", "dev", "eth0", "root"]) {
                 tracing::debug!(node = i, error = %e, "chaos: no link shape to lift");
             }
         }
+        failed
     }
 
     /// Mounts a tmpfs of `mib` MiB at `dir`, unmounted at tear-down.
@@ -223,6 +232,7 @@ impl Lab {
             quietly(
                 "iptables",
                 &[
+                    "-w",
                     "-D",
                     "FORWARD",
                     "-i",
@@ -291,7 +301,7 @@ pub fn unmount_under(dir: &Path) {
         let (Some(kind), Some(point)) = (fields.next(), fields.next()) else {
             continue;
         };
-        if kind == "tmpfs" && Path::new(point).starts_with(&root) {
+        if kind == "tmpfs" && Path::new(point).starts_with(&root) && Path::new(point) != root {
             quietly("umount", &["-l", point]);
         }
     }

@@ -100,6 +100,19 @@ pub struct Injected {
     pub end: Duration,
 }
 
+/// What the nemesis did, and what went wrong on the way.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// The faults injected.
+    pub injected: Vec<Injected>,
+    /// Faults that could not be injected (each undone as far as it went).
+    pub failed: Vec<String>,
+    /// Heals that did not take: the run proves less than it says.
+    pub heal_errors: Vec<String>,
+    /// Repairs beyond undoing faults (a wedged node restarted).
+    pub repairs: Vec<String>,
+}
+
 /// How to undo a fault.
 enum Undo {
     Network,
@@ -140,9 +153,9 @@ impl Nemesis<'_> {
     /// Injects faults until `stop_at`, heals everything, and answers what
     /// it did. Restarts (after the heal) any node that is not running or
     /// does not answer.
-    pub fn run(mut self, seed: u64) -> (Vec<Injected>, Vec<String>) {
+    pub fn run(mut self, seed: u64) -> Record {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut done = Vec::new();
+        let mut record = Record::default();
         self.wait(Duration::from_secs(3));
         while !self.over() && !self.kinds.is_empty() {
             let kind = self.kinds[rng.gen_range(0..self.kinds.len())];
@@ -159,34 +172,44 @@ impl Nemesis<'_> {
                         kind.name()
                     ));
                     self.wait(window);
-                    self.undo(undo);
+                    if let Err(e) = self.undo(undo) {
+                        let line = format!("healing {}: {e}", kind.name());
+                        self.note(&line);
+                        record.heal_errors.push(line);
+                    }
                     let end = (self.clock)();
                     self.note(&format!(
                         "{:>8.1}s end   {}",
                         end.as_secs_f64(),
                         kind.name()
                     ));
-                    done.push(Injected {
+                    record.injected.push(Injected {
                         kind,
                         nodes,
                         detail,
                         start,
                         end,
                     });
-                    self.restart_exited();
                 }
                 Err(e) => {
-                    self.note(&format!(
+                    let line = format!(
                         "{:>8.1}s could not inject {}: {e}",
                         start.as_secs_f64(),
                         kind.name()
-                    ));
+                    );
+                    self.note(&line);
+                    record.failed.push(line.trim_start().to_owned());
+                    record.heal_errors.extend(self.lab.heal_network());
                 }
             }
+            let restarted = self.restart_exited();
+            record.repairs.extend(restarted);
             self.wait(Duration::from_millis(rng.gen_range(1_000..4_000)));
         }
-        let repairs = self.heal_all();
-        (done, repairs)
+        let (repairs, heal_errors) = self.heal_all();
+        record.repairs.extend(repairs);
+        record.heal_errors.extend(heal_errors);
+        record
     }
 
     fn over(&self) -> bool {
@@ -218,6 +241,12 @@ impl Nemesis<'_> {
                 .and_then(Result::ok)
                 .and_then(|s| s.leader_id)
         })
+    }
+
+    /// The leader, or when none is known, `fallback` (drawn whether or not
+    /// it is used, so the seed fixes the rest of the schedule).
+    fn leader_or(&self, fallback: u64) -> u64 {
+        self.leader().unwrap_or(fallback)
     }
 
     /// Half the time the leader (when one is known), else any node.
@@ -253,8 +282,7 @@ impl Nemesis<'_> {
             FaultKind::PartitionMinority => {
                 let alone = rng.gen_range(1..=self.n);
                 let rest = self.others(&[alone]);
-                self.cut(&[alone], &rest)
-                    .inspect_err(|_| self.lab.heal_network())?;
+                self.cut(&[alone], &rest)?;
                 Ok((
                     vec![alone],
                     format!("{alone} cut from {rest:?}"),
@@ -262,14 +290,14 @@ impl Nemesis<'_> {
                 ))
             }
             FaultKind::PartitionMajority => {
-                let leader = self.leader().unwrap_or_else(|| rng.gen_range(1..=self.n));
+                let fallback = rng.gen_range(1..=self.n);
+                let leader = self.leader_or(fallback);
                 let mut rest = self.others(&[leader]);
                 rest.shuffle(rng);
                 let extra = usize::try_from((self.n - 1) / 2 - 1).unwrap_or(0);
                 let mut minority = vec![leader];
                 minority.extend(rest.drain(..extra));
-                self.cut(&minority, &rest)
-                    .inspect_err(|_| self.lab.heal_network())?;
+                self.cut(&minority, &rest)?;
                 Ok((
                     minority.clone(),
                     format!("leader side {minority:?} cut from {rest:?}"),
@@ -282,8 +310,7 @@ impl Nemesis<'_> {
                 let half = all.len() / 2;
                 let bridge = all[half];
                 let (left, right) = (all[..half].to_vec(), all[half + 1..].to_vec());
-                self.cut(&left, &right)
-                    .inspect_err(|_| self.lab.heal_network())?;
+                self.cut(&left, &right)?;
                 Ok((
                     all.clone(),
                     format!("{left:?} cut from {right:?}, {bridge} reaches both"),
@@ -291,7 +318,8 @@ impl Nemesis<'_> {
                 ))
             }
             FaultKind::PartitionOneWay => {
-                let leader = self.leader().unwrap_or_else(|| rng.gen_range(1..=self.n));
+                let fallback = rng.gen_range(1..=self.n);
+                let leader = self.leader_or(fallback);
                 let rest = self.others(&[leader]);
                 let unheard = rng.gen_bool(0.5);
                 for &o in &rest {
@@ -300,7 +328,7 @@ impl Nemesis<'_> {
                     } else {
                         self.lab.drop_from(o, leader)
                     };
-                    r.inspect_err(|_| self.lab.heal_network())?;
+                    r?;
                 }
                 let detail = if unheard {
                     format!("{leader} -> {rest:?} dropped (the leader unheard)")
@@ -341,19 +369,23 @@ impl Nemesis<'_> {
             }
             FaultKind::Kill => {
                 let node = self.victim(rng);
-                self.nodes.kill(node);
+                self.nodes.kill(node)?;
                 Ok((vec![node], "kill -9".into(), Undo::Restart(node)))
             }
             FaultKind::Pause => {
                 let node = self.victim(rng);
-                self.nodes.pause(node, true);
+                self.nodes.pause(node, true)?;
                 Ok((vec![node], "SIGSTOP".into(), Undo::Continue(node)))
             }
             FaultKind::ClockFast => {
                 let node = self.victim(rng);
                 let rate = 1.0 + f64::from(rng.gen_range(10_u32..=50)) / 1_000.0;
-                self.nodes.kill(node);
-                self.set_rate(node, rate)?;
+                self.nodes.kill(node)?;
+                if let Err(e) = self.set_rate(node, rate) {
+                    // Back at the true rate: a failed fault leaves nothing behind.
+                    let _ = self.set_rate(node, 1.0);
+                    return Err(e);
+                }
                 Ok((
                     vec![node],
                     format!("restarted with clocks at x{rate:.3}"),
@@ -373,7 +405,9 @@ impl Nemesis<'_> {
             FaultKind::DiskFull => {
                 let node = rng.gen_range(1..=self.n);
                 let filler = self.nodes.disk(node).join("filler");
-                let written = fill(&filler)?;
+                let written = fill(&filler).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&filler);
+                })?;
                 Ok((
                     vec![node],
                     format!("disk filled ({} MiB written)", written >> 20),
@@ -397,70 +431,82 @@ impl Nemesis<'_> {
         self.nodes.start(self.lab, node)
     }
 
-    fn undo(&mut self, undo: Undo) {
-        let result = match undo {
-            Undo::Network => {
-                self.lab.heal_network();
-                Ok(())
-            }
+    fn undo(&mut self, undo: Undo) -> Result<(), Error> {
+        match undo {
+            Undo::Network => match self.lab.heal_network().as_slice() {
+                [] => Ok(()),
+                failed => Err(Error::Cluster(failed.join("; "))),
+            },
             Undo::Restart(node) => self.nodes.start(self.lab, node),
-            Undo::Continue(node) => {
-                self.nodes.pause(node, false);
-                Ok(())
-            }
+            Undo::Continue(node) => self.nodes.pause(node, false),
             Undo::ClockRate(node) => {
-                self.nodes.kill(node);
+                // It may have exited meanwhile (a full disk, say).
+                let _ = self.nodes.kill(node);
                 self.set_rate(node, 1.0)
             }
             Undo::WallClock(node) => self.nodes.set_clock(node, "+0"),
             Undo::Disk(filler) => std::fs::remove_file(&filler).map_err(Error::from),
-        };
-        if let Err(e) = result {
-            self.note(&format!("healing: {e}"));
         }
     }
 
-    /// Starts any node whose process exited on its own.
-    fn restart_exited(&mut self) {
+    /// Starts any node whose process exited on its own; answers what it
+    /// restarted (nothing once the run is interrupted).
+    fn restart_exited(&mut self) -> Vec<String> {
+        let mut restarted = Vec::new();
+        if self.interrupted.load(Ordering::SeqCst) {
+            return restarted;
+        }
         for i in 1..=self.n {
             if !self.nodes.running(i) {
-                self.note(&format!("node {i} was not running: restarted"));
-                if let Err(e) = self.nodes.start(self.lab, i) {
-                    self.note(&format!("restarting node {i}: {e}"));
-                }
+                let line = match self.nodes.start(self.lab, i) {
+                    Ok(()) => format!("node {i} had exited: restarted"),
+                    Err(e) => format!("node {i} had exited, and restarting it failed: {e}"),
+                };
+                self.note(&line);
+                restarted.push(line);
             }
         }
+        restarted
     }
 
     /// Heals everything: links, filters, clocks, disks, paused and dead
     /// nodes; then restarts a node that still does not answer. Answers the
-    /// repairs it had to make beyond undoing faults.
-    fn heal_all(&mut self) -> Vec<String> {
-        self.lab.heal_network();
-        let mut repairs = Vec::new();
+    /// repairs it had to make beyond undoing faults, and what it could not
+    /// heal.
+    fn heal_all(&mut self) -> (Vec<String>, Vec<String>) {
+        let mut failed = self.lab.heal_network();
         for i in 1..=self.n {
-            self.nodes.pause(i, false);
-            let _ = std::fs::remove_file(self.nodes.disk(i).join("filler"));
+            // A node that is not running has nothing to continue.
+            let _ = self.nodes.pause(i, false);
+            let filler = self.nodes.disk(i).join("filler");
+            if filler.exists()
+                && let Err(e) = std::fs::remove_file(&filler)
+            {
+                failed.push(format!("node {i}: freeing its disk: {e}"));
+            }
             let slot = usize::try_from(i - 1).unwrap_or(0);
             if self.nodes.rates.get(slot).is_some_and(|&r| r != 1.0) {
-                self.nodes.kill(i);
+                let _ = self.nodes.kill(i);
                 if let Err(e) = self.set_rate(i, 1.0) {
-                    repairs.push(format!("node {i}: restarting at the true rate: {e}"));
+                    failed.push(format!("node {i}: restarting at the true rate: {e}"));
                 }
             }
             if let Err(e) = self.nodes.set_clock(i, "+0") {
-                repairs.push(format!("node {i}: clock: {e}"));
+                failed.push(format!("node {i}: clock: {e}"));
             }
         }
-        self.restart_exited();
+        let mut repairs = self.restart_exited();
         // A node that runs but does not answer within 20 s is wedged:
         // restart it, and say so (not when the run was interrupted).
-        for i in (1..=self.n).filter(|_| !self.interrupted.load(Ordering::SeqCst)) {
+        for i in 1..=self.n {
+            if self.interrupted.load(Ordering::SeqCst) {
+                break;
+            }
             let addr = format!("{}:{}", self.lab.ip(i), super::nodes::PORT);
-            let admin = self.admin;
+            let (admin, interrupted) = (self.admin, self.interrupted);
             let answers = self.runtime.block_on(async {
                 let until = tokio::time::Instant::now() + Duration::from_secs(20);
-                while tokio::time::Instant::now() < until {
+                while tokio::time::Instant::now() < until && !interrupted.load(Ordering::SeqCst) {
                     if let Ok(Ok(_)) =
                         tokio::time::timeout(Duration::from_secs(2), admin.status_of(&addr)).await
                     {
@@ -468,21 +514,21 @@ impl Nemesis<'_> {
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                false
+                interrupted.load(Ordering::SeqCst)
             });
             if !answers {
                 let line = format!("node {i} did not answer 20 s after the heal: restarted");
                 self.note(&line);
                 repairs.push(line);
-                self.nodes.kill(i);
+                let _ = self.nodes.kill(i);
                 if let Err(e) = self.nodes.start(self.lab, i) {
-                    repairs.push(format!("node {i}: {e}"));
+                    failed.push(format!("node {i}: {e}"));
                 }
             }
         }
         let end = (self.clock)();
         self.note(&format!("{:>8.1}s healed everything", end.as_secs_f64()));
-        repairs
+        (repairs, failed)
     }
 }
 

@@ -10,6 +10,7 @@
 //! clock never jumps, so its rate is set when it starts.
 
 use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -150,7 +151,10 @@ impl Nodes {
         cmd.args(["--ttl-min-ms", &self.spec.ttl_min_ms.to_string()]);
         // Callers here are few and busy: no rate limit in the way.
         cmd.args(["--rate-limit", "0"]);
-        cmd.stdin(Stdio::null())
+        // A process group of its own: a Ctrl-C at the terminal reaches the
+        // run, which stops the nodes itself, not every node at once.
+        cmd.process_group(0)
+            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         let child = cmd
@@ -191,10 +195,14 @@ impl Nodes {
         }
     }
 
-    /// `kill -9` node `i` (continued first, in case it was paused).
-    pub fn kill(&mut self, i: u64) {
-        if let Some(Some(mut child)) = self.children.get_mut(Nodes::slot(i)).map(Option::take) {
-            signal(child.id(), "-CONT");
+    /// `kill -9` node `i` (continued first, in case it was paused); an
+    /// error when it was not running.
+    pub fn kill(&mut self, i: u64) -> Result<(), Error> {
+        let Some(Some(mut child)) = self.children.get_mut(Nodes::slot(i)).map(Option::take) else {
+            return Err(Error::Cluster(format!("node {i} is not running")));
+        };
+        {
+            let _ = signal(child.id(), "-CONT");
             if let Err(e) = child.kill() {
                 tracing::debug!(node = i, error = %e, "chaos: node already gone");
             }
@@ -202,19 +210,22 @@ impl Nodes {
                 tracing::warn!(node = i, error = %e, "chaos: reaping node");
             }
         }
+        Ok(())
     }
 
-    /// Sends SIGSTOP (`pause`) or SIGCONT to node `i`.
-    pub fn pause(&self, i: u64, pause: bool) {
-        if let Some(pid) = self.pid(i) {
-            signal(pid, if pause { "-STOP" } else { "-CONT" });
-        }
+    /// Sends SIGSTOP (`pause`) or SIGCONT to node `i`; an error when it is
+    /// not running or the signal was not delivered.
+    pub fn pause(&self, i: u64, pause: bool) -> Result<(), Error> {
+        let pid = self
+            .pid(i)
+            .ok_or_else(|| Error::Cluster(format!("node {i} is not running")))?;
+        signal(pid, if pause { "-STOP" } else { "-CONT" })
     }
 
-    /// Kills every node.
+    /// Kills every node that runs.
     pub fn kill_all(&mut self) {
         for i in 1..=self.children.len() as u64 {
-            self.kill(i);
+            let _ = self.kill(i);
         }
     }
 }
@@ -225,10 +236,9 @@ impl Drop for Nodes {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
-    if let Err(e) = sh("kill", &[sig, &pid.to_string()]) {
-        tracing::debug!(pid, sig, error = %e, "chaos: signal not delivered");
-    }
+/// Sends `sig` to `pid` with the `kill` program (procps).
+fn signal(pid: u32, sig: &str) -> Result<(), Error> {
+    sh("kill", &[sig, &pid.to_string()]).map(drop)
 }
 
 /// Writes `text` to `path` through a rename, so a reader never sees half.

@@ -80,7 +80,11 @@ pub struct Summary {
     pub kinds: Vec<FaultKind>,
     /// The faults injected.
     pub injected: Vec<Injected>,
-    /// Repairs beyond undoing faults (a wedged node restarted).
+    /// Faults that could not be injected.
+    pub failed: Vec<String>,
+    /// Heals that did not take.
+    pub heal_errors: Vec<String>,
+    /// Repairs beyond undoing faults (a node restarted).
     pub repairs: Vec<String>,
     /// How long the run took, to the end of the audit.
     pub ran: Duration,
@@ -114,6 +118,12 @@ impl Summary {
     pub fn inconclusive(&self) -> Option<String> {
         if let Err(e) = &self.audit {
             return Some(e.clone());
+        }
+        if !self.heal_errors.is_empty() {
+            return Some(format!(
+                "faults were not all healed: {}",
+                self.heal_errors.join("; ")
+            ));
         }
         if let Replicas::Unknown(why) = &self.replicas {
             return Some(why.clone());
@@ -254,7 +264,26 @@ impl Summary {
             let _ = writeln!(s, "- inconclusive: {why}");
         }
         if !self.repairs.is_empty() {
-            let _ = writeln!(s, "- repairs after the heal: {}", self.repairs.join("; "));
+            let _ = writeln!(
+                s,
+                "- nodes restarted beyond the faults: {}",
+                self.repairs.join("; ")
+            );
+        }
+        if !self.failed.is_empty() {
+            let _ = writeln!(
+                s,
+                "- faults that could not be injected ({}): {}",
+                self.failed.len(),
+                self.failed.join("; ")
+            );
+        }
+        if !self.heal_errors.is_empty() {
+            let _ = writeln!(
+                s,
+                "- heals that did not take: {}",
+                self.heal_errors.join("; ")
+            );
         }
 
         let _ = writeln!(s, "\n## Operations\n");
