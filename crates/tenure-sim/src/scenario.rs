@@ -78,6 +78,7 @@ fn workload(clients: u64, keys: usize) -> Workload {
         hold_max: Duration::from_millis(3_000),
         waiters: true,
         client_pause: None,
+        key_epoch: None,
     }
 }
 
@@ -591,6 +592,7 @@ pub fn run_with(
                 finished,
                 bound,
                 liveness,
+                keys_of: stop_at,
             }
             .run()
             .await

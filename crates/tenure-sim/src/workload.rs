@@ -35,12 +35,20 @@ pub struct Workload {
     /// A client's pause between checking its guard and writing (a GC
     /// pause), and how likely one is per write.
     pub client_pause: Option<(Duration, f64)>,
+    /// Move to a fresh set of keys this often (none: the same keys all
+    /// along). A long run on real processes uses it so that each key's
+    /// history stays short enough for the linearizability search.
+    pub key_epoch: Option<Duration>,
 }
 
 impl Workload {
-    /// The key names.
-    pub fn key(&self, i: usize) -> String {
-        format!("k{i}")
+    /// The name of key `i` at true time `now`: `k{i}`, or `k{i}-e{epoch}`
+    /// when keys move on every `key_epoch`.
+    pub fn key_at(&self, i: usize, now: Duration) -> String {
+        match self.key_epoch.filter(|e| !e.is_zero()) {
+            None => format!("k{i}"),
+            Some(every) => format!("k{i}-e{}", now.as_nanos() / every.as_nanos()),
+        }
     }
 }
 
@@ -140,7 +148,7 @@ impl Worker {
         let client = connect(&self.config).await;
         let w = self.workload.clone();
         while now_true() < self.stop_at {
-            let key = w.key(rng.gen_range(0..w.keys));
+            let key = w.key_at(rng.gen_range(0..w.keys), now_true());
             if rng.gen_bool(0.15) {
                 self.get(&client, &key).await;
                 continue;
@@ -295,6 +303,9 @@ pub struct Auditor {
     pub bound: Duration,
     /// Liveness failures, for the run's report.
     pub liveness: Arc<Mutex<Vec<String>>>,
+    /// The true time whose keys it takes: the clients' last (it matters
+    /// only when keys move on, `Workload::key_epoch`).
+    pub keys_of: Duration,
 }
 
 impl Auditor {
@@ -308,7 +319,7 @@ impl Auditor {
         let client = connect(&config).await;
         let p = &self.process;
         for i in 0..self.workload.keys {
-            let key = self.workload.key(i);
+            let key = self.workload.key_at(i, self.keys_of);
             p.record(p.event(Op::Acquire, Kind::Invoke, &key));
             let started = Instant::now();
             match client

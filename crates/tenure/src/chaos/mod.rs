@@ -70,6 +70,11 @@ pub struct ChaosArgs {
     /// Keys they contend for.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
     keys: u64,
+    /// Move to fresh keys every this many seconds (0: the same keys all
+    /// run), so that each key's history stays short enough for the
+    /// linearizability search; the auditor takes the last set.
+    #[arg(long, default_value_t = 60)]
+    key_epoch_secs: u64,
     /// The TTL of the clients' leases, ms.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(500..=60_000))]
     ttl_ms: u64,
@@ -284,6 +289,7 @@ pub fn run(args: ChaosArgs, out: &mut impl Write) -> Result<u8, Error> {
         hold_max: ttl * 3,
         waiters: true,
         client_pause: None,
+        key_epoch: Some(Duration::from_secs(args.key_epoch_secs)).filter(|d| !d.is_zero()),
     };
     let origin = true_elapsed();
     let clock = move || true_elapsed().saturating_sub(origin);
@@ -361,6 +367,7 @@ pub fn run(args: ChaosArgs, out: &mut impl Write) -> Result<u8, Error> {
         finished: finished.clone(),
         bound,
         liveness: liveness.clone(),
+        keys_of: stop_at.saturating_sub(Duration::from_millis(1)),
     };
     let audited = runtime.spawn(async move { auditor.run().await.map_err(|e| e.to_string()) });
 
@@ -411,6 +418,7 @@ pub fn run(args: ChaosArgs, out: &mut impl Write) -> Result<u8, Error> {
         minutes: args.minutes,
         clients: args.clients,
         keys: args.keys,
+        key_epoch_secs: args.key_epoch_secs,
         ttl,
         bound,
         bin: bin.display().to_string(),

@@ -68,6 +68,8 @@ pub struct Summary {
     pub clients: u64,
     /// Keys.
     pub keys: u64,
+    /// Seconds between fresh sets of keys (0: none).
+    pub key_epoch_secs: u64,
     /// The clients' TTL.
     pub ttl: Duration,
     /// The liveness bound the auditor allows after the heal.
@@ -196,7 +198,7 @@ impl Summary {
         let _ = writeln!(
             s,
             "`tenure chaos --minutes {} --nodes {} --seed {}{}` on `{}`: {} nodes of the binary in network \
-             namespaces on TLS, {} clients on {} keys with {} ms leases writing through a fenced store, \
+             namespaces on TLS, {} clients on {} keys{} with {} ms leases writing through a fenced store, \
              {:.0} s in all. Checked as `tenure check history {}` checks it.\n",
             self.minutes,
             self.nodes,
@@ -209,6 +211,11 @@ impl Summary {
             self.nodes,
             self.clients,
             self.keys,
+            if self.key_epoch_secs > 0 {
+                format!(" (a fresh set every {} s)", self.key_epoch_secs)
+            } else {
+                String::new()
+            },
             self.ttl.as_millis(),
             self.ran.as_secs_f64(),
             self.history_file.display()
