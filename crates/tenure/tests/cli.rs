@@ -376,3 +376,23 @@ fn tn_sim_007_sim_shrink_writes_a_plan_that_sim_run_replays_with_the_same_failur
     let (code, _) = tenure_code(&["sim", "shrink", "partitions", "--seed", "1"]);
     assert_ne!(code, 0);
 }
+
+#[test]
+fn tn_log_002_text_logs_to_a_file_or_pipe_carry_no_colour_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["cluster", "status", "--endpoints", "127.0.0.1:1"])
+        .env("RUST_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("tenure runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DEBUG"),
+        "no log lines to look at:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in a log written to a pipe:\n{}",
+        stderr.lines().next().unwrap_or_default()
+    );
+}
