@@ -141,27 +141,9 @@ impl Cli {
                 None => Ok(()),
             },
             Command::Bench(args) => crate::bench::run(*args, &mut out),
-            Command::Check(args) => match crate::check::run(args, &mut out)? {
-                0 => Ok(()),
-                code => {
-                    out.flush()?;
-                    std::process::exit(i32::from(code))
-                }
-            },
-            Command::Chaos(args) => match crate::chaos::run(*args, &mut out)? {
-                0 => Ok(()),
-                code => {
-                    out.flush()?;
-                    std::process::exit(i32::from(code))
-                }
-            },
-            Command::Sim(args) => match crate::sim::run(args, &mut out)? {
-                0 => Ok(()),
-                code => {
-                    out.flush()?;
-                    std::process::exit(i32::from(code))
-                }
-            },
+            Command::Check(args) => exit_with(crate::check::run(args, &mut out)?, &mut out),
+            Command::Chaos(args) => exit_with(crate::chaos::run(*args, &mut out)?, &mut out),
+            Command::Sim(args) => exit_with(crate::sim::run(args, &mut out)?, &mut out),
             Command::Demo { json, ttl_ms } => crate::demo::run(&mut out, json, ttl_ms),
             Command::Reasons { json } => crate::reasons::print(&mut out, json),
             Command::Certs(command) => crate::certs::run(command, &mut out),
@@ -208,6 +190,17 @@ impl Cli {
             }
         }
     }
+}
+
+/// Ends a command that answers an exit status (0 pass, 1 violation, 2
+/// inconclusive). Its output is flushed first, but a closed stdout does
+/// not decide the status: a violation piped into `head` still exits 1.
+fn exit_with(code: u8, out: &mut impl std::io::Write) -> Result<(), Error> {
+    if code == 0 {
+        return Ok(());
+    }
+    let _ = out.flush();
+    std::process::exit(i32::from(code))
 }
 
 /// A new token for `name`, and the auth file entry that admits it.

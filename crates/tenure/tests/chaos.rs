@@ -43,14 +43,26 @@ fn leftovers(pid: u32) -> Vec<String> {
     left
 }
 
+/// `tenure chaos ARGS --out OUT`, its output captured.
+fn chaos(args: &[&str], out: &Path) -> std::process::Child {
+    Command::new(bin())
+        .arg("chaos")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tenure chaos starts")
+}
+
 #[test]
 fn tn_sim_008_a_chaos_run_on_real_processes_is_checked_clean_and_cleans_up() {
     require_root();
     let dir = tempfile::tempdir().expect("temp dir");
     let out_dir = dir.path().join("run");
-    let child = Command::new(bin())
-        .args([
-            "chaos",
+    let child = chaos(
+        &[
             "--minutes",
             "0.4",
             "--seed",
@@ -61,13 +73,9 @@ fn tn_sim_008_a_chaos_run_on_real_processes_is_checked_clean_and_cleans_up() {
             "4",
             "--ttl-ms",
             "1500",
-            "--out",
-        ])
-        .arg(&out_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tenure chaos starts");
+        ],
+        &out_dir,
+    );
     let pid = child.id();
     let out = child.wait_with_output().expect("tenure chaos runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -122,13 +130,7 @@ fn tn_sim_008_a_chaos_run_stopped_by_ctrl_c_removes_what_it_made() {
     require_root();
     let dir = tempfile::tempdir().expect("temp dir");
     let out_dir = dir.path().join("run");
-    let child = Command::new(bin())
-        .args(["chaos", "--minutes", "5", "--faults", "pause,kill", "--out"])
-        .arg(&out_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tenure chaos starts");
+    let child = chaos(&["--minutes", "5", "--faults", "pause,kill"], &out_dir);
     let pid = child.id();
     // Wait until the cluster is up and the clients run.
     let started = Instant::now();

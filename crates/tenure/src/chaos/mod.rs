@@ -305,7 +305,7 @@ pub fn run(args: ChaosArgs, out: &mut impl Write) -> Result<u8, Error> {
     let liveness = Arc::new(Mutex::new(Vec::new()));
     for c in 1..=args.clients {
         let worker = Worker {
-            process: runtime.block_on(async { Process::new(c, "chaos", recorder.clone(), 0) }),
+            process: Process::new(c, "chaos", recorder.clone(), 0),
             config: config(&format!("chaos-{c}"), c),
             store: store.clone(),
             workload: workload.clone(),
@@ -359,7 +359,7 @@ pub fn run(args: ChaosArgs, out: &mut impl Write) -> Result<u8, Error> {
     // clients, then takes every key within the bound.
     let auditor_id = args.clients + 1;
     let auditor = Auditor {
-        process: runtime.block_on(async { Process::new(auditor_id, "chaos", recorder.clone(), 0) }),
+        process: Process::new(auditor_id, "chaos", recorder.clone(), 0),
         config: config("chaos-auditor", auditor_id),
         store: store.clone(),
         workload: workload.clone(),
