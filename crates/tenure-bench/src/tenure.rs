@@ -92,10 +92,7 @@ impl Target for TenureTarget {
         wait: Option<Duration>,
         downstream: Option<&Downstream>,
     ) -> Result<(), OpError> {
-        let options = AcquireOptions {
-            wait: wait.unwrap_or_default(),
-            request_id: None,
-        };
+        let options = AcquireOptions::waiting(wait.unwrap_or_default());
         let lease = conn
             .client
             .lease(key, ttl, options)

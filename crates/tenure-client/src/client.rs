@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenure_core::{AuditEvent, LeaseView, LockView, TableConfig};
+use tenure_core::{AuditEvent, LeaseView, LockView, Mode, TableConfig};
 use tenure_proto::convert;
 use tenure_proto::v1;
 use tenure_proto::v1::admin_client::AdminClient;
@@ -117,6 +117,8 @@ pub struct LockState {
     pub view: LockView,
     /// The holder's time left when the cluster answered (0 when free).
     pub expires_in_ms: u64,
+    /// Every holder, in grant order, with its time left.
+    pub holders: Vec<Lease>,
 }
 
 /// What [`Client::backup`] wrote.
@@ -229,6 +231,25 @@ pub struct AcquireOptions {
     /// The request's idempotency key; `None`: a fresh one. A retry with
     /// the same id gets the same lease.
     pub request_id: Option<String>,
+    /// How to hold the lock: EXCLUSIVE (the default), SHARED, or one slot
+    /// of a semaphore of N (every caller of the key must name the same N).
+    pub mode: Mode,
+}
+
+impl AcquireOptions {
+    /// Wait up to `wait` in the lock's queue.
+    pub fn waiting(wait: Duration) -> AcquireOptions {
+        AcquireOptions {
+            wait,
+            ..AcquireOptions::default()
+        }
+    }
+
+    /// Hold the lock in `mode`.
+    pub fn in_mode(mut self, mode: Mode) -> AcquireOptions {
+        self.mode = mode;
+        self
+    }
 }
 
 /// Chunks of an import stream.
@@ -267,6 +288,7 @@ fn lock_state(s: &v1::LockState) -> Result<LockState, Error> {
     Ok(LockState {
         view: decoded(convert::lock_view(s))?,
         expires_in_ms: s.active_lease.as_ref().map_or(0, |l| l.expires_in_ms),
+        holders: s.holders.iter().map(lease).collect::<Result<_, _>>()?,
     })
 }
 
@@ -350,10 +372,35 @@ impl Client {
         ttl: Duration,
         wait: Duration,
     ) -> Result<LockGuard, Error> {
-        let options = AcquireOptions {
-            wait,
-            request_id: None,
-        };
+        self.acquire_with(key, ttl, AcquireOptions::waiting(wait))
+            .await
+    }
+
+    /// Takes `key` SHARED, beside any other shared holders, waiting in its
+    /// FIFO queue up to `wait` (a waiting exclusive request is served
+    /// first); the guard is kept alive. Its fencing token is the key's next,
+    /// like every grant's.
+    pub async fn acquire_shared(
+        &self,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let options = AcquireOptions::waiting(wait).in_mode(Mode::Shared);
+        self.acquire_with(key, ttl, options).await
+    }
+
+    /// Takes one of `limit` slots of the semaphore `key`, waiting in its
+    /// FIFO queue up to `wait`; the guard is kept alive. Every caller of
+    /// the key must name the same `limit` (LOCK_MODE_CONFLICT otherwise).
+    pub async fn acquire_semaphore(
+        &self,
+        key: &str,
+        limit: u32,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let options = AcquireOptions::waiting(wait).in_mode(Mode::Semaphore(limit));
         self.acquire_with(key, ttl, options).await
     }
 
@@ -405,6 +452,8 @@ impl Client {
             request_id: options.request_id.unwrap_or_else(|| self.request_id()),
             ttl_ms: millis(ttl),
             wait_timeout_ms: millis(options.wait),
+            mode: convert::lock_mode(options.mode) as i32,
+            limit: options.mode.limit(),
         };
         let l = self
             .t()

@@ -67,6 +67,6 @@ pub use client::{
 };
 pub use guard::LockGuard;
 pub use keepalive::Lost;
-pub use tenure_core::{FencedResource, Reason, TableConfig};
+pub use tenure_core::{FencedResource, Mode, Reason, TableConfig};
 pub use transport::{Dial, Dialer, Error, Identity, TlsConfig};
 pub use watch::{Watch, WatchOptions};

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::lease::LeaseId;
+use crate::lease::{LeaseId, Mode};
 
 /// The actor recorded for transitions the cluster itself makes.
 pub const SYSTEM_ACTOR: &str = "system";
@@ -86,4 +86,71 @@ pub struct AuditEvent {
     pub actor: Arc<str>,
     /// Free text: a force-release reason, a lock-delay length, a new TTL.
     pub detail: Option<String>,
+    /// The mode of the lease concerned (EXCLUSIVE when none is).
+    pub mode: Mode,
+    /// The lock's holders right after the event, in grant order (the
+    /// exclusive holder first); empty for a restore.
+    pub holders: Vec<Holder>,
+}
+
+/// One holder of a lock, as an audit event lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The holding lease.
+    pub lease_id: LeaseId,
+    /// Its owner.
+    pub owner: Arc<str>,
+    /// Its fencing token.
+    pub token: u64,
+    /// How it holds.
+    pub mode: Mode,
+}
+
+/// An audit event as builds before lock modes stored it (without `mode`
+/// and `holders`): kept audit histories written then still read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEventV1 {
+    /// See [`AuditEvent::seq`].
+    pub seq: u64,
+    /// See [`AuditEvent::index`].
+    pub index: u64,
+    /// See [`AuditEvent::at_ms`].
+    pub at_ms: u64,
+    /// See [`AuditEvent::kind`].
+    pub kind: AuditKind,
+    /// See [`AuditEvent::tenant`].
+    pub tenant: Arc<str>,
+    /// See [`AuditEvent::key`].
+    pub key: Arc<str>,
+    /// See [`AuditEvent::lease_id`].
+    pub lease_id: Option<LeaseId>,
+    /// See [`AuditEvent::owner`].
+    pub owner: Option<Arc<str>>,
+    /// See [`AuditEvent::token`].
+    pub token: u64,
+    /// See [`AuditEvent::actor`].
+    pub actor: Arc<str>,
+    /// See [`AuditEvent::detail`].
+    pub detail: Option<String>,
+}
+
+impl From<AuditEventV1> for AuditEvent {
+    /// Every lease before modes was exclusive; the holders were not kept.
+    fn from(e: AuditEventV1) -> AuditEvent {
+        AuditEvent {
+            seq: e.seq,
+            index: e.index,
+            at_ms: e.at_ms,
+            kind: e.kind,
+            tenant: e.tenant,
+            key: e.key,
+            lease_id: e.lease_id,
+            owner: e.owner,
+            token: e.token,
+            actor: e.actor,
+            detail: e.detail,
+            mode: Mode::Exclusive,
+            holders: Vec::new(),
+        }
+    }
 }

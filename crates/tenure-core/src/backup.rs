@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::TableConfig;
-use crate::lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock};
+use crate::lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, Mode};
 use crate::requests::{Fingerprint, Op, Remembered, RequestMemory};
 use crate::table::{State, Table, Tenant};
 
@@ -119,6 +119,35 @@ struct LockLine {
     lock_delay: bool,
     active: Option<String>,
     queue: Vec<String>,
+    /// SHARED or semaphore holders (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    shared: Vec<String>,
+    /// A semaphore's slots (absent: a read-write lock).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    limit: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A lease's mode as a backup line spells it (`mode`, `limit`): absent
+/// for EXCLUSIVE, so a table without other modes backs up as before.
+fn mode_fields(mode: Mode) -> (Option<String>, u32) {
+    match mode {
+        Mode::Exclusive => (None, 0),
+        m => (Some(m.as_str().to_owned()), m.limit()),
+    }
+}
+
+/// The mode a line's `mode` and `limit` name, if they agree.
+fn mode_of(mode: Option<&str>, limit: u32) -> Option<Mode> {
+    match (mode, limit) {
+        (None | Some("EXCLUSIVE"), 0) => Some(Mode::Exclusive),
+        (Some("SHARED"), 0) => Some(Mode::Shared),
+        (Some("SEMAPHORE"), n) if n > 0 => Some(Mode::Semaphore(n)),
+        _ => None,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +166,12 @@ struct LeaseLine {
     /// What the leader's deadline had left when the backup was read; null
     /// when not ACTIVE (or no deadline was armed).
     remaining_ttl_ms: Option<u64>,
+    /// SHARED or SEMAPHORE (absent: EXCLUSIVE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    /// A SEMAPHORE's slots (absent otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    limit: u32,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +187,12 @@ struct AnswerLine {
     version: u64,
     wait_timeout_ms: u64,
     ended: Option<String>,
+    /// SHARED or SEMAPHORE (absent: EXCLUSIVE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    /// A SEMAPHORE's slots (absent otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    limit: u32,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +207,12 @@ struct RequestLine {
     ttl_ms: u64,
     index: u64,
     answer: Option<AnswerLine>,
+    /// SHARED or SEMAPHORE (absent: EXCLUSIVE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    /// A SEMAPHORE's slots (absent otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    limit: u32,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +327,8 @@ fn answer_line(v: &LeaseView) -> AnswerLine {
         version: v.version,
         wait_timeout_ms: v.wait_timeout_ms,
         ended: v.ended.map(|e| end_name(e).into()),
+        mode: mode_fields(v.mode).0,
+        limit: mode_fields(v.mode).1,
     }
 }
 
@@ -400,6 +449,8 @@ impl<R: Fn(LeaseId) -> Option<u64>> Lines<'_, R> {
                             wait_timeout_ms: l.wait_timeout_ms,
                             ended: l.ended.map(|e| end_name(e).into()),
                             remaining_ttl_ms: remaining,
+                            mode: mode_fields(l.mode).0,
+                            limit: mode_fields(l.mode).1,
                         }));
                     }
                     self.stage = 2;
@@ -423,6 +474,8 @@ impl<R: Fn(LeaseId) -> Option<u64>> Lines<'_, R> {
                             ttl_ms: r.fingerprint.ttl_ms,
                             index: r.index,
                             answer: r.answer.as_deref().map(answer_line),
+                            mode: mode_fields(r.fingerprint.mode).0,
+                            limit: mode_fields(r.fingerprint.mode).1,
                         }));
                     }
                     self.stage = 3;
@@ -452,6 +505,8 @@ fn lock_line(tenant: &str, key: &str, slot: u32, lock: &Lock) -> LockLine {
         lock_delay: lock.delayed,
         active: lock.active.map(|id| id.to_string()),
         queue: lock.queue.iter().map(ToString::to_string).collect(),
+        shared: lock.shared.iter().map(ToString::to_string).collect(),
+        limit: lock.limit,
     }
 }
 
@@ -631,11 +686,18 @@ pub fn read(input: impl BufRead) -> Result<Backup, BackupError> {
                     .iter()
                     .map(|id| lease_id(n, "queue", id))
                     .collect::<Result<VecDeque<_>, _>>()?;
+                let shared = l
+                    .shared
+                    .iter()
+                    .map(|id| lease_id(n, "shared", id))
+                    .collect::<Result<Vec<_>, _>>()?;
                 state.locks.push(Lock {
                     active,
                     queue,
                     last_token: l.last_token,
                     delayed: l.lock_delay,
+                    shared,
+                    limit: l.limit,
                 });
             }
             Line::Lease(l) => {
@@ -669,6 +731,8 @@ pub fn read(input: impl BufRead) -> Result<Backup, BackupError> {
                     version: l.version,
                     wait_timeout_ms: l.wait_timeout_ms,
                     ended,
+                    mode: mode_of(l.mode.as_deref(), l.limit)
+                        .ok_or_else(|| at(n, "mode and limit disagree"))?,
                 };
                 if let Some(last) = state.leases.keys().next_back()
                     && *last >= id
@@ -701,6 +765,8 @@ pub fn read(input: impl BufRead) -> Result<Backup, BackupError> {
                             ),
                             None => None,
                         },
+                        mode: mode_of(a.mode.as_deref(), a.limit)
+                            .ok_or_else(|| at(n, "answer: mode and limit disagree"))?,
                     })),
                     None => None,
                 };
@@ -712,6 +778,8 @@ pub fn read(input: impl BufRead) -> Result<Backup, BackupError> {
                         Op::Renew | Op::Release => Some(lease),
                     },
                     ttl_ms: r.ttl_ms,
+                    mode: mode_of(r.mode.as_deref(), r.limit)
+                        .ok_or_else(|| at(n, "mode and limit disagree"))?,
                 };
                 for (field, value) in [
                     ("tenant", &r.tenant),

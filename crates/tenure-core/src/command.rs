@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditEvent;
 use crate::config::TableConfig;
 use crate::error::Error;
-use crate::lease::{LeaseId, LeaseView, LockView};
+use crate::lease::{LeaseId, LeaseView, LockView, Mode};
 pub use crate::restore::{
     Name, RestoreAbort, RestoreBegin, RestoreChunk, RestoreCommit, RestoreReport,
 };
@@ -61,6 +61,10 @@ pub enum Command {
     RestoreCommit(RestoreCommit),
     /// Drop the staged backup.
     RestoreAbort(RestoreAbort),
+    /// Take a lock SHARED or as a semaphore, or queue for it. The exclusive
+    /// form stays [`Command::Acquire`], so every entry written before modes
+    /// existed reads the same; build either with [`Command::acquire`].
+    AcquireWith(AcquireWith),
 }
 
 impl Command {
@@ -81,6 +85,25 @@ impl Command {
             Command::RestoreChunk(_) => "restore-chunk",
             Command::RestoreCommit(_) => "restore-commit",
             Command::RestoreAbort(_) => "restore-abort",
+            Command::AcquireWith(_) => "acquire",
+        }
+    }
+
+    /// An acquire in `mode`: [`Command::Acquire`] when exclusive, otherwise
+    /// [`Command::AcquireWith`].
+    pub fn acquire(acquire: Acquire, mode: Mode) -> Command {
+        match mode {
+            Mode::Exclusive => Command::Acquire(acquire),
+            mode => Command::AcquireWith(AcquireWith { acquire, mode }),
+        }
+    }
+
+    /// The acquire this command is, with its mode, if it is one.
+    pub fn as_acquire(&self) -> Option<(&Acquire, Mode)> {
+        match self {
+            Command::Acquire(c) => Some((c, Mode::Exclusive)),
+            Command::AcquireWith(c) => Some((&c.acquire, c.mode)),
+            _ => None,
         }
     }
 
@@ -100,6 +123,7 @@ impl Command {
     pub fn check(&self) -> Result<(), Error> {
         match self {
             Command::Acquire(c) => c.check(),
+            Command::AcquireWith(c) => c.check(),
             Command::Renew(c) => c.check(),
             Command::Release(c) => c.check(),
             Command::ForceRelease(c) => c.check(),
@@ -122,6 +146,7 @@ impl Command {
     pub fn check_bounds(&self, config: &TableConfig) -> Result<(), Error> {
         match self {
             Command::Acquire(c) => c.check_bounds(config),
+            Command::AcquireWith(c) => c.check_bounds(config),
             Command::Renew(c) => c.check_bounds(config),
             _ => Ok(()),
         }
@@ -144,6 +169,34 @@ impl Acquire {
             return Err(Error::InvalidRequest(format!(
                 "wait_timeout_ms {} exceeds the allowed {} ms",
                 self.wait_timeout_ms, config.max_wait_timeout_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl AcquireWith {
+    /// See [`Command::check`]: the acquire's fields, and a semaphore's limit
+    /// of at least 1.
+    pub fn check(&self) -> Result<(), Error> {
+        self.acquire.check()?;
+        if self.mode == Mode::Semaphore(0) {
+            return Err(Error::InvalidRequest(
+                "a semaphore's limit must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// See [`Command::check_bounds`]: a semaphore has at most
+    /// `max_waiters_per_lock` slots (the bound on a lock's holders).
+    pub fn check_bounds(&self, config: &TableConfig) -> Result<(), Error> {
+        self.acquire.check_bounds(config)?;
+        let limit = self.mode.limit();
+        if limit > config.max_waiters_per_lock {
+            return Err(Error::InvalidRequest(format!(
+                "semaphore limit {limit} exceeds the allowed {}",
+                config.max_waiters_per_lock
             )));
         }
         Ok(())
@@ -198,6 +251,16 @@ pub struct Acquire {
     pub ttl_ms: u64,
     /// 0: answer LOCK_HELD at once; otherwise queue for up to this long.
     pub wait_timeout_ms: u64,
+}
+
+/// Take a lock in a mode other than exclusive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireWith {
+    /// What to take, for whom, for how long.
+    pub acquire: Acquire,
+    /// How to hold it (never [`Mode::Exclusive`]: that is `Command::Acquire`;
+    /// an exclusive mode here is applied the same way all the same).
+    pub mode: Mode,
 }
 
 /// Change the TTL of a lease.

@@ -57,11 +57,15 @@ pub enum Reason {
     Unavailable,
     /// A bug or an unreadable disk; not the caller's fault.
     Internal,
+    /// The request's mode does not suit the key while it has holders or
+    /// waiters: a semaphore of another limit, or a read-write lock asked as
+    /// a semaphore (or the other way round).
+    LockModeConflict,
 }
 
 impl Reason {
     /// Every reason, in the order spec/requirements.md lists them.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::InvalidRequest,
         Reason::InvalidTtl,
         Reason::OwnerTokenRequired,
@@ -82,6 +86,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::Unavailable,
         Reason::Internal,
+        Reason::LockModeConflict,
     ];
 
     /// The stable string clients match on.
@@ -107,6 +112,7 @@ impl Reason {
             Reason::RateLimited => "RATE_LIMITED",
             Reason::Unavailable => "UNAVAILABLE",
             Reason::Internal => "INTERNAL",
+            Reason::LockModeConflict => "LOCK_MODE_CONFLICT",
         }
     }
 
@@ -129,7 +135,8 @@ impl Reason {
             | Reason::LeaseExpired
             | Reason::OwnerMismatch
             | Reason::StaleFencingToken
-            | Reason::RequestIdReused => 409,
+            | Reason::RequestIdReused
+            | Reason::LockModeConflict => 409,
             Reason::TooManyWaiters | Reason::TooManyLocks | Reason::RateLimited => 429,
             Reason::Internal => 500,
             Reason::NotLeader | Reason::Unavailable => 503,
@@ -221,6 +228,16 @@ pub enum Error {
         /// The highest token the resource accepted.
         last: u64,
     },
+    /// The request's mode does not suit the busy key's kind.
+    #[error("lock {key:?} is {held} while it has holders or waiters; {asked} does not suit it")]
+    LockModeConflict {
+        /// The key.
+        key: Arc<str>,
+        /// What the key is: "a read-write lock" or "a semaphore of N".
+        held: String,
+        /// What the request asked for.
+        asked: String,
+    },
 }
 
 impl Error {
@@ -240,6 +257,7 @@ impl Error {
             Error::RequestIdReused(_) => Reason::RequestIdReused,
             Error::WaitTimeout(_) => Reason::WaitTimeout,
             Error::StaleFencingToken { .. } => Reason::StaleFencingToken,
+            Error::LockModeConflict { .. } => Reason::LockModeConflict,
         }
     }
 

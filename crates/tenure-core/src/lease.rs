@@ -101,6 +101,62 @@ pub enum EndReason {
     WaitAbandoned,
 }
 
+/// How a lease holds its lock.
+///
+/// A key is either a read-write lock, taken [`Mode::Exclusive`] (one holder,
+/// the default) or [`Mode::Shared`] (any number of holders, no exclusive
+/// holder meanwhile), or a counting semaphore of `limit` slots, taken
+/// [`Mode::Semaphore`] (at most `limit` holders). Which one a key is stays
+/// fixed while it has holders or waiters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// The only holder.
+    #[default]
+    Exclusive,
+    /// One of any number of shared holders.
+    Shared,
+    /// One of at most `limit` holders of a semaphore.
+    Semaphore(u32),
+}
+
+impl Mode {
+    /// The name used in the API and the scripts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "EXCLUSIVE",
+            Mode::Shared => "SHARED",
+            Mode::Semaphore(_) => "SEMAPHORE",
+        }
+    }
+
+    /// The semaphore's limit; 0 for the modes of a read-write lock.
+    pub fn limit(self) -> u32 {
+        match self {
+            Mode::Semaphore(n) => n,
+            Mode::Exclusive | Mode::Shared => 0,
+        }
+    }
+
+    /// The mode named by the API's fields: `limit` > 0 is a semaphore of
+    /// that many slots, whatever `shared` says; otherwise shared or not.
+    pub fn from_parts(shared: bool, limit: u32) -> Mode {
+        match (shared, limit) {
+            (_, n) if n > 0 => Mode::Semaphore(n),
+            (true, _) => Mode::Shared,
+            (false, _) => Mode::Exclusive,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Semaphore(n) => write!(f, "SEMAPHORE({n})"),
+            m => f.write_str(m.as_str()),
+        }
+    }
+}
+
 /// One acquire by one owner on one lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -126,6 +182,8 @@ pub struct Lease {
     pub wait_timeout_ms: u64,
     /// Set once terminal.
     pub ended: Option<EndReason>,
+    /// How it holds (or will hold) its lock.
+    pub mode: Mode,
 }
 
 impl Lease {
@@ -142,6 +200,7 @@ impl Lease {
             version: self.version,
             wait_timeout_ms: self.wait_timeout_ms,
             ended: self.ended,
+            mode: self.mode,
         }
     }
 }
@@ -170,25 +229,69 @@ pub struct LeaseView {
     pub wait_timeout_ms: u64,
     /// How it ended, once terminal.
     pub ended: Option<EndReason>,
+    /// How it holds (or will hold) its lock.
+    pub mode: Mode,
 }
 
 /// The record of one `(tenant, key)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
-    /// The ACTIVE lease, if any.
+    /// The EXCLUSIVE holder, if any.
     pub active: Option<LeaseId>,
-    /// WAITING leases in arrival order.
+    /// WAITING leases in arrival order, whatever their mode.
     pub queue: VecDeque<LeaseId>,
     /// The token of the latest grant; the next grant gets `last_token + 1`.
     pub last_token: u64,
     /// Set by an expiry while lock-delay is configured; cleared by a command.
     pub delayed: bool,
+    /// The SHARED or semaphore holders, in grant order.
+    pub shared: Vec<LeaseId>,
+    /// 0: a read-write lock; N: a semaphore of N slots. Fixed while the lock
+    /// has holders or waiters.
+    pub limit: u32,
 }
 
 impl Lock {
-    /// Whether the lock could be granted right now to a newcomer.
+    /// Whether the lock could be granted right now to an exclusive newcomer.
     pub fn is_free(&self) -> bool {
-        self.active.is_none() && !self.delayed && self.queue.is_empty()
+        self.admits(Mode::Exclusive)
+    }
+
+    /// Whether anyone holds or waits for the lock: while so, its kind (a
+    /// read-write lock or a semaphore of `limit`) is fixed.
+    pub fn is_busy(&self) -> bool {
+        self.active.is_some() || !self.shared.is_empty() || !self.queue.is_empty()
+    }
+
+    /// Whether a request in `mode` suits the lock's kind. An idle lock suits
+    /// every mode (it takes the kind of its next request).
+    pub fn suits(&self, mode: Mode) -> bool {
+        !self.is_busy() || self.limit == mode.limit()
+    }
+
+    /// Whether a grant in `mode` fits beside the current holders, whatever
+    /// waits: the test for the head of the queue.
+    pub fn fits(&self, mode: Mode) -> bool {
+        if self.delayed || self.active.is_some() {
+            return false;
+        }
+        match mode {
+            Mode::Exclusive => self.shared.is_empty(),
+            Mode::Shared => true,
+            Mode::Semaphore(n) => self.shared.len() < n as usize,
+        }
+    }
+
+    /// Whether a newcomer in `mode` is granted at once: it fits and nobody
+    /// waits ahead of it (FIFO across modes, so a waiting writer holds back
+    /// later readers).
+    pub fn admits(&self, mode: Mode) -> bool {
+        self.queue.is_empty() && self.suits(mode) && self.fits(mode)
+    }
+
+    /// Every holder, the exclusive one first, then the others in grant order.
+    pub fn holders(&self) -> impl Iterator<Item = LeaseId> + '_ {
+        self.active.into_iter().chain(self.shared.iter().copied())
     }
 }
 
@@ -199,8 +302,13 @@ pub struct LockView {
     pub tenant: Arc<str>,
     /// Its key.
     pub key: Arc<str>,
-    /// The holder, if any.
+    /// The first of its holders (the exclusive one, or the oldest shared or
+    /// semaphore grant), if any.
     pub active: Option<LeaseView>,
+    /// Every holder, `active` first.
+    pub holders: Vec<LeaseView>,
+    /// 0: a read-write lock; N: a semaphore of N slots.
+    pub limit: u32,
     /// The token of the latest grant (0: never granted).
     pub last_token: u64,
     /// How many leases wait in its queue.

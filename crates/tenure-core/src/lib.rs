@@ -70,6 +70,7 @@ mod config;
 mod error;
 mod fence;
 mod lease;
+mod legacy;
 mod query;
 mod requests;
 pub mod restore;
@@ -78,16 +79,16 @@ mod table;
 pub mod validate;
 mod verify;
 
-pub use audit::{AuditEvent, AuditKind, SYSTEM_ACTOR};
+pub use audit::{AuditEvent, AuditEventV1, AuditKind, Holder, SYSTEM_ACTOR};
 pub use command::{
-    Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Expire,
-    ForceRelease, Import, Name, Release, Renew, Reply, RestoreAbort, RestoreBegin, RestoreChunk,
-    RestoreCommit, RestoreReport,
+    Acquire, AcquireWith, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command,
+    Expire, ForceRelease, Import, Name, Release, Renew, Reply, RestoreAbort, RestoreBegin,
+    RestoreChunk, RestoreCommit, RestoreReport,
 };
 pub use config::TableConfig;
 pub use error::{Error, Reason, SnapshotError};
 pub use fence::FencedResource;
-pub use lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, LockView};
+pub use lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, LockView, Mode};
 pub use query::Stats;
 pub use requests::{Fingerprint, Op};
 pub use snapshot::SNAPSHOT_FORMAT;

@@ -40,9 +40,17 @@ impl Table {
             tenant: tenant.clone(),
             key: key.clone(),
             active: lock
-                .active
+                .holders()
+                .next()
                 .and_then(|id| self.state.leases.get(&id))
                 .map(Lease::view),
+            holders: lock
+                .holders()
+                .filter_map(|id| self.state.leases.get(&id))
+                .map(Lease::view)
+                .collect(),
+            // An idle key has no kind: its next request gives it one.
+            limit: if lock.is_busy() { lock.limit } else { 0 },
             last_token: lock.last_token,
             waiters: u32::try_from(lock.queue.len()).unwrap_or(u32::MAX),
             delayed: lock.delayed,

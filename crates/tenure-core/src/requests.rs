@@ -18,7 +18,7 @@ use serde::de::Error as _;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::lease::{LeaseId, LeaseView};
+use crate::lease::{LeaseId, LeaseView, Mode};
 
 /// Which operation a request was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,8 @@ pub struct Fingerprint {
     pub lease: Option<LeaseId>,
     /// The TTL asked for (0 for a release).
     pub ttl_ms: u64,
+    /// The mode an acquire asked for (EXCLUSIVE for the others).
+    pub mode: Mode,
 }
 
 impl Fingerprint {

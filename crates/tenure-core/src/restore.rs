@@ -572,6 +572,8 @@ impl Table {
                 "backup={} token_gap={} merged={} locks={} active={} dropped_waiters={} skipped={}",
                 b.sha256, b.token_gap, r.merged, r.locks, r.active, r.dropped_waiters, r.skipped
             )),
+            mode: crate::lease::Mode::Exclusive,
+            holders: Vec::new(),
         }
     }
 
@@ -598,10 +600,12 @@ impl Table {
             };
             report.locks += 1;
             report.dropped_waiters += lock.queue.len() as u64;
-            let holder = lock
-                .active
-                .and_then(|id| theirs.leases.get(&id))
-                .filter(|l| !state.leases.contains_key(&l.id));
+            let holders: Vec<_> = lock
+                .holders()
+                .filter_map(|id| theirs.leases.get(&id))
+                .filter(|l| !state.leases.contains_key(&l.id))
+                .collect();
+            let all_new = holders.len() == lock.holders().count();
             let t = state
                 .tenants
                 .entry(tenant.clone())
@@ -619,24 +623,27 @@ impl Table {
                 }
             };
             let mine = &mut state.locks[here as usize];
-            let idle = mine.active.is_none() && mine.queue.is_empty() && !mine.delayed;
-            let take = idle && lock.last_token > mine.last_token && holder.is_some();
-            // A holder here keeps its token as the lock's last: the floor
-            // puts the next grant above both histories.
-            if mine.active.is_none() {
+            let idle = !mine.is_busy() && !mine.delayed;
+            let take = idle && lock.last_token > mine.last_token && !holders.is_empty() && all_new;
+            // A holder here keeps its token at or below the lock's last:
+            // the floor puts the next grant above both histories.
+            if mine.holders().next().is_none() {
                 mine.last_token = mine.last_token.max(lock.last_token);
             }
-            match holder {
-                Some(h) if take => {
-                    mine.active = Some(h.id);
+            if take {
+                mine.active = lock.active;
+                mine.shared = lock.shared.clone();
+                mine.limit = lock.limit;
+                for h in holders {
                     let mut lease = h.clone();
                     lease.tenant = t.name.clone();
-                    lease.key = key;
+                    lease.key = key.clone();
                     lease.lock = here;
                     state.leases.insert(lease.id, lease);
                     report.active += 1;
                 }
-                _ => report.skipped += u64::from(lock.active.is_some()),
+            } else {
+                report.skipped += lock.holders().count() as u64;
             }
         }
         (state, report)

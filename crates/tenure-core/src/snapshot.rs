@@ -13,8 +13,12 @@ use crate::table::{State, Table};
 
 /// The snapshot format this build writes. Format 2 added the cluster id,
 /// the token floor and the restores, encoded after everything format 1
-/// holds; this build reads both.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// holds; format 3 added lock modes (a lease's mode, a lock's shared
+/// holders and semaphore limit). This build reads all three.
+pub const SNAPSHOT_FORMAT: u32 = 3;
+
+/// The last format without lock modes.
+const FORMAT_BEFORE_MODES: u32 = 2;
 
 /// The oldest format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u32 = 1;
@@ -37,7 +41,7 @@ impl Table {
             .map_err(|e| SnapshotError::Corrupt(format!("format number: {e}")))?;
         let upgraded;
         let rest = match format {
-            SNAPSHOT_FORMAT => rest,
+            SNAPSHOT_FORMAT | FORMAT_BEFORE_MODES => rest,
             // Format 1 is format 2 without the fields it added last: they
             // are appended at their defaults.
             OLDEST_SNAPSHOT_FORMAT => {
@@ -56,8 +60,14 @@ impl Table {
                 });
             }
         };
-        let (state, trailing) = postcard::take_from_bytes::<State>(rest)
-            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let corrupt = |e: postcard::Error| SnapshotError::Corrupt(e.to_string());
+        let (state, trailing) = if format == SNAPSHOT_FORMAT {
+            postcard::take_from_bytes::<State>(rest).map_err(corrupt)?
+        } else {
+            let (old, trailing) =
+                postcard::take_from_bytes::<crate::legacy::StateV2>(rest).map_err(corrupt)?;
+            (old.upgrade().map_err(SnapshotError::Corrupt)?, trailing)
+        };
         if !trailing.is_empty() {
             return Err(SnapshotError::Corrupt(format!(
                 "{} bytes after the end of the state",

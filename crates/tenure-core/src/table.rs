@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AuditKind, SYSTEM};
+use crate::audit::{AuditEvent, AuditKind, Holder, SYSTEM};
 use crate::command::{
     Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Expire,
     ForceRelease, Import, Release, Renew, Reply,
 };
 use crate::config::TableConfig;
 use crate::error::Error;
-use crate::lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock};
+use crate::lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, Mode};
 use crate::requests::{Fingerprint, Op, Remembered, RequestMemory, request_key};
 use crate::validate;
 
@@ -82,10 +82,43 @@ struct Audit<'a> {
 }
 
 impl Audit<'_> {
-    fn emit(&mut self, kind: AuditKind, lease: &Lease, actor: &Arc<str>, detail: Option<String>) {
-        self.push(kind, &lease.tenant, &lease.key, Some(lease), actor, detail);
+    /// Records a transition of `lease`, with its lock's holders after it.
+    fn emit(
+        &mut self,
+        kind: AuditKind,
+        state: &State,
+        id: LeaseId,
+        actor: &Arc<str>,
+        detail: Option<String>,
+    ) {
+        let lease = &state.leases[&id];
+        let holders = holders_of(state, lease.lock);
+        self.push(
+            kind,
+            &lease.tenant,
+            &lease.key,
+            Some(lease),
+            actor,
+            detail,
+            holders,
+        );
     }
 
+    /// Records a transition of the lock in `slot` that concerns no lease.
+    fn push_lock(
+        &mut self,
+        kind: AuditKind,
+        state: &State,
+        slot: u32,
+        (tenant, key): (&Arc<str>, &Arc<str>),
+        actor: &Arc<str>,
+        detail: Option<String>,
+    ) {
+        let holders = holders_of(state, slot);
+        self.push(kind, tenant, key, None, actor, detail, holders);
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         kind: AuditKind,
@@ -94,6 +127,7 @@ impl Audit<'_> {
         lease: Option<&Lease>,
         actor: &Arc<str>,
         detail: Option<String>,
+        holders: Vec<Holder>,
     ) {
         *self.seq = self.seq.checked_add(1).expect("audit sequence below 2^64");
         self.events.push(AuditEvent {
@@ -108,8 +142,24 @@ impl Audit<'_> {
             token: lease.map_or(0, |l| l.token),
             actor: actor.clone(),
             detail,
+            mode: lease.map_or(Mode::Exclusive, |l| l.mode),
+            holders,
         });
     }
+}
+
+/// The holders of the lock in `slot`, as audit events list them.
+fn holders_of(state: &State, slot: u32) -> Vec<Holder> {
+    state.locks[slot as usize]
+        .holders()
+        .filter_map(|id| state.leases.get(&id))
+        .map(|l| Holder {
+            lease_id: l.id,
+            owner: l.owner.clone(),
+            token: l.token,
+            mode: l.mode,
+        })
+        .collect()
 }
 
 impl Table {
@@ -166,7 +216,11 @@ impl Table {
             events: Vec::new(),
         };
         let result = match command {
-            Command::Acquire(c) => self.acquire(ctx, c, &mut audit),
+            Command::Acquire(c) => self.acquire(ctx, c, Mode::Exclusive, &mut audit),
+            Command::AcquireWith(c) => match c.check() {
+                Ok(()) => self.acquire(ctx, c.acquire, c.mode, &mut audit),
+                Err(e) => Err(e),
+            },
             Command::Renew(c) => self.renew(ctx, c, &mut audit),
             Command::Release(c) => self.release(ctx, c, &mut audit),
             Command::Expire(c) => Ok(self.expire(ctx, c, &mut audit)),
@@ -232,16 +286,36 @@ impl Table {
         }
     }
 
-    fn acquire(&mut self, ctx: ApplyCtx, c: Acquire, audit: &mut Audit) -> Result<Reply, Error> {
+    fn acquire(
+        &mut self,
+        ctx: ApplyCtx,
+        c: Acquire,
+        mode: Mode,
+        audit: &mut Audit,
+    ) -> Result<Reply, Error> {
         c.check()?;
         // A retry is answered before the bounds are checked: a Configure in
         // between must not turn the original answer into INVALID_TTL.
         request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
         if let Some(r) = self.state.requests.get(&self.key_buf) {
-            return self.answer_retry(r, Op::Acquire, Some(&c.key), None, c.ttl_ms, &c.request_id);
+            let asked = Fingerprint {
+                op: Op::Acquire,
+                key: Some(c.key.as_str().into()),
+                lease: None,
+                ttl_ms: c.ttl_ms,
+                mode,
+            };
+            return self.answer_retry(r, &asked, &c.request_id);
         }
         let config = &self.state.config;
         c.check_bounds(config)?;
+        if mode.limit() > config.max_waiters_per_lock {
+            return Err(Error::InvalidRequest(format!(
+                "semaphore limit {} exceeds the allowed {}",
+                mode.limit(),
+                config.max_waiters_per_lock
+            )));
+        }
         let max_waiters = config.max_waiters_per_lock;
         let (max_tenants, max_locks) = (config.max_tenants, config.max_locks_per_tenant);
 
@@ -252,6 +326,20 @@ impl Table {
             return Err(Error::TooManyLocks(format!(
                 "the cluster already has {max_tenants} tenants"
             )));
+        }
+        // A key's kind is checked before anything is created for it.
+        let existing = tenants
+            .get(c.tenant.as_str())
+            .and_then(|t| t.locks.get(c.key.as_str()))
+            .map(|slot| &locks[*slot as usize]);
+        if let Some(lock) = existing
+            && !lock.suits(mode)
+        {
+            return Err(Error::LockModeConflict {
+                key: c.key.as_str().into(),
+                held: kind_name(lock.limit),
+                asked: format!("{mode}"),
+            });
         }
         let tenant = match tenants.get_mut(c.tenant.as_str()) {
             Some(t) => t,
@@ -293,14 +381,27 @@ impl Table {
             version: 1,
             wait_timeout_ms: c.wait_timeout_ms,
             ended: None,
+            mode,
         };
-        if lock.is_free() {
+        let kind = if lock.admits(mode) {
+            // Holders of a shared key count against the same bound as its
+            // waiters, so one key cannot grow without end.
+            if mode != Mode::Exclusive && lock.shared.len() >= max_waiters as usize {
+                return Err(Error::TooManyWaiters {
+                    key: lease.key,
+                    limit: max_waiters,
+                });
+            }
             let token = next_token(lock.last_token.max(floor));
             lock.last_token = token;
-            lock.active = Some(id);
+            lock.limit = mode.limit();
+            match mode {
+                Mode::Exclusive => lock.active = Some(id),
+                Mode::Shared | Mode::Semaphore(_) => lock.shared.push(id),
+            }
             lease.state = LeaseState::Active;
             lease.token = token;
-            audit.emit(AuditKind::LeaseAcquire, &lease, &lease.owner, None);
+            AuditKind::LeaseAcquire
         } else if c.wait_timeout_ms > 0 {
             if lock.queue.len() >= max_waiters as usize {
                 return Err(Error::TooManyWaiters {
@@ -308,25 +409,37 @@ impl Table {
                     limit: max_waiters,
                 });
             }
+            lock.limit = mode.limit();
             lock.queue.push_back(id);
-            audit.emit(AuditKind::LeaseWait, &lease, &lease.owner, None);
-        } else if let Some(holder) = lock.active {
+            AuditKind::LeaseWait
+        } else if let Some(holder) = lock.holders().next() {
             return Err(Error::LockHeld {
                 key: lease.key,
                 holder,
             });
-        } else {
+        } else if lock.delayed {
             return Err(Error::LockDelayed { key: lease.key });
-        }
+        } else {
+            // Free, not delayed, nobody holds: only a queue could stand in
+            // the way, and a queue is never behind a free lock.
+            let head = lock.queue.front().copied().unwrap_or(id);
+            return Err(Error::LockHeld {
+                key: lease.key,
+                holder: head,
+            });
+        };
         let fingerprint = Fingerprint {
             op: Op::Acquire,
             key: Some(key),
             lease: None,
             ttl_ms: c.ttl_ms,
+            mode,
         };
         self.remember(fingerprint, id, ctx.index, None);
         let view = lease.view();
+        let owner = lease.owner.clone();
         self.state.leases.insert(id, lease);
+        audit.emit(kind, &self.state, id, &owner, None);
         Ok(Reply::Lease(view))
     }
 
@@ -338,16 +451,13 @@ impl Table {
     fn answer_retry(
         &self,
         r: &Remembered,
-        op: Op,
-        key: Option<&str>,
-        lease: Option<LeaseId>,
-        ttl_ms: u64,
+        asked: &Fingerprint,
         request_id: &str,
     ) -> Result<Reply, Error> {
-        if !r.fingerprint.matches(op, key, lease, ttl_ms) {
+        if r.fingerprint != *asked {
             return Err(Error::RequestIdReused(request_id.to_owned()));
         }
-        if let (Op::Release, Some(answer)) = (op, &r.answer) {
+        if let (Op::Release, Some(answer)) = (asked.op, &r.answer) {
             return Ok(Reply::Lease(LeaseView::clone(answer)));
         }
         let id = r.lease;
@@ -399,17 +509,11 @@ impl Table {
             key: None,
             lease: Some(c.lease_id),
             ttl_ms: c.ttl_ms,
+            mode: Mode::Exclusive,
         };
         request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
         if let Some(r) = self.state.requests.get(&self.key_buf) {
-            return self.answer_retry(
-                r,
-                Op::Renew,
-                None,
-                Some(c.lease_id),
-                c.ttl_ms,
-                &c.request_id,
-            );
+            return self.answer_retry(r, &fingerprint, &c.request_id);
         }
         c.check_bounds(&self.state.config)?;
         self.live_lease_of(&c.tenant, c.lease_id, &c.owner)?;
@@ -420,7 +524,8 @@ impl Table {
         let owner = lease.owner.clone();
         audit.emit(
             AuditKind::LeaseRenew,
-            lease,
+            &self.state,
+            c.lease_id,
             &owner,
             Some(format!("ttl_ms={}", c.ttl_ms)),
         );
@@ -435,10 +540,11 @@ impl Table {
             key: None,
             lease: Some(c.lease_id),
             ttl_ms: 0,
+            mode: Mode::Exclusive,
         };
         request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
         if let Some(r) = self.state.requests.get(&self.key_buf) {
-            return self.answer_retry(r, Op::Release, None, Some(c.lease_id), 0, &c.request_id);
+            return self.answer_retry(r, &fingerprint, &c.request_id);
         }
         let owner = self
             .live_lease_of(&c.tenant, c.lease_id, &c.owner)?
@@ -510,31 +616,34 @@ impl Table {
             return Ok(Reply::Lock(self.lock(&c.tenant, &c.key)));
         };
         let lock = &mut self.state.locks[slot as usize];
-        let holder = lock.active;
-        if c.lease_id.is_some() && c.lease_id != holder {
-            return Ok(Reply::Lock(self.lock(&c.tenant, &c.key)));
-        }
+        // The holders when the command applies: those granted while they
+        // are freed (a semaphore's next waiters) keep their grant.
+        let holders: Vec<LeaseId> = match c.lease_id {
+            Some(id) if lock.holders().any(|h| h == id) => vec![id],
+            Some(_) => return Ok(Reply::Lock(self.lock(&c.tenant, &c.key))),
+            None => lock.holders().collect(),
+        };
         let actor: Arc<str> = c.actor.into();
-        if lock.delayed && holder.is_none() {
+        if lock.delayed && holders.is_empty() {
             lock.delayed = false;
             let detail = Some(format!("cleared by force-release: {}", c.reason));
-            audit.push(
+            audit.push_lock(
                 AuditKind::LockDelayClear,
-                &tenant,
-                &key,
-                None,
+                &self.state,
+                slot,
+                (&tenant, &key),
                 &actor,
                 detail,
             );
             self.hand_off(slot, audit);
         }
-        if let Some(holder) = holder {
+        for holder in holders {
             let ending = Ending {
                 state: LeaseState::Released,
                 reason: EndReason::ForceReleased,
                 kind: AuditKind::ForceRelease,
                 actor: &actor,
-                detail: Some(c.reason),
+                detail: Some(c.reason.clone()),
             };
             self.end(ctx, holder, ending, audit);
         }
@@ -555,11 +664,11 @@ impl Table {
             return Ok(Reply::Unchanged);
         }
         lock.delayed = false;
-        audit.push(
+        audit.push_lock(
             AuditKind::LockDelayClear,
-            &tenant,
-            &key,
-            None,
+            &self.state,
+            slot,
+            (&tenant, &key),
             &SYSTEM,
             None,
         );
@@ -568,8 +677,8 @@ impl Table {
     }
 
     /// Ends a live lease: marks it terminal, takes it off its lock (freeing
-    /// the lock and handing it on, or starting a lock-delay after an expiry),
-    /// and queues it for forgetting.
+    /// a slot and handing the lock on, or starting a lock-delay after an
+    /// expiry), and queues it for forgetting.
     fn end(&mut self, ctx: ApplyCtx, id: LeaseId, ending: Ending, audit: &mut Audit) -> LeaseView {
         let lock_delay_ms = self.state.config.lock_delay_ms;
         let lease = self.lease_mut(id);
@@ -581,7 +690,6 @@ impl Table {
         lease.version = bump(lease.version);
         let view = lease.view();
         let slot = lease.lock;
-        audit.emit(ending.kind, lease, ending.actor, ending.detail);
         self.state.ended.push_back((ctx.index, id));
 
         let lock = &mut self.state.locks[slot as usize];
@@ -593,64 +701,87 @@ impl Table {
                 before,
                 "waiting lease {id} was not queued once"
             );
+            audit.emit(ending.kind, &self.state, id, ending.actor, ending.detail);
+            // A waiter that leaves the head can let the next ones in (a
+            // reader behind a writer that gave up).
+            self.hand_off(slot, audit);
             return view;
         }
-        assert_eq!(
-            lock.active,
-            Some(id),
-            "active lease {id} is not its lock's holder"
-        );
-        lock.active = None;
+        if lock.active == Some(id) {
+            lock.active = None;
+        } else {
+            let before = lock.shared.len();
+            lock.shared.retain(|h| *h != id);
+            assert_eq!(
+                lock.shared.len() + 1,
+                before,
+                "active lease {id} is not one of its lock's holders"
+            );
+        }
+        audit.emit(ending.kind, &self.state, id, ending.actor, ending.detail);
+        let lock = &mut self.state.locks[slot as usize];
         if reason == EndReason::Expired && lock_delay_ms > 0 {
             lock.delayed = true;
             let detail = Some(format!("lock_delay_ms={lock_delay_ms}"));
-            audit.push(
+            audit.push_lock(
                 AuditKind::LockDelaySet,
-                &view.tenant,
-                &view.key,
-                None,
+                &self.state,
+                slot,
+                (&view.tenant, &view.key),
                 &SYSTEM,
                 detail,
             );
-        } else if !lock.queue.is_empty() {
+        } else {
             self.hand_off(slot, audit);
         }
         view
     }
 
-    /// Grants a free lock to the first waiter, with the next fencing token.
+    /// Grants the lock to every waiter at the head of its queue that fits,
+    /// in order, each with the next fencing token: one writer, or as many
+    /// readers (or semaphore slots) as there are.
     fn hand_off(&mut self, slot: u32, audit: &mut Audit) {
         let floor = self.state.extra.token_floor;
-        let lock = &mut self.state.locks[slot as usize];
-        if lock.active.is_some() || lock.delayed {
-            return;
+        loop {
+            let lock = &mut self.state.locks[slot as usize];
+            let Some(&next) = lock.queue.front() else {
+                return;
+            };
+            let Some(mode) = self.state.leases.get(&next).map(|l| l.mode) else {
+                panic!("queued lease {next} must exist");
+            };
+            if !lock.fits(mode) {
+                return;
+            }
+            lock.queue.pop_front();
+            let token = next_token(lock.last_token.max(floor));
+            lock.last_token = token;
+            match mode {
+                Mode::Exclusive => lock.active = Some(next),
+                Mode::Shared | Mode::Semaphore(_) => lock.shared.push(next),
+            }
+            let lease = self.lease_mut(next);
+            assert_eq!(
+                lease.state,
+                LeaseState::Waiting,
+                "queued lease {next} must be waiting"
+            );
+            assert!(
+                token > lease.token,
+                "fencing token must increase for {}",
+                lease.key
+            );
+            lease.state = LeaseState::Active;
+            lease.token = token;
+            lease.version = bump(lease.version);
+            audit.emit(
+                AuditKind::LeaseAcquire,
+                &self.state,
+                next,
+                &SYSTEM,
+                Some("granted from the queue".to_owned()),
+            );
         }
-        let Some(next) = lock.queue.pop_front() else {
-            return;
-        };
-        let token = next_token(lock.last_token.max(floor));
-        lock.last_token = token;
-        lock.active = Some(next);
-        let lease = self.lease_mut(next);
-        assert_eq!(
-            lease.state,
-            LeaseState::Waiting,
-            "queued lease {next} must be waiting"
-        );
-        assert!(
-            token > lease.token,
-            "fencing token must increase for {}",
-            lease.key
-        );
-        lease.state = LeaseState::Active;
-        lease.token = token;
-        lease.version = bump(lease.version);
-        audit.emit(
-            AuditKind::LeaseAcquire,
-            lease,
-            &SYSTEM,
-            Some("granted from the queue".to_owned()),
-        );
     }
 
     /// Remembers the request whose key is in `key_buf`.
@@ -703,6 +834,14 @@ struct Ending<'a> {
     detail: Option<String>,
 }
 
+/// What a lock with `limit` is, for refusals.
+fn kind_name(limit: u32) -> String {
+    match limit {
+        0 => "a read-write lock".to_owned(),
+        n => format!("a semaphore of {n}"),
+    }
+}
+
 /// The token after `last`. Restored snapshots are verified to keep tokens
 /// below the log index, so this cannot overflow; if it could, wrapping to 0
 /// would break fencing, so it stops the node instead.
@@ -730,6 +869,10 @@ impl Table {
         };
         let retry = match command {
             Command::Acquire(c) => remembered(&c.tenant, &c.owner, &c.request_id),
+            Command::AcquireWith(c) => {
+                let c = &c.acquire;
+                remembered(&c.tenant, &c.owner, &c.request_id)
+            }
             Command::Renew(c) => remembered(&c.tenant, &c.owner, &c.request_id),
             Command::RestoreBegin(c) => return self.check_begin(c),
             _ => false,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::lease::LeaseState;
+use crate::lease::{LeaseState, Mode};
 use crate::table::Table;
 
 impl Table {
@@ -65,6 +65,9 @@ impl Table {
                     if l.state != LeaseState::Active || &l.tenant != tenant || &l.key != key {
                         return Err(format!("{at}: holder {id} is not an ACTIVE lease of it"));
                     }
+                    if l.mode != Mode::Exclusive || !lock.shared.is_empty() || lock.limit != 0 {
+                        return Err(format!("{at}: exclusive holder {id} beside other holders"));
+                    }
                     if l.token != lock.last_token || l.token == 0 {
                         return Err(format!(
                             "{at}: holder token {} != last {}",
@@ -75,8 +78,46 @@ impl Table {
                         return Err(format!("{at}: held and delayed at once"));
                     }
                 }
-                if !lock.queue.is_empty() && lock.active.is_none() && !lock.delayed {
-                    return Err(format!("{at}: waiters behind a free lock"));
+                // Which modes the lock's kind takes.
+                let suits = |m: Mode| match lock.limit {
+                    0 => matches!(m, Mode::Exclusive | Mode::Shared),
+                    n => m == Mode::Semaphore(n),
+                };
+                if lock.limit > 0 && lock.shared.len() > lock.limit as usize {
+                    return Err(format!(
+                        "{at}: {} holders of a semaphore of {}",
+                        lock.shared.len(),
+                        lock.limit
+                    ));
+                }
+                let mut last_shared = 0;
+                for id in &lock.shared {
+                    let l = s
+                        .leases
+                        .get(id)
+                        .ok_or(format!("{at}: holder {id} missing"))?;
+                    if l.state != LeaseState::Active || &l.tenant != tenant || &l.key != key {
+                        return Err(format!("{at}: holder {id} is not an ACTIVE lease of it"));
+                    }
+                    if l.mode == Mode::Exclusive || !suits(l.mode) {
+                        return Err(format!(
+                            "{at}: holder {id} is {} in a lock of limit {}",
+                            l.mode, lock.limit
+                        ));
+                    }
+                    if l.token <= last_shared || l.token > lock.last_token {
+                        return Err(format!(
+                            "{at}: holder {id} token {} out of grant order",
+                            l.token
+                        ));
+                    }
+                    last_shared = l.token;
+                }
+                if let Some(head) = lock.queue.front() {
+                    let mode = s.leases.get(head).map_or(Mode::Exclusive, |l| l.mode);
+                    if lock.fits(mode) {
+                        return Err(format!("{at}: waiters behind a lock their head fits"));
+                    }
                 }
                 for id in &lock.queue {
                     let l = s
@@ -85,6 +126,12 @@ impl Table {
                         .ok_or(format!("{at}: waiter {id} missing"))?;
                     if l.state != LeaseState::Waiting || &l.tenant != tenant || &l.key != key {
                         return Err(format!("{at}: waiter {id} is not a WAITING lease of it"));
+                    }
+                    if !suits(l.mode) {
+                        return Err(format!(
+                            "{at}: waiter {id} is {} in a lock of limit {}",
+                            l.mode, lock.limit
+                        ));
                     }
                     if !queued.insert(*id) {
                         return Err(format!("{at}: waiter {id} queued twice"));
@@ -113,7 +160,7 @@ impl Table {
             }
             let lock = &s.locks[*slot as usize];
             match l.state {
-                LeaseState::Active if lock.active != Some(*id) => {
+                LeaseState::Active if lock.active != Some(*id) && !lock.shared.contains(id) => {
                     return Err(format!("lease {id}: ACTIVE but not its lock's holder"));
                 }
                 LeaseState::Waiting if !queued.contains(id) => {
@@ -177,8 +224,10 @@ impl Table {
             }
             last = *index;
         }
-        // At most four audit events per entry (force-release: clear, end, grant).
-        if s.audit_seq > s.last_index.saturating_mul(4) {
+        // Each entry adds at most two events of its own (a lock-delay clear
+        // or set, a renewal) and each lease at most three in its life (wait,
+        // grant, end), and an entry creates at most one lease.
+        if s.audit_seq > s.last_index.saturating_mul(5) {
             return Err(format!(
                 "audit sequence {} impossible by index",
                 s.audit_seq

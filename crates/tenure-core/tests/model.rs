@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use tenure_core::{
     Acquire, ApplyCtx, AuditKind, CancelCause, CancelWait, ClearLockDelay, Command, EndReason,
-    Error, Expire, ForceRelease, LeaseId, LeaseState, LeaseView, LockView, Reason, Release, Renew,
-    Reply, Table, TableConfig,
+    Error, Expire, ForceRelease, LeaseId, LeaseState, LeaseView, LockView, Mode, Reason, Release,
+    Renew, Reply, Table, TableConfig,
 };
 
 #[derive(Clone, Debug)]
@@ -30,7 +30,7 @@ struct MRequest {
     tenant: String,
     owner: String,
     rid: String,
-    what: (u8, String, Option<LeaseId>, u64),
+    what: What,
     lease: LeaseId,
     index: u64,
     answer: Option<LeaseView>,
@@ -47,7 +47,12 @@ struct Model {
     index: u64,
 }
 
-type Events = Vec<(AuditKind, Option<LeaseId>, u64)>;
+/// An audit event as compared: kind, lease, token, and the lock's holders
+/// right after it.
+type Events = Vec<(AuditKind, Option<LeaseId>, u64, Vec<LeaseId>)>;
+
+/// What a remembered request was: op, key, lease, TTL, mode.
+type What = (u8, String, Option<LeaseId>, u64, Mode);
 
 fn ok_ident(s: &str, max: usize, extra: &[u8]) -> bool {
     !s.is_empty()
@@ -86,10 +91,23 @@ impl Model {
         self.delayed.iter().any(|(a, b)| a == t && b == k)
     }
 
-    fn holder(&self, t: &str, k: &str) -> Option<usize> {
-        self.leases.iter().position(|l| {
-            &*l.view.tenant == t && &*l.view.key == k && l.view.state == LeaseState::Active
-        })
+    /// The ACTIVE leases of the key, in grant (token) order.
+    fn holders(&self, t: &str, k: &str) -> Vec<usize> {
+        let mut h: Vec<usize> = (0..self.leases.len())
+            .filter(|&i| {
+                let v = &self.leases[i].view;
+                &*v.tenant == t && &*v.key == k && v.state == LeaseState::Active
+            })
+            .collect();
+        h.sort_by_key(|&i| self.leases[i].view.token);
+        h
+    }
+
+    fn holder_ids(&self, t: &str, k: &str) -> Vec<LeaseId> {
+        self.holders(t, k)
+            .into_iter()
+            .map(|i| self.leases[i].view.id)
+            .collect()
     }
 
     fn waiters(&self, t: &str, k: &str) -> Vec<usize> {
@@ -101,33 +119,73 @@ impl Model {
             .collect()
     }
 
+    /// A busy key's semaphore limit (0: a read-write lock); `None` when
+    /// nobody holds or waits, so any mode suits it.
+    fn kind(&self, t: &str, k: &str) -> Option<u32> {
+        self.leases
+            .iter()
+            .map(|l| &l.view)
+            .find(|v| &*v.tenant == t && &*v.key == k && !v.state.is_terminal())
+            .map(|v| v.mode.limit())
+    }
+
+    /// Whether a grant in `mode` fits beside the holders.
+    fn fits(&self, t: &str, k: &str, mode: Mode) -> bool {
+        let holders = self.holders(t, k);
+        let exclusive = holders
+            .iter()
+            .any(|&i| self.leases[i].view.mode == Mode::Exclusive);
+        if self.is_delayed(t, k) || exclusive {
+            return false;
+        }
+        match mode {
+            Mode::Exclusive => holders.is_empty(),
+            Mode::Shared => true,
+            Mode::Semaphore(n) => holders.len() < n as usize,
+        }
+    }
+
     fn find(&self, id: LeaseId) -> Option<usize> {
         self.leases.iter().position(|l| l.view.id == id)
     }
 
     fn lock_view(&self, t: &str, k: &str) -> LockView {
+        let holders: Vec<LeaseView> = self
+            .holders(t, k)
+            .into_iter()
+            .map(|i| self.leases[i].view.clone())
+            .collect();
         LockView {
             tenant: t.into(),
             key: k.into(),
-            active: self.holder(t, k).map(|i| self.leases[i].view.clone()),
+            active: holders.first().cloned(),
+            holders,
+            limit: self.kind(t, k).unwrap_or(0),
             last_token: self.token(t, k),
             waiters: self.waiters(t, k).len() as u32,
             delayed: self.is_delayed(t, k),
         }
     }
 
+    /// Grants every waiter at the head of the queue that fits, in order.
     fn grant_next(&mut self, t: &str, k: &str, ev: &mut Events) {
-        if self.holder(t, k).is_some() || self.is_delayed(t, k) {
-            return;
-        }
-        if let Some(&i) = self.waiters(t, k).first() {
+        while let Some(&i) = self.waiters(t, k).first() {
+            if !self.fits(t, k, self.leases[i].view.mode) {
+                return;
+            }
             let token = self.token(t, k) + 1;
             self.set_token(t, k, token);
             let v = &mut self.leases[i].view;
             v.state = LeaseState::Active;
             v.token = token;
             v.version += 1;
-            ev.push((AuditKind::LeaseAcquire, Some(v.id), token));
+            let id = v.id;
+            ev.push((
+                AuditKind::LeaseAcquire,
+                Some(id),
+                token,
+                self.holder_ids(t, k),
+            ));
         }
     }
 
@@ -146,24 +204,18 @@ impl Model {
         l.view.version += 1;
         l.ended_at = self.index;
         let view = l.view.clone();
-        ev.push((kind, Some(view.id), view.token));
-        if was == LeaseState::Active {
-            if why == EndReason::Expired && self.cfg.lock_delay_ms > 0 {
-                self.delayed
-                    .push((view.tenant.to_string(), view.key.to_string()));
-                ev.push((AuditKind::LockDelaySet, None, 0));
-            } else {
-                self.grant_next(&view.tenant, &view.key, ev);
-            }
+        let (t, k) = (view.tenant.to_string(), view.key.to_string());
+        ev.push((kind, Some(view.id), view.token, self.holder_ids(&t, &k)));
+        if was == LeaseState::Active && why == EndReason::Expired && self.cfg.lock_delay_ms > 0 {
+            self.delayed.push((t.clone(), k.clone()));
+            ev.push((AuditKind::LockDelaySet, None, 0, self.holder_ids(&t, &k)));
+        } else {
+            self.grant_next(&t, &k, ev);
         }
         view
     }
 
-    fn retry(
-        &self,
-        r: &MRequest,
-        what: &(u8, String, Option<LeaseId>, u64),
-    ) -> Result<Reply, Reason> {
+    fn retry(&self, r: &MRequest, what: &What) -> Result<Reply, Reason> {
         if &r.what != what {
             return Err(Reason::RequestIdReused);
         }
@@ -240,8 +292,10 @@ impl Model {
 
     fn exec(&mut self, cmd: &Command, ev: &mut Events) -> Result<Reply, Reason> {
         let idx = self.index;
+        let acquire = cmd.as_acquire();
         match cmd {
-            Command::Acquire(a) => {
+            Command::Acquire(_) | Command::AcquireWith(_) => {
+                let (a, mode) = acquire.expect("an acquire");
                 if !ok_ident(&a.tenant, 64, b"")
                     || a.key.is_empty()
                     || a.key.len() > 256
@@ -253,7 +307,10 @@ impl Model {
                 {
                     return Err(Reason::InvalidRequest);
                 }
-                let what = (0, a.key.clone(), None, a.ttl_ms);
+                if mode == Mode::Semaphore(0) {
+                    return Err(Reason::InvalidRequest);
+                }
+                let what = (0, a.key.clone(), None, a.ttl_ms, mode);
                 if let Some(r) = self
                     .requests
                     .iter()
@@ -264,7 +321,9 @@ impl Model {
                 if a.ttl_ms < self.cfg.min_ttl_ms || a.ttl_ms > self.cfg.max_ttl_ms {
                     return Err(Reason::InvalidTtl);
                 }
-                if a.wait_timeout_ms > self.cfg.max_wait_timeout_ms {
+                if a.wait_timeout_ms > self.cfg.max_wait_timeout_ms
+                    || mode.limit() > self.cfg.max_waiters_per_lock
+                {
                     return Err(Reason::InvalidRequest);
                 }
                 let lock_exists = self
@@ -285,9 +344,11 @@ impl Model {
                 if !lock_exists && tenant_locks >= self.cfg.max_locks_per_tenant {
                     return Err(Reason::TooManyLocks);
                 }
-                let free = self.holder(&a.tenant, &a.key).is_none()
-                    && !self.is_delayed(&a.tenant, &a.key)
-                    && self.waiters(&a.tenant, &a.key).is_empty();
+                let (t, k) = (&a.tenant, &a.key);
+                if self.kind(t, k).is_some_and(|limit| limit != mode.limit()) {
+                    return Err(Reason::LockModeConflict);
+                }
+                let free = self.waiters(t, k).is_empty() && self.fits(t, k, mode);
                 let mut view = LeaseView {
                     id: LeaseId::from_index(idx),
                     tenant: a.tenant.as_str().into(),
@@ -299,25 +360,29 @@ impl Model {
                     version: 1,
                     wait_timeout_ms: a.wait_timeout_ms,
                     ended: None,
+                    mode,
                 };
-                if free {
-                    let token = self.token(&a.tenant, &a.key) + 1;
-                    self.set_token(&a.tenant, &a.key, token);
-                    view.state = LeaseState::Active;
-                    view.token = token;
-                    ev.push((AuditKind::LeaseAcquire, Some(view.id), token));
-                } else if a.wait_timeout_ms > 0 {
-                    if self.waiters(&a.tenant, &a.key).len()
-                        >= self.cfg.max_waiters_per_lock as usize
+                let kind = if free {
+                    if mode != Mode::Exclusive
+                        && self.holders(t, k).len() >= self.cfg.max_waiters_per_lock as usize
                     {
                         return Err(Reason::TooManyWaiters);
                     }
-                    ev.push((AuditKind::LeaseWait, Some(view.id), 0));
-                } else if self.holder(&a.tenant, &a.key).is_some() {
+                    let token = self.token(t, k) + 1;
+                    self.set_token(t, k, token);
+                    view.state = LeaseState::Active;
+                    view.token = token;
+                    AuditKind::LeaseAcquire
+                } else if a.wait_timeout_ms > 0 {
+                    if self.waiters(t, k).len() >= self.cfg.max_waiters_per_lock as usize {
+                        return Err(Reason::TooManyWaiters);
+                    }
+                    AuditKind::LeaseWait
+                } else if !self.holders(t, k).is_empty() {
                     return Err(Reason::LockHeld);
                 } else {
                     return Err(Reason::LockDelayed);
-                }
+                };
                 if self.token(&a.tenant, &a.key) == 0 {
                     self.set_token(&a.tenant, &a.key, 0);
                 }
@@ -334,6 +399,7 @@ impl Model {
                     view: view.clone(),
                     ended_at: 0,
                 });
+                ev.push((kind, Some(view.id), view.token, self.holder_ids(t, k)));
                 Ok(Reply::Lease(view))
             }
             Command::Renew(c) => {
@@ -343,7 +409,13 @@ impl Model {
                 {
                     return Err(Reason::InvalidRequest);
                 }
-                let what = (1, String::new(), Some(c.lease_id), c.ttl_ms);
+                let what = (
+                    1,
+                    String::new(),
+                    Some(c.lease_id),
+                    c.ttl_ms,
+                    Mode::Exclusive,
+                );
                 if let Some(r) = self
                     .requests
                     .iter()
@@ -359,7 +431,8 @@ impl Model {
                 v.ttl_ms = c.ttl_ms;
                 v.version += 1;
                 let v = v.clone();
-                ev.push((AuditKind::LeaseRenew, Some(v.id), v.token));
+                let holders = self.holder_ids(&v.tenant, &v.key);
+                ev.push((AuditKind::LeaseRenew, Some(v.id), v.token, holders));
                 self.requests.push(MRequest {
                     tenant: c.tenant.clone(),
                     owner: c.owner.clone(),
@@ -378,7 +451,7 @@ impl Model {
                 {
                     return Err(Reason::InvalidRequest);
                 }
-                let what = (2, String::new(), Some(c.lease_id), 0);
+                let what = (2, String::new(), Some(c.lease_id), 0, Mode::Exclusive);
                 if let Some(r) = self
                     .requests
                     .iter()
@@ -441,18 +514,21 @@ impl Model {
                 if !ok_ident(&c.tenant, 64, b"") || c.key.is_empty() || c.reason.trim().is_empty() {
                     return Err(Reason::InvalidRequest);
                 }
-                let holder = self.holder(&c.tenant, &c.key);
-                let holder_id = holder.map(|i| self.leases[i].view.id);
-                if c.lease_id.is_some() && c.lease_id != holder_id {
-                    return Ok(Reply::Lock(self.lock_view(&c.tenant, &c.key)));
-                }
-                if holder.is_none() && self.is_delayed(&c.tenant, &c.key) {
+                let ids = self.holder_ids(&c.tenant, &c.key);
+                let ending: Vec<LeaseId> = match c.lease_id {
+                    Some(id) if ids.contains(&id) => vec![id],
+                    Some(_) => return Ok(Reply::Lock(self.lock_view(&c.tenant, &c.key))),
+                    None => ids,
+                };
+                if ending.is_empty() && self.is_delayed(&c.tenant, &c.key) {
                     self.delayed
                         .retain(|(a, b)| !(a == &c.tenant && b == &c.key));
-                    ev.push((AuditKind::LockDelayClear, None, 0));
+                    let holders = self.holder_ids(&c.tenant, &c.key);
+                    ev.push((AuditKind::LockDelayClear, None, 0, holders));
                     self.grant_next(&c.tenant, &c.key, ev);
                 }
-                if let Some(i) = holder {
+                for id in ending {
+                    let i = self.find(id).expect("a holder is kept");
                     self.finish(
                         i,
                         LeaseState::Released,
@@ -469,7 +545,8 @@ impl Model {
                 }
                 self.delayed
                     .retain(|(a, b)| !(a == &c.tenant && b == &c.key));
-                ev.push((AuditKind::LockDelayClear, None, 0));
+                let holders = self.holder_ids(&c.tenant, &c.key);
+                ev.push((AuditKind::LockDelayClear, None, 0, holders));
                 self.grant_next(&c.tenant, &c.key, ev);
                 Ok(Reply::Lock(self.lock_view(&c.tenant, &c.key)))
             }
@@ -510,11 +587,19 @@ fn command(max_id: u64) -> impl Strategy<Value = Command> {
     let ttl = prop_oneof![4 => Just(10_000u64), 2 => Just(20_000u64), 1 => Just(5u64)];
     let wait = prop_oneof![Just(0u64), Just(1_000u64)];
     let id = (1..=max_id).prop_map(LeaseId::from_index);
+    let mode = prop_oneof![
+        8 => Just(Mode::Exclusive),
+        5 => Just(Mode::Shared),
+        2 => Just(Mode::Semaphore(2)),
+        2 => Just(Mode::Semaphore(3)),
+        1 => Just(Mode::Semaphore(1)),
+        1 => Just(Mode::Semaphore(0)),
+    ];
     prop_oneof![
-        6 => (tenant.clone(), key.clone(), owner.clone(), rid.clone(), ttl.clone(), wait).prop_map(
-            |(tenant, key, owner, request_id, ttl_ms, wait_timeout_ms)| Command::Acquire(Acquire {
+        6 => (tenant.clone(), key.clone(), owner.clone(), rid.clone(), ttl.clone(), wait, mode).prop_map(
+            |(tenant, key, owner, request_id, ttl_ms, wait_timeout_ms, mode)| Command::acquire(Acquire {
                 tenant, key, owner, request_id, ttl_ms, wait_timeout_ms
-            })
+            }, mode)
         ),
         2 => (tenant.clone(), id.clone(), owner.clone(), rid.clone(), ttl).prop_map(
             |(tenant, lease_id, owner, request_id, ttl_ms)| Command::Renew(Renew {
@@ -594,7 +679,10 @@ fn run(table: &mut Table, index: u64, cmd: Command) -> (Result<Reply, Reason>, E
     let ev = applied
         .events
         .iter()
-        .map(|e| (e.kind, e.lease_id, e.token))
+        .map(|e| {
+            let holders = e.holders.iter().map(|h| h.lease_id).collect();
+            (e.kind, e.lease_id, e.token, holders)
+        })
         .collect();
     let seqs = applied.events.iter().map(|e| e.seq).collect();
     (applied.result.map_err(|e: Error| e.reason()), ev, seqs)
@@ -631,7 +719,7 @@ proptest! {
             if let Err(e) = table.verify() {
                 return Err(TestCaseError::fail(format!("invariant after {cmd:?}: {e}")));
             }
-            for (kind, id, token) in &got_ev {
+            for (kind, id, token, _) in &got_ev {
                 if *kind == AuditKind::LeaseAcquire {
                     let l = table.lease_any(id.unwrap());
                     let last = last_token.entry((l.0, l.1)).or_insert(0);

@@ -876,23 +876,83 @@ fn tn_snap_001_snapshots_restore_exactly_and_refuse_garbage() {
     assert!(Table::restore(&[]).is_err());
 }
 
+/// The table behind tests/fixtures/snapshot-format-2.bin: the build before
+/// lock modes wrote that file from these commands.
+
+fn fixture_table() -> Table {
+    use tenure_core::{Acquire, ApplyCtx, Release, Renew};
+    let mut t = Table::new(TableConfig::default()).unwrap();
+    let acq = |key: &str, owner: &str, rid: &str, wait: u64| {
+        Command::Acquire(Acquire {
+            tenant: "t".into(),
+            key: key.into(),
+            owner: owner.into(),
+            request_id: rid.into(),
+            ttl_ms: 15_000,
+            wait_timeout_ms: wait,
+        })
+    };
+    let cmds = vec![
+        acq("k", "A", "a", 0),
+        acq("k", "B", "b", 5_000),
+        acq("j", "C", "c", 0),
+        Command::Renew(Renew {
+            tenant: "t".into(),
+            lease_id: LeaseId::from_index(1),
+            owner: "A".into(),
+            request_id: "a2".into(),
+            ttl_ms: 20_000,
+        }),
+        Command::Release(Release {
+            tenant: "t".into(),
+            lease_id: LeaseId::from_index(3),
+            owner: "C".into(),
+            request_id: "c2".into(),
+        }),
+        Command::Expire(Expire {
+            lease_id: LeaseId::from_index(1),
+            expected_version: None,
+        }),
+        acq("j", "A", "a3", 5_000),
+    ];
+    for (i, c) in cmds.into_iter().enumerate() {
+        t.apply(
+            ApplyCtx {
+                index: i as u64 + 1,
+                at_ms: 0,
+            },
+            c,
+        );
+    }
+    t
+}
+
 #[test]
-fn tn_snap_001_a_format_1_snapshot_still_reads() {
+fn tn_snap_001_format_1_and_2_snapshots_still_read() {
+    // Written by the last build without lock modes (format 2).
+    let v2 = include_bytes!("fixtures/snapshot-format-2.bin").to_vec();
+    assert_eq!(v2[0], 2);
+    let today = fixture_table();
+    let read = Table::restore(&v2).unwrap();
+    assert_eq!(read, today, "a format-2 snapshot reads as the same table");
+    assert_eq!(read.digest(), today.digest());
     // Format 1 is format 2 without the fields it appended (cluster id,
     // token floor, restores, staged restore): four bytes at their defaults.
-    let mut d = Driver::default();
-    d.acquire("t", "k", "A", "a").unwrap();
-    let v2 = d.table.snapshot();
-    assert_eq!(v2[0], 2);
     assert_eq!(&v2[v2.len() - 4..], &[0, 0, 0, 0]);
     let mut v1 = v2[..v2.len() - 4].to_vec();
     v1[0] = 1;
     let read = Table::restore(&v1).unwrap();
-    assert_eq!(read.digest(), d.table.digest());
-    // Format 1 bytes with anything after the state are refused.
-    let mut longer = v1.clone();
-    longer.push(7);
-    assert!(Table::restore(&longer).is_err());
+    assert_eq!(read.digest(), today.digest());
+    // Old bytes with anything after the state are refused.
+    for old in [&v1, &v2] {
+        let mut longer = old.clone();
+        longer.push(7);
+        assert!(Table::restore(&longer).is_err());
+    }
+    // Today's format reads back too, and says it is format 3.
+    let v3 = today.snapshot();
+    assert_eq!(v3[0], 3);
+    assert_eq!(Table::restore(&v3).unwrap(), today);
 }
 
 #[test]

@@ -31,8 +31,8 @@ use std::str::FromStr;
 use prost::Message as _;
 use prost::bytes::Bytes;
 use tenure_core::{
-    Acquire, AuditEvent, AuditKind, EndReason, Error, ForceRelease, LeaseId, LeaseState, LeaseView,
-    LockView, Reason, Release, Renew,
+    Acquire, AuditEvent, AuditKind, EndReason, Error, ForceRelease, Holder, LeaseId, LeaseState,
+    LeaseView, LockView, Mode, Reason, Release, Renew,
 };
 use tonic::Code;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -281,6 +281,11 @@ pub fn keep_alive(
 
 /// The `AcquireRequest` that asks for `c` (naming its owner explicitly).
 pub fn acquire_request(c: &Acquire) -> v1::AcquireRequest {
+    acquire_request_in(c, Mode::Exclusive)
+}
+
+/// The `AcquireRequest` that asks for `c` in `mode`.
+pub fn acquire_request_in(c: &Acquire, mode: Mode) -> v1::AcquireRequest {
     v1::AcquireRequest {
         tenant_id: c.tenant.clone(),
         lock_key: c.key.clone(),
@@ -288,6 +293,8 @@ pub fn acquire_request(c: &Acquire) -> v1::AcquireRequest {
         request_id: c.request_id.clone(),
         ttl_ms: c.ttl_ms,
         wait_timeout_ms: c.wait_timeout_ms,
+        mode: lock_mode(mode) as i32,
+        limit: mode.limit(),
     }
 }
 
@@ -343,7 +350,46 @@ pub fn lease(view: &LeaseView, expires_in_ms: u64) -> v1::Lease {
         expires_in_ms,
         wait_timeout_ms: view.wait_timeout_ms,
         end_reason: end_reason(view.ended) as i32,
+        mode: lock_mode(view.mode) as i32,
+        limit: view.mode.limit(),
     }
+}
+
+/// A core mode as the API's `LockMode` (the limit travels beside it).
+pub fn lock_mode(mode: Mode) -> v1::LockMode {
+    match mode {
+        Mode::Exclusive => v1::LockMode::Exclusive,
+        Mode::Shared => v1::LockMode::Shared,
+        Mode::Semaphore(_) => v1::LockMode::Semaphore,
+    }
+}
+
+/// The API's `mode` and `limit` as a core mode: SEMAPHORE needs a limit of
+/// at least 1, the other modes a limit of 0.
+pub fn mode_from(
+    field: &'static str,
+    mode: i32,
+    limit: u32,
+) -> Result<Mode, ConvertError> {
+    match (v1::LockMode::try_from(mode), limit) {
+        (Ok(v1::LockMode::Exclusive), 0) => Ok(Mode::Exclusive),
+        (Ok(v1::LockMode::Shared), 0) => Ok(Mode::Shared),
+        (Ok(v1::LockMode::Semaphore), n) if n > 0 => Ok(Mode::Semaphore(n)),
+        (Ok(v1::LockMode::Semaphore), _) => Err(ConvertError::Malformed {
+            field,
+            detail: "a SEMAPHORE needs a limit of at least 1",
+        }),
+        (Ok(_), _) => Err(ConvertError::Malformed {
+            field,
+            detail: "a limit goes only with the SEMAPHORE mode",
+        }),
+        (Err(_), _) => Err(ConvertError::UnknownEnum { field, value: mode }),
+    }
+}
+
+/// The mode an `AcquireRequest` asks for.
+pub fn acquire_mode(req: &v1::AcquireRequest) -> Result<Mode, ConvertError> {
+    mode_from("mode", req.mode, req.limit)
 }
 
 /// A `Lease` back as the core's view (`expires_in_ms` is not part of it).
@@ -359,20 +405,27 @@ pub fn lease_view(lease: &v1::Lease) -> Result<LeaseView, ConvertError> {
         version: lease.version,
         wait_timeout_ms: lease.wait_timeout_ms,
         ended: end_reason_from(lease.end_reason)?,
+        mode: mode_from("lease.mode", lease.mode, lease.limit)?,
     })
 }
 
 /// A lock as the API shows it; `active_expires_in_ms` is the holder's time
 /// left (ignored when the lock is not held).
-pub fn lock_state(view: &LockView, active_expires_in_ms: u64) -> v1::LockState {
+pub fn lock_state(view: &LockView, expires_in_ms: impl Fn(LeaseId) -> u64) -> v1::LockState {
     v1::LockState {
         tenant_id: view.tenant.to_string(),
         lock_key: view.key.to_string(),
         held: view.active.is_some(),
-        active_lease: view.active.as_ref().map(|l| lease(l, active_expires_in_ms)),
+        active_lease: view.active.as_ref().map(|l| lease(l, expires_in_ms(l.id))),
         last_fencing_token: view.last_token,
         waiters: view.waiters,
         lock_delayed: view.delayed,
+        holders: view
+            .holders
+            .iter()
+            .map(|l| lease(l, expires_in_ms(l.id)))
+            .collect(),
+        limit: view.limit,
     }
 }
 
@@ -394,10 +447,23 @@ pub fn lock_view(state: &v1::LockState) -> Result<LockView, ConvertError> {
             });
         }
     };
+    let holders = state
+        .holders
+        .iter()
+        .map(lease_view)
+        .collect::<Result<Vec<_>, _>>()?;
+    if holders.first().map(|l| l.id) != active.as_ref().map(|l| l.id) {
+        return Err(ConvertError::Malformed {
+            field: "holders",
+            detail: "the first holder is not the active lease",
+        });
+    }
     Ok(LockView {
         tenant: state.tenant_id.as_str().into(),
         key: state.lock_key.as_str().into(),
         active,
+        holders,
+        limit: state.limit,
         last_token: state.last_fencing_token,
         waiters: state.waiters,
         delayed: state.lock_delayed,
@@ -419,6 +485,19 @@ pub fn watch_event(event: &AuditEvent) -> v1::WatchEvent {
         actor: event.actor.to_string(),
         detail: event.detail.clone().unwrap_or_default(),
         gap_before: false,
+        mode: lock_mode(event.mode) as i32,
+        limit: event.mode.limit(),
+        holders: event
+            .holders
+            .iter()
+            .map(|h| v1::Holder {
+                lease_id: h.lease_id.to_string(),
+                owner_id: h.owner.to_string(),
+                fencing_token: h.token,
+                mode: lock_mode(h.mode) as i32,
+                limit: h.mode.limit(),
+            })
+            .collect(),
     }
 }
 
@@ -436,6 +515,19 @@ pub fn audit_event(event: &v1::WatchEvent) -> Result<AuditEvent, ConvertError> {
         token: event.fencing_token,
         actor: event.actor.as_str().into(),
         detail: optional_string(&event.detail),
+        mode: mode_from("mode", event.mode, event.limit)?,
+        holders: event
+            .holders
+            .iter()
+            .map(|h| {
+                Ok(Holder {
+                    lease_id: parse_lease_id("holders.lease_id", &h.lease_id)?,
+                    owner: h.owner_id.as_str().into(),
+                    token: h.fencing_token,
+                    mode: mode_from("holders.mode", h.mode, h.limit)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConvertError>>()?,
     })
 }
 
@@ -621,7 +713,8 @@ pub fn grpc_code(reason: Reason) -> Code {
         Reason::LeaseNotActive
         | Reason::LeaseExpired
         | Reason::OwnerMismatch
-        | Reason::StaleFencingToken => Code::FailedPrecondition,
+        | Reason::StaleFencingToken
+        | Reason::LockModeConflict => Code::FailedPrecondition,
         Reason::RequestIdReused => Code::AlreadyExists,
         Reason::WaitTimeout => Code::DeadlineExceeded,
         Reason::TooManyWaiters | Reason::TooManyLocks | Reason::RateLimited => {

@@ -3,8 +3,8 @@
 
 use prost::Message as _;
 use tenure_core::{
-    Acquire, AuditEvent, AuditKind, EndReason, Error, ForceRelease, LeaseId, LeaseState, LeaseView,
-    LockView, Reason, Release, Renew,
+    Acquire, AuditEvent, AuditKind, EndReason, Error, ForceRelease, Holder, LeaseId, LeaseState,
+    LeaseView, LockView, Mode, Reason, Release, Renew,
 };
 use tenure_proto::convert::{self, ConvertError};
 use tenure_proto::{FILE_DESCRIPTOR_SET, rpc, v1};
@@ -24,6 +24,7 @@ fn view(state: LeaseState, ended: Option<EndReason>) -> LeaseView {
         version: 3,
         wait_timeout_ms: 2_000,
         ended,
+        mode: Mode::Exclusive,
     }
 }
 
@@ -237,6 +238,7 @@ fn ls_auth_001_the_owner_is_the_authenticated_caller() {
         request_id: "r1".into(),
         ttl_ms: 5_000,
         wait_timeout_ms: 0,
+        ..Default::default()
     };
     assert_eq!(convert::acquire(&req, "svc-a").expect("ok").owner, "svc-a");
     req.owner_id = "svc-a".into();
@@ -345,6 +347,7 @@ fn ttl_and_wait_pass_through_for_the_core_to_judge() {
         request_id: String::new(),
         ttl_ms: u64::MAX,
         wait_timeout_ms: u64::MAX,
+        ..Default::default()
     };
     let c = convert::acquire(&req, "svc-a").expect("the core validates, not the conversion");
     assert_eq!((c.ttl_ms, c.wait_timeout_ms), (u64::MAX, u64::MAX));
@@ -466,11 +469,13 @@ fn locks_round_trip_held_and_free() {
         tenant: "acme".into(),
         key: "jobs/nightly".into(),
         active: Some(view(LeaseState::Active, None)),
+        holders: vec![view(LeaseState::Active, None)],
+        limit: 0,
         last_token: 7,
         waiters: 2,
         delayed: false,
     };
-    let wire = convert::lock_state(&held, 900);
+    let wire = convert::lock_state(&held, |_| 900);
     assert!(wire.held);
     assert_eq!(
         wire.active_lease.as_ref().map(|l| l.expires_in_ms),
@@ -484,15 +489,80 @@ fn locks_round_trip_held_and_free() {
         tenant: "acme".into(),
         key: "jobs/other".into(),
         active: None,
+        holders: Vec::new(),
+        limit: 0,
         last_token: 12,
         waiters: 1,
         delayed: true,
     };
-    let wire = convert::lock_state(&free, 900);
+    let wire = convert::lock_state(&free, |_| 900);
     assert!(!wire.held);
     assert!(wire.lock_delayed);
     assert!(wire.active_lease.is_none());
     assert_eq!(convert::lock_view(&wire), Ok(free));
+
+    // A semaphore of 3 with two holders: each with its own time left.
+    let holder = |i: u64, token: u64| LeaseView {
+        id: LeaseId::from_index(i),
+        token,
+        mode: Mode::Semaphore(3),
+        ..view(LeaseState::Active, None)
+    };
+    let sem = LockView {
+        tenant: "acme".into(),
+        key: "pool".into(),
+        active: Some(holder(40, 5)),
+        holders: vec![holder(40, 5), holder(41, 6)],
+        limit: 3,
+        last_token: 6,
+        waiters: 0,
+        delayed: false,
+    };
+    let wire = convert::lock_state(&sem, |id| id.index() * 10);
+    assert_eq!(wire.limit, 3);
+    assert_eq!(wire.holders.len(), 2);
+    assert_eq!(wire.holders[1].expires_in_ms, 410);
+    assert_eq!(wire.holders[1].mode(), v1::LockMode::Semaphore);
+    assert_eq!(wire.holders[1].limit, 3);
+    assert_eq!(convert::lock_view(&wire), Ok(sem));
+}
+
+#[test]
+fn tn_mode_002_modes_and_limits_travel_and_bad_pairs_are_refused() {
+    let mut req = v1::AcquireRequest {
+        tenant_id: "acme".into(),
+        lock_key: "k".into(),
+        request_id: "r1".into(),
+        ttl_ms: 5_000,
+        ..Default::default()
+    };
+    assert_eq!(convert::acquire_mode(&req), Ok(Mode::Exclusive));
+    req.set_mode(v1::LockMode::Shared);
+    assert_eq!(convert::acquire_mode(&req), Ok(Mode::Shared));
+    req.set_mode(v1::LockMode::Semaphore);
+    req.limit = 8;
+    assert_eq!(convert::acquire_mode(&req), Ok(Mode::Semaphore(8)));
+    // A semaphore without a limit, a limit without a semaphore, a mode
+    // this build does not know: INVALID_REQUEST.
+    for (mode, limit) in [(2, 0), (0, 3), (1, 3), (9, 0)] {
+        req.mode = mode;
+        req.limit = limit;
+        assert_eq!(
+            convert::acquire_mode(&req).map_err(|e| e.reason()),
+            Err(Reason::InvalidRequest),
+            "mode {mode} limit {limit}"
+        );
+    }
+    for mode in [Mode::Exclusive, Mode::Shared, Mode::Semaphore(1), Mode::Semaphore(9)] {
+        let c = convert::acquire(&req, "svc").expect("valid");
+        let wire = convert::acquire_request_in(&c, mode);
+        assert_eq!(convert::acquire_mode(&wire), Ok(mode));
+        let l = LeaseView {
+            mode,
+            ..view(LeaseState::Active, None)
+        };
+        assert_eq!(convert::lease_view(&convert::lease(&l, 0)), Ok(l));
+    }
 }
 
 #[test]
@@ -529,6 +599,13 @@ fn audit_events_round_trip_as_watch_events() {
         token: 7,
         actor: "ops".into(),
         detail: Some("host died".into()),
+        mode: Mode::Shared,
+        holders: vec![Holder {
+            lease_id: LeaseId::from_index(228),
+            owner: "svc-b".into(),
+            token: 6,
+            mode: Mode::Shared,
+        }],
     };
     let wire = convert::watch_event(&full);
     assert_eq!(wire.sequence, 17);
@@ -550,6 +627,8 @@ fn audit_events_round_trip_as_watch_events() {
         token: 0,
         actor: "system".into(),
         detail: None,
+        mode: Mode::Exclusive,
+        holders: Vec::new(),
     };
     let wire = convert::watch_event(&bare);
     assert!(wire.lease_id.is_empty() && wire.owner_id.is_empty() && wire.detail.is_empty());

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use tenure_core::AuditEvent;
+use tenure_core::{AuditEvent, AuditEventV1};
 
 use crate::disk::{Disk, DiskError, Space};
 
@@ -62,12 +62,22 @@ pub fn decode(bytes: &[u8]) -> Result<AuditEvent, DiskError> {
         what: "audit event",
         detail,
     };
-    let (event, rest) =
-        postcard::take_from_bytes::<AuditEvent>(bytes).map_err(|e| codec(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(codec(format!("{} bytes after the event", rest.len())));
+    let whole = |(event, rest): (AuditEvent, &[u8])| {
+        if rest.is_empty() {
+            Ok(event)
+        } else {
+            Err(codec(format!("{} bytes after the event", rest.len())))
+        }
+    };
+    match postcard::take_from_bytes::<AuditEvent>(bytes) {
+        Ok(read) => whole(read),
+        // Builds before lock modes stored events without `mode` and
+        // `holders`: those still read, as exclusive with no holders listed.
+        Err(current) => match postcard::take_from_bytes::<AuditEventV1>(bytes) {
+            Ok((old, rest)) => whole((old.into(), rest)),
+            Err(_) => Err(codec(current.to_string())),
+        },
     }
-    Ok(event)
 }
 
 type Page = dyn Fn(u64, usize) -> Result<Vec<AuditEvent>, DiskError> + Send + Sync;
@@ -167,7 +177,46 @@ mod tests {
             token: seq,
             actor: "o".into(),
             detail: None,
+            mode: tenure_core::Mode::Shared,
+            holders: vec![tenure_core::Holder {
+                lease_id: tenure_core::LeaseId::from_index(seq),
+                owner: "o".into(),
+                token: seq,
+                mode: tenure_core::Mode::Shared,
+            }],
         }
+    }
+
+    #[test]
+    fn tn_watch_003_events_kept_before_lock_modes_still_read() {
+        let old = AuditEventV1 {
+            seq: 9,
+            index: 12,
+            at_ms: 5,
+            kind: tenure_core::AuditKind::LeaseRelease,
+            tenant: "t".into(),
+            key: "k".into(),
+            lease_id: Some(tenure_core::LeaseId::from_index(3)),
+            owner: Some("o".into()),
+            token: 4,
+            actor: "o".into(),
+            detail: None,
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        let read = decode(&bytes).unwrap();
+        assert_eq!(read, AuditEvent::from(old));
+        assert_eq!(read.mode, tenure_core::Mode::Exclusive);
+        assert!(read.holders.is_empty());
+        // Today's records read as themselves; neither shape with bytes
+        // after it reads at all.
+        let now = event(4, 4);
+        assert_eq!(decode(&encode(&now).unwrap()).unwrap(), now);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let mut longer_now = encode(&now).unwrap();
+        longer_now.push(0);
+        assert!(decode(&longer_now).is_err());
+        assert!(decode(&longer).is_err());
     }
 
     fn write(disk: &SimDisk, events: &[AuditEvent]) {

@@ -162,7 +162,7 @@ impl<C: Connector> AdminService<C> {
         who.check_tenant(&request.get_ref().tenant_id)?;
         let command = convert::force_release(request.get_ref(), &who.name)?;
         let view = self.writer.force_release(command).await?;
-        Ok(Response::new(convert::lock_state(&view, 0)))
+        Ok(Response::new(convert::lock_state(&view, |_| 0)))
     }
 
     async fn configure_call(

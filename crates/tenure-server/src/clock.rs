@@ -197,6 +197,8 @@ pub struct Sabotage {
     pub no_extension_on_promotion: bool,
     /// Answer a grant from a speculative apply, before the entry commits.
     pub grant_before_commit: bool,
+    /// Give every semaphore one slot more than its callers asked for.
+    pub semaphore_extra_slot: bool,
 }
 
 impl Sabotage {

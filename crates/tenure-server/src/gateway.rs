@@ -194,6 +194,8 @@ impl<C: Connector> Gateway<C> {
             "ttl_seconds": l.ttl_ms / 1000,
             "expires_in_ms": l.expires_in_ms,
             "wait_timeout_ms": l.wait_timeout_ms,
+            "mode": mode_name(l.mode),
+            "limit": l.limit,
         })
     }
 
@@ -207,6 +209,8 @@ impl<C: Connector> Gateway<C> {
             "last_fencing_token": s.last_fencing_token,
             "waiters": s.waiters,
             "lock_delayed": s.lock_delayed,
+            "holders": s.holders.iter().map(|l| self.lease(l)).collect::<Vec<_>>(),
+            "limit": s.limit,
             "server_time": rfc3339(self.now_ms()),
         })
     }
@@ -387,6 +391,28 @@ struct AcquireBody {
     ttl_ms: Option<u64>,
     #[serde(default)]
     wait_timeout_ms: u64,
+    /// EXCLUSIVE (the default), SHARED or SEMAPHORE.
+    #[serde(default)]
+    mode: Option<String>,
+    /// A SEMAPHORE's slots.
+    #[serde(default)]
+    limit: u32,
+}
+
+/// A `LockMode` as JSON names it: without the enum's prefix.
+fn mode_name(mode: i32) -> &'static str {
+    v1::LockMode::try_from(mode)
+        .unwrap_or(v1::LockMode::Exclusive)
+        .as_str_name()
+        .trim_start_matches("LOCK_MODE_")
+}
+
+/// The `LockMode` a JSON `mode` names; `None` when it names none.
+fn mode_from_name(name: Option<&str>) -> Option<v1::LockMode> {
+    match name {
+        None => Some(v1::LockMode::Exclusive),
+        Some(n) => v1::LockMode::from_str_name(&format!("LOCK_MODE_{}", n.to_ascii_uppercase())),
+    }
 }
 
 async fn acquire<C: Connector>(
@@ -399,6 +425,15 @@ async fn acquire<C: Connector>(
         async {
             let b: AcquireBody = body(&g, &bytes)?;
             let ttl_ms = ttl(&g, b.ttl_ms, b.ttl_seconds, true)?;
+            let mode = mode_from_name(b.mode.as_deref()).ok_or_else(|| {
+                g.error(
+                    Reason::InvalidRequest,
+                    format!(
+                        "mode {:?} is not EXCLUSIVE, SHARED or SEMAPHORE",
+                        b.mode.as_deref().unwrap_or_default()
+                    ),
+                )
+            })?;
             let r = request(
                 &g,
                 &headers,
@@ -410,6 +445,8 @@ async fn acquire<C: Connector>(
                     request_id: b.request_id,
                     ttl_ms,
                     wait_timeout_ms: b.wait_timeout_ms,
+                    mode: mode as i32,
+                    limit: b.limit,
                 },
             )?;
             g.answer(g.lock.acquire(r).await, StatusCode::CREATED, Gateway::lease)
@@ -752,6 +789,15 @@ fn event_json(e: &v1::WatchEvent) -> Value {
         "actor": e.actor,
         "detail": e.detail,
         "gap_before": e.gap_before,
+        "mode": mode_name(e.mode),
+        "limit": e.limit,
+        "holders": e.holders.iter().map(|h| json!({
+            "lease_id": h.lease_id,
+            "owner_id": h.owner_id,
+            "fencing_token": h.fencing_token,
+            "mode": mode_name(h.mode),
+            "limit": h.limit,
+        })).collect::<Vec<_>>(),
     })
 }
 

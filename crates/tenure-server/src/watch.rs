@@ -112,6 +112,8 @@ mod tests {
             token: seq,
             actor: "a".into(),
             detail: None,
+            mode: tenure_core::Mode::Exclusive,
+            holders: Vec::new(),
         }
     }
 

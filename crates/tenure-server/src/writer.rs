@@ -8,7 +8,7 @@
 //! control `grant_before_commit` lives here, not in a handler.
 
 use tenure_core::{
-    Acquire, Command, ForceRelease, Import, LeaseView, LockView, Release, Renew, Reply,
+    Acquire, Command, ForceRelease, Import, LeaseView, LockView, Mode, Release, Renew, Reply,
     RestoreReport, TableConfig,
 };
 use tenure_raft::{Proposer, TableReader};
@@ -77,11 +77,19 @@ impl Writer {
     }
 
     /// Takes a lock, or queues for it; the lease as applied.
-    pub async fn acquire(&self, c: Acquire) -> Result<LeaseView, ServeError> {
+    pub async fn acquire(&self, c: Acquire, mode: Mode) -> Result<LeaseView, ServeError> {
+        // Negative control: every semaphore takes one holder more than the
+        // limit its callers asked for.
+        let mode = match mode {
+            Mode::Semaphore(n) if self.sabotage.semaphore_extra_slot => {
+                Mode::Semaphore(n.saturating_add(1))
+            }
+            m => m,
+        };
         if self.sabotage.grant_before_commit && c.wait_timeout_ms == 0 {
-            return self.speculate(Command::Acquire(c));
+            return self.speculate(Command::acquire(c, mode));
         }
-        match self.write(Command::Acquire(c)).await? {
+        match self.write(Command::acquire(c, mode)).await? {
             Reply::Lease(v) => Ok(v),
             other => Err(unexpected("acquire", &other)),
         }

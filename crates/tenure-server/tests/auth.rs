@@ -33,6 +33,7 @@ fn acquire(tenant: &str, owner: &str, rid: &str) -> v1::AcquireRequest {
         request_id: rid.into(),
         ttl_ms: 10_000,
         wait_timeout_ms: 0,
+        ..Default::default()
     }
 }
 

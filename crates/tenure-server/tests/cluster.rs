@@ -421,6 +421,7 @@ async fn tn_ops_006_a_follower_forwards_over_one_channel_per_leader_not_one_per_
             request_id: format!("fwd-{n}"),
             ttl_ms: 10_000,
             wait_timeout_ms: 0,
+            ..Default::default()
         });
         r.metadata_mut()
             .insert("x-owner-id", "o".parse().expect("ascii"));

@@ -110,6 +110,7 @@ fn acquire(key: &str, rid: &str, ttl_ms: u64, wait_timeout_ms: u64) -> v1::Acqui
         request_id: rid.into(),
         ttl_ms,
         wait_timeout_ms,
+        ..Default::default()
     }
 }
 

@@ -48,6 +48,7 @@ fn acquire(key: &str, rid: &str) -> v1::AcquireRequest {
         request_id: rid.into(),
         ttl_ms: 10_000,
         wait_timeout_ms: 0,
+        ..Default::default()
     }
 }
 

@@ -12,7 +12,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use tenure_client::{AcquireOptions, Client, Lease, LockState, WatchOptions};
+use tenure_client::{AcquireOptions, Client, Lease, LockState, Mode, WatchOptions};
 use tenure_proto::convert;
 
 use crate::cluster::{Endpoints, connect};
@@ -54,6 +54,8 @@ enum LockCommand {
         /// Idempotency key; a retry with the same id gets the same lease.
         #[arg(long)]
         request_id: Option<String>,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// Renew a lease (keeping its TTL, or setting a new one).
     Renew {
@@ -123,10 +125,29 @@ enum LockCommand {
         /// How long to wait for the lock, ms.
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
+        #[command(flatten)]
+        mode: ModeArgs,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+/// How to hold a lock: exclusive unless `--shared` or `--limit N`.
+#[derive(Clone, Copy, Debug, Args)]
+struct ModeArgs {
+    /// Hold the lock SHARED, beside other shared holders (a read lock).
+    #[arg(long, conflicts_with = "limit")]
+    shared: bool,
+    /// Hold one of N slots of the semaphore KEY (every holder must name the same N).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    limit: Option<u32>,
+}
+
+impl ModeArgs {
+    fn mode(self) -> Mode {
+        Mode::from_parts(self.shared, self.limit.unwrap_or(0))
+    }
 }
 
 fn lease_json(l: &Lease) -> serde_json::Value {
@@ -135,7 +156,8 @@ fn lease_json(l: &Lease) -> serde_json::Value {
     serde_json::json!({
         "lease_id": v.id.to_string(), "tenant_id": &*v.tenant, "lock_key": &*v.key, "owner_id": &*v.owner,
         "state": state.trim_start_matches("LEASE_STATE_"), "fencing_token": v.token, "ttl_ms": v.ttl_ms,
-        "version": v.version, "expires_in_ms": l.expires_in_ms,
+        "version": v.version, "expires_in_ms": l.expires_in_ms, "mode": v.mode.as_str(),
+        "limit": v.mode.limit(),
     })
 }
 
@@ -145,9 +167,13 @@ fn print_lease(out: &mut impl Write, json: bool, l: &Lease) -> Result<(), Error>
         writeln!(out, "{j}")?;
     } else {
         let v = &l.view;
+        let mode = match v.mode {
+            Mode::Exclusive => String::new(),
+            m => format!(" {m}"),
+        };
         writeln!(
             out,
-            "lease {} on {}/{}: {} token {} ttl {} ms, expires in {} ms",
+            "lease {} on {}/{}: {}{mode} token {} ttl {} ms, expires in {} ms",
             v.id,
             v.tenant,
             v.key,
@@ -172,6 +198,7 @@ fn lock_json(s: &LockState) -> serde_json::Value {
         "tenant_id": &*v.tenant, "lock_key": &*v.key, "held": v.active.is_some(),
         "active_lease": active, "last_fencing_token": v.last_token,
         "waiters": v.waiters, "lock_delayed": v.delayed,
+        "holders": s.holders.iter().map(lease_json).collect::<Vec<_>>(), "limit": v.limit,
     })
 }
 
@@ -180,9 +207,23 @@ fn print_lock(out: &mut impl Write, json: bool, s: &LockState) -> Result<(), Err
         writeln!(out, "{}", lock_json(s))?;
     } else {
         let v = &s.view;
-        let holder = v.active.as_ref().map_or("free".to_owned(), |l| {
-            format!("held by {} (lease {}, token {})", l.owner, l.id, l.token)
-        });
+        let holder = match v.holders.as_slice() {
+            [] => "free".to_owned(),
+            [l] if l.mode == Mode::Exclusive => {
+                format!("held by {} (lease {}, token {})", l.owner, l.id, l.token)
+            }
+            many => {
+                let kind = match v.limit {
+                    0 => "shared".to_owned(),
+                    n => format!("semaphore {}/{n}", many.len()),
+                };
+                let who: Vec<String> = many
+                    .iter()
+                    .map(|l| format!("{} (lease {}, token {})", l.owner, l.id, l.token))
+                    .collect();
+                format!("held {kind} by {}", who.join(", "))
+            }
+        };
         writeln!(
             out,
             "{}/{}: {holder}; last token {}, {} waiting{}",
@@ -220,10 +261,12 @@ pub fn run(args: LockArgs, out: &mut impl Write) -> Result<Option<ExitStatus>, E
                 ttl_ms,
                 wait_ms,
                 request_id,
+                mode,
             } => {
                 let options = AcquireOptions {
                     wait: ms(wait_ms),
                     request_id,
+                    mode: mode.mode(),
                 };
                 let l = client.lease(&key, ms(ttl_ms), options).await?;
                 print_lease(out, json, &l)?;
@@ -269,9 +312,11 @@ pub fn run(args: LockArgs, out: &mut impl Write) -> Result<Option<ExitStatus>, E
                 key,
                 ttl_ms,
                 wait_ms,
+                mode,
                 command,
             } => {
-                return hold_while(&client, &key, ms(ttl_ms), ms(wait_ms), &command)
+                let options = AcquireOptions::waiting(ms(wait_ms)).in_mode(mode.mode());
+                return hold_while(&client, &key, ms(ttl_ms), options, &command)
                     .await
                     .map(Some);
             }
@@ -337,13 +382,13 @@ async fn hold_while(
     client: &Client,
     key: &str,
     ttl: Duration,
-    wait: Duration,
+    options: AcquireOptions,
     command: &[String],
 ) -> Result<ExitStatus, Error> {
     let (program, rest) = command
         .split_first()
         .ok_or_else(|| Error::Cluster("no command given".into()))?;
-    let guard = client.acquire_waiting(key, ttl, wait).await?;
+    let guard = client.acquire_with(key, ttl, options).await?;
     let mut child = match tokio::process::Command::new(program)
         .args(rest)
         .env("TENURE_FENCING_TOKEN", guard.fencing_token().to_string())

@@ -606,6 +606,7 @@ async fn ls_acc_01_over_three_processes_ten_concurrent_clients_one_wins() {
                     request_id: format!("r{i}"),
                     ttl_ms: 30_000,
                     wait_timeout_ms: 0,
+                    ..Default::default()
                 });
                 request
                     .metadata_mut()
@@ -940,6 +941,7 @@ async fn tn_cfg_002_lock_delay_from_a_flag_end_to_end_and_cluster_configure() {
             request_id: format!("bob-{n}"),
             ttl_ms: 1_000,
             wait_timeout_ms: 0,
+            ..Default::default()
         });
         request
             .metadata_mut()
@@ -1169,6 +1171,7 @@ async fn write_once_anonymous(addr: &str) -> Result<(), tonic::Status> {
         request_id: "anon-1".into(),
         ttl_ms: 10_000,
         wait_timeout_ms: 0,
+        ..Default::default()
     })
     .await
     .map(|_| ())

@@ -63,9 +63,10 @@ impl<C: Connector> LockService<C> {
         };
         let who = self.access.writer(&request, &request.get_ref().tenant_id)?;
         let command = convert::acquire(request.get_ref(), &who.name)?;
+        let mode = convert::acquire_mode(request.get_ref())?;
         // Listen before proposing, so a grant right after cannot be missed.
         let notices = self.table.subscribe();
-        let view = self.writer.acquire(command).await?;
+        let view = self.writer.acquire(command, mode).await?;
         let view = match view.state {
             LeaseState::Waiting => self.await_grant(notices, view).await?,
             LeaseState::Active => view,

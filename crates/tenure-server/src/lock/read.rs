@@ -48,11 +48,8 @@ impl<C: Connector> LockService<C> {
             self.router.confirm(false).await?;
         }
         let view = self.table.read().table.lock(&r.tenant_id, &r.lock_key);
-        let left = view
-            .active
-            .as_ref()
-            .and_then(|l| self.timers.remaining(l.id));
-        Ok(Response::new(convert::lock_state(&view, millis(left))))
+        let left = |id| millis(self.timers.remaining(id));
+        Ok(Response::new(convert::lock_state(&view, left)))
     }
 
     pub(super) async fn list_call(
@@ -85,10 +82,7 @@ impl<C: Connector> LockService<C> {
         };
         let locks = locks
             .iter()
-            .map(|v| {
-                let left = v.active.as_ref().and_then(|l| self.timers.remaining(l.id));
-                convert::lock_state(v, millis(left))
-            })
+            .map(|v| convert::lock_state(v, |id| millis(self.timers.remaining(id))))
             .collect();
         Ok(Response::new(v1::ListResponse {
             locks,
