@@ -14,6 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use tenure_client::Mode;
+
 use crate::target::{Downstream, OpError, Target};
 
 /// How long one call, retries included, may take before it counts as failed.
@@ -131,6 +133,7 @@ impl HttpConn {
         key: &str,
         ttl: Duration,
         wait: Option<Duration>,
+        mode: Mode,
     ) -> Result<(String, u64), OpError> {
         let body = json!({
             "tenant_id": self.tenant,
@@ -138,6 +141,8 @@ impl HttpConn {
             "lock_key": key,
             "ttl_ms": ttl.as_millis() as u64,
             "wait_timeout_ms": wait.map_or(0, |w| w.as_millis() as u64),
+            "mode": mode.as_str(),
+            "limit": mode.limit(),
         });
         let lease = self.call("POST", "/leases/acquire", &body).await?;
         let id = lease["lease_id"]
@@ -207,10 +212,25 @@ impl Target for HttpTarget {
         wait: Option<Duration>,
         downstream: Option<&Downstream>,
     ) -> Result<(), OpError> {
-        let (id, token) = conn.acquire(key, ttl, wait).await?;
+        let (id, token) = conn.acquire(key, ttl, wait, Mode::Exclusive).await?;
         let written = downstream.map_or(Ok(()), |d| d.write(key, token));
         conn.release(&id).await?;
         written
+    }
+
+    fn has_modes(&self) -> bool {
+        true
+    }
+
+    async fn lock_cycle_in(
+        conn: &mut HttpConn,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+        mode: Mode,
+    ) -> Result<(), OpError> {
+        let (id, _) = conn.acquire(key, ttl, Some(wait), mode).await?;
+        conn.release(&id).await
     }
 
     async fn get(conn: &mut HttpConn, key: &str) -> Result<(), OpError> {
@@ -220,7 +240,7 @@ impl Target for HttpTarget {
 
     async fn hold(conn: &mut HttpConn, keys: &[String], ttl: Duration) -> Result<(), OpError> {
         for key in keys {
-            let (id, _) = conn.acquire(key, ttl, None).await?;
+            let (id, _) = conn.acquire(key, ttl, None, Mode::Exclusive).await?;
             conn.held.push(id);
         }
         Ok(())

@@ -28,6 +28,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tenure_client::Mode;
 use tokio::time::Instant;
 
 pub use report::Report;
@@ -61,6 +62,13 @@ pub enum Workload {
     Contended,
     /// (e) linearizable reads of a lock.
     Get,
+    /// (f) read-write locks: SHARED acquires (readers) with an occasional
+    /// EXCLUSIVE one (a writer, `--writers` of them), all waiting their
+    /// turn on `--keys` keys.
+    SharedReaders,
+    /// (g) one slot of a semaphore of `--limit` per acquire, waiting its
+    /// turn on `--keys` keys.
+    Semaphore,
 }
 
 impl Workload {
@@ -72,7 +80,18 @@ impl Workload {
             Workload::KeepAlive => "keep-alive",
             Workload::Contended => "contended",
             Workload::Get => "get",
+            Workload::SharedReaders => "shared-readers",
+            Workload::Semaphore => "semaphore",
         }
+    }
+
+    /// Whether the workload's acquires wait their turn on keys shared by
+    /// every client.
+    fn contends(self) -> bool {
+        matches!(
+            self,
+            Workload::Contended | Workload::SharedReaders | Workload::Semaphore
+        )
     }
 }
 
@@ -111,9 +130,16 @@ pub struct BenchArgs {
     /// Lease TTL, ms.
     #[arg(long, default_value_t = 10_000)]
     pub ttl_ms: u64,
-    /// How long a `contended` acquire waits for its turn, ms.
+    /// How long a `contended`, `shared-readers` or `semaphore` acquire
+    /// waits for its turn, ms.
     #[arg(long, default_value_t = 30_000)]
     pub wait_ms: u64,
+    /// The share of `shared-readers` acquires that are EXCLUSIVE (writers), 0…1.
+    #[arg(long, default_value_t = 0.05)]
+    pub writers: f64,
+    /// The slots of the `semaphore` workload's semaphores.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub limit: u32,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -153,6 +179,9 @@ impl BenchArgs {
     fn check(&self) -> Result<(), Error> {
         if !(0.0..=1.0).contains(&self.contention) {
             return Err(Error::Invalid("--contention must be within 0…1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.writers) {
+            return Err(Error::Invalid("--writers must be within 0…1".into()));
         }
         if !(self.duration > 0.0 && self.duration <= 86_400.0) {
             return Err(Error::Invalid(
@@ -238,7 +267,7 @@ fn pick_key(args: &BenchArgs, client: u32, rng: &mut StdRng) -> String {
         return key_name(0);
     }
     let clients = u64::from(args.clients);
-    if args.workload != Workload::Contended && args.keys >= clients {
+    if !args.workload.contends() && args.keys >= clients {
         // Disjoint keys per client: contention only where asked for.
         let per_client = args.keys / clients;
         return key_name(u64::from(client) + clients * rng.gen_range(0..per_client));
@@ -250,6 +279,14 @@ fn pick_key(args: &BenchArgs, client: u32, rng: &mut StdRng) -> String {
 /// progress bar goes to stderr unless `args.quiet`.
 pub async fn run<T: Target>(target: Arc<T>, args: &BenchArgs) -> Result<Report, Error> {
     args.check()?;
+    if matches!(args.workload, Workload::SharedReaders | Workload::Semaphore) && !target.has_modes()
+    {
+        return Err(Error::Invalid(format!(
+            "{} has no shared locks or semaphores: the {} workload needs them",
+            target.system(),
+            args.workload.name()
+        )));
+    }
     let mut conns = Vec::new();
     for client in 0..args.clients {
         let conn = target.connect(client).await.map_err(|e| {
@@ -483,6 +520,28 @@ async fn work<T: Target>(
                 1,
             ),
             Workload::Get => (T::get(&mut conn, &key).await, 1),
+            Workload::SharedReaders => {
+                let mode = if rng.gen_bool(args.writers) {
+                    Mode::Exclusive
+                } else {
+                    Mode::Shared
+                };
+                (
+                    T::lock_cycle_in(&mut conn, &key, args.ttl(), wait, mode).await,
+                    1,
+                )
+            }
+            Workload::Semaphore => (
+                T::lock_cycle_in(
+                    &mut conn,
+                    &key,
+                    args.ttl(),
+                    wait,
+                    Mode::Semaphore(args.limit),
+                )
+                .await,
+                1,
+            ),
             Workload::KeepAlive => match T::keep_alive_round(&mut conn).await {
                 Ok(alive) => (Ok(()), alive),
                 Err(e) => (Err(e), 0),

@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use tenure_client::Mode;
+
 /// Why one operation failed, after the client's own retries: a stable name
 /// (Tenure's reason string, or etcd's gRPC code) that the report counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +73,26 @@ pub trait Target: Send + Sync + 'static {
         wait: Option<Duration>,
         downstream: Option<&Downstream>,
     ) -> impl Future<Output = Result<(), OpError>> + Send;
+
+    /// Whether the system has shared locks and semaphores
+    /// ([`Target::lock_cycle_in`]).
+    fn has_modes(&self) -> bool {
+        false
+    }
+
+    /// Takes `key` in `mode`, waiting up to `wait` for its turn, and
+    /// releases it. Only systems whose [`Target::has_modes`] is true
+    /// implement it; the others answer UNSUPPORTED.
+    fn lock_cycle_in(
+        conn: &mut Self::Conn,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+        mode: Mode,
+    ) -> impl Future<Output = Result<(), OpError>> + Send {
+        let _ = (conn, key, ttl, wait, mode);
+        std::future::ready(Err(OpError::new("UNSUPPORTED")))
+    }
 
     /// A linearizable read of `key`'s lock.
     fn get(conn: &mut Self::Conn, key: &str) -> impl Future<Output = Result<(), OpError>> + Send;

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use tenure_client::{AcquireOptions, Client, ClientConfig, Error, KeepAliveStream, TlsConfig};
+use tenure_client::{
+    AcquireOptions, Client, ClientConfig, Error, KeepAliveStream, Mode, TlsConfig,
+};
 
 use crate::target::{Downstream, OpError, Target};
 
@@ -104,6 +106,30 @@ impl Target for TenureTarget {
             .await
             .map_err(|e| op_error(&e))?;
         written
+    }
+
+    fn has_modes(&self) -> bool {
+        true
+    }
+
+    async fn lock_cycle_in(
+        conn: &mut TenureConn,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+        mode: Mode,
+    ) -> Result<(), OpError> {
+        let options = AcquireOptions::waiting(wait).in_mode(mode);
+        let lease = conn
+            .client
+            .lease(key, ttl, options)
+            .await
+            .map_err(|e| op_error(&e))?;
+        conn.client
+            .release(&lease.view.id.to_string(), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| op_error(&e))
     }
 
     async fn get(conn: &mut TenureConn, key: &str) -> Result<(), OpError> {

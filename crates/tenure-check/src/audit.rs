@@ -1,5 +1,5 @@
-//! The server's audit stream: no gaps, one ACTIVE lease per lock, tokens
-//! +1 per grant.
+//! The server's audit stream: no gaps, a lock's ACTIVE leases fit its
+//! mode, tokens +1 per grant.
 //!
 //! Reads the three shapes Tenure prints: `tenure lock watch --json`
 //! (`sequence`, `kind` as `LEASE_ACQUIRE`, `tenant_id`, `lock_key`,
@@ -9,9 +9,23 @@
 //! `seq`, `kind`, `tenant`, `key`, `lease`, `token`): the export must hold
 //! every sequence of its range.
 //!
+//! An event may name the mode of the lease concerned: `mode` (`EXCLUSIVE`,
+//! `SHARED` or `SEMAPHORE`; absent: `EXCLUSIVE`) and `limit` (a
+//! semaphore's, 1 or more; absent: 0). A lock's ACTIVE leases are one
+//! exclusive lease alone, or shared leases only, or at most `limit` leases
+//! of a semaphore; a grant that breaks that is `AUDIT-ONE-ACTIVE`. A lease
+//! stops being ACTIVE at its `LEASE_RELEASE`, `LEASE_EXPIRE` or
+//! `FORCE_RELEASE` (a force-release of an exclusive lease, or of no lease,
+//! frees the lock whichever lease it names). A stream of exclusive leases
+//! only is checked exactly as before modes.
+//!
 //! A stream that starts after sequence 1 starts in the middle of the
 //! history: what a lock's holder and last token were before it is not
 //! known, so the first transition seen of each lock is taken as it comes.
+//! An exclusive lease's transition tells the whole state; a shared or
+//! semaphore lease's does not (other leases from before may hold too), so
+//! until a lock's first exclusive transition its leases are counted from
+//! those seen, and a lease from before may end or renew unseen.
 //! A `RESTORE` event may follow a jump in the sequence (a restore moves it
 //! on by its token gap); after it, every lock's state is again unknown, and
 //! every grant's token must be above the event's token (the new floor).
@@ -21,6 +35,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::Error;
+use crate::history::Mode;
 use crate::report::Report;
 
 #[derive(Debug, Deserialize)]
@@ -38,15 +53,49 @@ struct Event {
     token: u64,
     #[serde(default)]
     gap_before: bool,
+    /// The lease's mode (absent: EXCLUSIVE).
+    #[serde(default)]
+    mode: Option<String>,
+    /// A semaphore's limit (absent: 0).
+    #[serde(default)]
+    limit: u32,
+}
+
+/// The mode an event's `mode` and `limit` name, if they agree.
+fn mode_of(e: &Event) -> Option<Mode> {
+    let name = e.mode.as_deref().map(|m| m.trim().to_ascii_uppercase());
+    match (name.as_deref(), e.limit) {
+        (None | Some("EXCLUSIVE"), 0) => Some(Mode::Exclusive),
+        (Some("SHARED"), 0) => Some(Mode::Shared),
+        (Some("SEMAPHORE"), n) if n > 0 => Some(Mode::Semaphore(n)),
+        _ => None,
+    }
+}
+
+/// A lease the stream says is ACTIVE.
+struct Active {
+    lease: String,
+    /// The line that made it ACTIVE.
+    line: usize,
+    mode: Mode,
+}
+
+fn upper(mode: Mode) -> String {
+    match mode {
+        Mode::Semaphore(n) => format!("SEMAPHORE of {n}"),
+        m => m.name().to_ascii_uppercase(),
+    }
 }
 
 /// What the stream says a lock is.
 #[derive(Default)]
 struct Lock {
-    active: Option<(String, usize)>,
+    /// In grant order.
+    active: Vec<Active>,
     last_token: Option<u64>,
-    /// Seen since the stream (or the last restore) began: its state is
-    /// known. Until then its first transition is taken as it comes.
+    /// An exclusive transition seen since the stream (or the last restore)
+    /// began: its state is known. Until then transitions of leases not
+    /// seen are taken as they come.
     known: bool,
 }
 
@@ -142,14 +191,33 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
         }
 
         let lease = lease_name(&e.lease_id);
+        let Some(mode) = mode_of(&e) else {
+            return Err(Error::Malformed {
+                line: line_no,
+                message: format!(
+                    "mode {:?} with limit {} (EXCLUSIVE or SHARED without a limit, SEMAPHORE with one)",
+                    e.mode.as_deref().unwrap_or("EXCLUSIVE"),
+                    e.limit
+                ),
+            });
+        };
+        let exclusive = mode == Mode::Exclusive;
         let lock = locks.entry((e.tenant.clone(), e.key.clone())).or_default();
         let kind = e.kind.replace('_', "").to_ascii_lowercase();
         let unknown = partial && !lock.known;
-        // Waits and lock-delays say nothing of the holder.
-        lock.known |= !matches!(
-            kind.as_str(),
-            "leasewait" | "leasewaitcancel" | "lockdelayset" | "lockdelayclear"
-        );
+        // Waits and lock-delays say nothing of the holders, and a shared or
+        // semaphore lease's transitions say nothing of the others'.
+        lock.known |= exclusive
+            && !matches!(
+                kind.as_str(),
+                "leasewait" | "leasewaitcancel" | "lockdelayset" | "lockdelayclear"
+            );
+        let holding = lock.active.iter().position(|a| a.lease == lease);
+        let this = Active {
+            lease: lease.clone(),
+            line: line_no,
+            mode,
+        };
         match kind.as_str() {
             "leaseacquire" => {
                 if e.token <= floor {
@@ -160,12 +228,46 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
                         vec![line_no],
                     );
                 }
-                if let Some((holder, held_at)) = &lock.active {
+                let clash = if exclusive {
+                    lock.active.first()
+                } else {
+                    lock.active.iter().find(|a| a.mode == Mode::Exclusive)
+                };
+                if let Some(holder) = clash {
+                    let message = if exclusive && holder.mode == Mode::Exclusive {
+                        format!(
+                            "lease {lease} granted while lease {} is ACTIVE",
+                            holder.lease
+                        )
+                    } else {
+                        format!(
+                            "lease {lease} granted {} while lease {} is ACTIVE {}",
+                            upper(mode),
+                            holder.lease,
+                            upper(holder.mode)
+                        )
+                    };
                     report.violate(
                         "AUDIT-ONE-ACTIVE",
                         key.clone(),
-                        format!("lease {lease} granted while lease {holder} is ACTIVE"),
-                        vec![*held_at, line_no],
+                        message,
+                        vec![holder.line, line_no],
+                    );
+                } else if let Mode::Semaphore(n) = mode
+                    && lock.active.len() >= n as usize
+                {
+                    let leases: Vec<&str> = lock.active.iter().map(|a| a.lease.as_str()).collect();
+                    let mut lines: Vec<usize> = lock.active.iter().map(|a| a.line).collect();
+                    lines.push(line_no);
+                    report.violate(
+                        "AUDIT-ONE-ACTIVE",
+                        key.clone(),
+                        format!(
+                            "{} ACTIVE leases of a semaphore of {n}: lease {lease} granted while leases {} are ACTIVE",
+                            leases.len() + 1,
+                            leases.join(", ")
+                        ),
+                        lines,
                     );
                 }
                 if let Some(last) = lock.last_token
@@ -179,27 +281,48 @@ pub fn check_audit(text: &str) -> Result<crate::Report, Error> {
                     );
                 }
                 lock.last_token = Some(e.token);
-                lock.active = Some((lease, line_no));
-            }
-            "leaserelease" | "leaseexpire" | "forcerelease" if unknown => lock.active = None,
-            "leaserenew" if unknown => lock.active = Some((lease, line_no)),
-            "leaserelease" | "leaseexpire" | "forcerelease" => match &lock.active {
-                Some((holder, _)) if *holder == lease || e.kind.contains("orce") => {
-                    lock.active = None
+                // The grant happened: it holds, and whoever it clashed with
+                // does not.
+                if exclusive {
+                    lock.active.clear();
+                } else {
+                    lock.active.retain(|a| a.mode != Mode::Exclusive);
                 }
-                _ => report.violate(
-                    "AUDIT-ONE-ACTIVE",
-                    key.clone(),
-                    format!("{} of lease {lease}, which is not the ACTIVE lease", e.kind),
-                    vec![line_no],
-                ),
-            },
+                lock.active.push(this);
+            }
+            "leaserelease" | "leaseexpire" | "forcerelease" if unknown => {
+                if exclusive {
+                    lock.active.clear();
+                } else if let Some(at) = holding {
+                    lock.active.remove(at);
+                }
+            }
+            "leaserenew" if unknown => {
+                if exclusive {
+                    lock.active = vec![this];
+                } else if holding.is_none() {
+                    lock.active.push(this);
+                }
+            }
+            "leaserelease" | "leaseexpire" | "forcerelease" => {
+                // A force-release of an exclusive lease or of none frees the lock.
+                let frees_all = e.kind.contains("orce")
+                    && (exclusive || lease.is_empty() || e.lease_id.is_null());
+                match holding {
+                    Some(at) => {
+                        lock.active.remove(at);
+                    }
+                    None if frees_all && !lock.active.is_empty() => lock.active.clear(),
+                    None => report.violate(
+                        "AUDIT-ONE-ACTIVE",
+                        key.clone(),
+                        format!("{} of lease {lease}, which is not the ACTIVE lease", e.kind),
+                        vec![line_no],
+                    ),
+                }
+            }
             "leaserenew" => {
-                if lock
-                    .active
-                    .as_ref()
-                    .is_none_or(|(holder, _)| *holder != lease)
-                {
+                if holding.is_none() {
                     report.violate(
                         "AUDIT-ONE-ACTIVE",
                         key.clone(),

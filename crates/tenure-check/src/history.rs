@@ -24,8 +24,18 @@
 //! - `reason`: on a `fail`, why (`LOCK_HELD`, `LEASE_EXPIRED`, …).
 //! - `applied`: on a store-read `ok`, the tokens the downstream store has
 //!   applied for the key, in order.
+//! - `mode`: on an acquire (invocation and completions), the lock mode it
+//!   asks for: `exclusive` (the default when absent: one holder), `shared`
+//!   (any number of shared holders, no exclusive one meanwhile) or
+//!   `semaphore` (at most `limit` holders).
+//! - `limit`: with `mode` `semaphore` only, its number of slots (1 or more).
+//!   Any other combination of the two is a parse error.
+//!
+//! An operation's [`Mode`] is the invocation's, or else the completion's,
+//! or else exclusive. Lines without `mode` and `limit` read as before modes.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +75,67 @@ pub enum Kind {
     Unknown,
 }
 
+/// How an acquire asks to hold a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// One holder and no other (the default).
+    #[default]
+    Exclusive,
+    /// Any number of shared holders, and no exclusive holder meanwhile.
+    Shared,
+    /// At most this many holders.
+    Semaphore(u32),
+}
+
+impl Mode {
+    /// The mode an event's `mode` and `limit` fields name: `None` when both
+    /// are absent, an error when they do not agree (a semaphore without a
+    /// limit of 1 or more, a limit with another mode, an unknown mode).
+    pub fn from_fields(mode: Option<&str>, limit: Option<u32>) -> Result<Option<Mode>, String> {
+        match (mode, limit) {
+            (None, None) => Ok(None),
+            (Some("exclusive"), None) => Ok(Some(Mode::Exclusive)),
+            (Some("shared"), None) => Ok(Some(Mode::Shared)),
+            (Some("semaphore"), Some(n)) if n >= 1 => Ok(Some(Mode::Semaphore(n))),
+            (Some("semaphore"), Some(_)) => Err("a semaphore's limit must be 1 or more".into()),
+            (Some("semaphore"), None) => Err("mode \"semaphore\" needs a limit".into()),
+            (Some(m @ ("exclusive" | "shared")), Some(_)) => {
+                Err(format!("mode {m:?} takes no limit"))
+            }
+            (None, Some(_)) => Err("a limit needs mode \"semaphore\"".into()),
+            (Some(other), _) => Err(format!(
+                "unknown mode {other:?} (exclusive, shared or semaphore)"
+            )),
+        }
+    }
+
+    /// The `mode` field's value: `exclusive`, `shared` or `semaphore`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+            Mode::Semaphore(_) => "semaphore",
+        }
+    }
+
+    /// The `limit` field's value: a semaphore's slots, `None` otherwise.
+    pub fn limit(self) -> Option<u32> {
+        match self {
+            Mode::Semaphore(n) => Some(n),
+            Mode::Exclusive | Mode::Shared => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Semaphore(n) => write!(f, "semaphore of {n}"),
+            m => f.write_str(m.name()),
+        }
+    }
+}
+
 /// One line of a history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +173,29 @@ pub struct Event {
     /// Tokens the downstream store applied (store-read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<Vec<u64>>,
+    /// The lock mode an acquire asks for (absent: exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// A semaphore's limit (with `mode` `semaphore` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Event {
+    /// The mode its `mode` and `limit` fields name (`None`: neither is
+    /// given), or why they do not agree.
+    pub fn mode(&self) -> Result<Option<Mode>, String> {
+        Mode::from_fields(self.mode.as_deref(), self.limit)
+    }
+
+    /// Sets `mode` and `limit` to name `mode`; exclusive leaves both absent,
+    /// so the line reads as it did before modes.
+    pub fn set_mode(&mut self, mode: Mode) {
+        (self.mode, self.limit) = match mode {
+            Mode::Exclusive => (None, None),
+            m => (Some(m.name().to_owned()), m.limit()),
+        };
+    }
 }
 
 /// How an operation ended.
@@ -146,6 +240,9 @@ pub struct Operation {
     pub reason: Option<String>,
     /// What a store-read saw.
     pub applied: Option<Vec<u64>>,
+    /// The lock mode (acquire): the invocation's, else the completion's,
+    /// else exclusive.
+    pub mode: Mode,
 }
 
 /// A parsed history: its operations in invocation order.
@@ -192,6 +289,12 @@ impl History {
         let mut last_time = 0;
         for (line_no, e) in &events {
             let line_no = *line_no;
+            if let Err(message) = e.mode() {
+                return Err(Error::Parse {
+                    line: line_no,
+                    message,
+                });
+            }
             if e.time_ns < last_time {
                 return Err(Error::Malformed {
                     line: line_no,
@@ -308,6 +411,13 @@ fn operation(
         holder: done_ok.and_then(|d| d.holder.clone()),
         reason: done.and_then(|d| d.reason.clone()),
         applied: done_ok.and_then(|d| d.applied.clone()),
+        // Every line's mode was checked when it was read.
+        mode: invoke
+            .mode()
+            .ok()
+            .flatten()
+            .or_else(|| done.and_then(|d| d.mode().ok().flatten()))
+            .unwrap_or_default(),
     }
 }
 

@@ -1,8 +1,9 @@
-//! INV-1 (mutual exclusion of validity intervals) and INV-2 (fencing).
+//! INV-1 (mutual exclusion of validity intervals, by lock mode) and INV-2
+//! (fencing).
 
 use std::collections::BTreeMap;
 
-use crate::history::{History, Op, Operation, Outcome};
+use crate::history::{History, Mode, Op, Operation, Outcome};
 use crate::report::Report;
 
 fn name(lock: &(String, String)) -> String {
@@ -66,47 +67,141 @@ fn intervals(history: &History) -> BTreeMap<&(String, String), Vec<Interval<'_>>
     out
 }
 
-/// INV-1: for each key, the validity intervals of different grants never
-/// overlap in true time.
+/// INV-1: for each key, at every instant of true time the validity
+/// intervals open fit the lock's mode: one exclusive holder and no other,
+/// or shared holders only, or at most `limit` holders of a semaphore.
+///
+/// A sweep over each key's intervals, half-open `[start, end)` (at equal
+/// times ends come before starts). An interval's start is reported, once,
+/// when it is exclusive and another lease's interval is open, when another
+/// lease's exclusive interval is open, or when it is a semaphore's of `n`
+/// and `n` or more other leases' semaphore intervals are open. Intervals of
+/// one lease (an acquire answered twice) are one holder.
 pub(crate) fn mutual_exclusion(history: &History, report: &mut Report) {
     let all = intervals(history);
     report.keys = all.len() as u64;
     for (lock, found) in all {
-        let mut latest: Option<&Interval<'_>> = None;
-        for i in &found {
-            if let Some(prev) = latest
-                && i.start < prev.end
-                && i.grant.lease_id != prev.grant.lease_id
-            {
+        // (time, 0 for an end or 1 for a start, interval): ends first at
+        // equal times, starts in the order of `found`.
+        let mut edges: Vec<(u64, u8, usize)> = found
+            .iter()
+            .enumerate()
+            .flat_map(|(at, i)| [(i.start, 1, at), (i.end, 0, at)])
+            .collect();
+        edges.sort_unstable();
+        // Open intervals, in start order.
+        let mut open: Vec<usize> = Vec::new();
+        for (_, edge, at) in edges {
+            if edge == 0 {
+                open.retain(|&o| o != at);
+                continue;
+            }
+            let i = &found[at];
+            let others: Vec<&Interval<'_>> = open
+                .iter()
+                .map(|&o| &found[o])
+                .filter(|o| o.grant.lease_id != i.grant.lease_id)
+                .collect();
+            // The one open the longest among `others` that `pick`s (the first
+            // to start among equals).
+            let widest = |pick: fn(&Interval<'_>) -> bool| {
+                others
+                    .iter()
+                    .copied()
+                    .filter(|o| pick(o))
+                    .reduce(|a, b| if b.end > a.end { b } else { a })
+            };
+            let clash = if i.grant.mode == Mode::Exclusive {
+                widest(|_| true)
+            } else {
+                widest(|o| o.grant.mode == Mode::Exclusive)
+            };
+            if let Some(prev) = clash {
                 report.violate(
+                    "INV-1",
+                    name(lock),
+                    overlap(prev, i),
+                    vec![prev.grant.done_line, i.grant.done_line],
+                );
+            } else if let Mode::Semaphore(n) = i.grant.mode {
+                let mut holders: Vec<&Interval<'_>> = Vec::new();
+                for o in others
+                    .iter()
+                    .filter(|o| matches!(o.grant.mode, Mode::Semaphore(_)))
+                {
+                    if holders.iter().all(|h| h.grant.lease_id != o.grant.lease_id) {
+                        holders.push(o);
+                    }
+                }
+                if holders.len() >= n as usize {
+                    let leases: Vec<String> = holders
+                        .iter()
+                        .map(|h| format!("{} (process {})", lease(h), h.grant.process))
+                        .collect();
+                    let mut lines: Vec<usize> = holders.iter().map(|h| h.grant.done_line).collect();
+                    lines.push(i.grant.done_line);
+                    report.violate(
                         "INV-1",
                         name(lock),
                         format!(
-                            "lease {} (process {}) held it from {} ns while lease {} (process {}) still held it until {} ns",
-                            i.grant.lease_id.as_deref().unwrap_or("?"),
+                            "{} holders of a semaphore of {n}: lease {} (process {}) held it from {} ns while leases {} still held it",
+                            holders.len() + 1,
+                            lease(i),
                             i.grant.process,
                             i.start,
-                            prev.grant.lease_id.as_deref().unwrap_or("?"),
-                            prev.grant.process,
-                            prev.end
+                            leases.join(", ")
                         ),
-                        vec![prev.grant.done_line, i.grant.done_line],
+                        lines,
                     );
+                }
             }
-            if latest.is_none_or(|p| i.end > p.end) {
-                latest = Some(i);
-            }
+            open.push(at);
         }
+    }
+}
+
+fn lease<'a>(i: &Interval<'a>) -> &'a str {
+    i.grant.lease_id.as_deref().unwrap_or("?")
+}
+
+/// What INV-1 says of `i` starting while `prev` is open.
+fn overlap(prev: &Interval<'_>, i: &Interval<'_>) -> String {
+    if prev.grant.mode == Mode::Exclusive && i.grant.mode == Mode::Exclusive {
+        format!(
+            "lease {} (process {}) held it from {} ns while lease {} (process {}) still held it until {} ns",
+            lease(i),
+            i.grant.process,
+            i.start,
+            lease(prev),
+            prev.grant.process,
+            prev.end
+        )
+    } else {
+        format!(
+            "lease {} (process {}, {}) held it from {} ns while lease {} (process {}, {}) still held it until {} ns",
+            lease(i),
+            i.grant.process,
+            i.grant.mode,
+            i.start,
+            lease(prev),
+            prev.grant.process,
+            prev.grant.mode,
+            prev.end
+        )
     }
 }
 
 /// INV-2: tokens of successive grants strictly increase, no two leases
 /// share a token, and the downstream store takes no write older than one
 /// it took and loses none it acknowledged.
+///
+/// "Successive": on a key whose grants are all exclusive, each interval and
+/// the next to start. Shared and semaphore holders may see their grants in
+/// any order, so on another key it is every pair of which at least one is
+/// exclusive and the first ended at or before the second started.
 pub(crate) fn fencing(history: &History, report: &mut Report) {
     for (lock, found) in intervals(history) {
-        for pair in found.windows(2) {
-            let (a, b) = (pair[0].grant, pair[1].grant);
+        let mut stale = |a: &Operation, b: &Operation| {
             if let (Some(ta), Some(tb)) = (a.token, b.token)
                 && tb <= ta
             {
@@ -116,6 +211,22 @@ pub(crate) fn fencing(history: &History, report: &mut Report) {
                     format!("grant with token {tb} came after a grant with token {ta}"),
                     vec![a.done_line, b.done_line],
                 );
+            }
+        };
+        if found.iter().all(|i| i.grant.mode == Mode::Exclusive) {
+            for pair in found.windows(2) {
+                stale(pair[0].grant, pair[1].grant);
+            }
+            continue;
+        }
+        // `found` is in start order, and an interval ends after it starts:
+        // only a later one can start after another ended.
+        for (at, a) in found.iter().enumerate() {
+            for b in &found[at + 1..] {
+                let exclusive = a.grant.mode == Mode::Exclusive || b.grant.mode == Mode::Exclusive;
+                if exclusive && a.end <= b.start {
+                    stale(a.grant, b.grant);
+                }
             }
         }
     }

@@ -5,7 +5,9 @@
 //! - a **client history** ([`history`]): what each client process invoked
 //!   and what came back, stamped with the true (simulated) time and the
 //!   client's own clock. [`check_history`] checks INV-1 (mutual exclusion of
-//!   the clients' validity intervals), INV-2 (fencing tokens increase; the
+//!   the clients' validity intervals, by lock [`Mode`]: one exclusive holder
+//!   alone, shared holders together, at most `limit` holders of a
+//!   semaphore), INV-2 (fencing tokens increase; the
 //!   downstream store takes no stale write and loses no acknowledged one)
 //!   and INV-3 (the lock operations are linearizable against the
 //!   sequential lock model, searched key by key in the manner of Wing–Gong
@@ -13,8 +15,10 @@
 //!   *inconclusive*, never as a pass);
 //! - a **server audit stream** ([`audit`]), as `tenure lock watch --json`
 //!   or `tenure demo --json` print it: [`check_audit`] checks that the
-//!   sequence has no gaps, that a lock has at most one ACTIVE lease, and
-//!   that each lock's tokens go up by exactly one per grant.
+//!   sequence has no gaps, that a lock's ACTIVE leases fit its mode (one
+//!   exclusive lease alone, shared leases together, at most `limit` leases
+//!   of a semaphore), and that each lock's tokens go up by exactly one per
+//!   grant.
 //!
 //! The crate does no IO and reads no clock: it takes text, answers a
 //! [`Report`]. `tenure check history FILE` and `tenure check audit FILE`
@@ -27,6 +31,7 @@ mod linear;
 pub mod report;
 
 pub use audit::check_audit;
+pub use history::Mode;
 pub use report::{Inconclusive, Report, Violation};
 
 /// Why an input could not be checked at all.

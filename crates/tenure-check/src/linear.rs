@@ -9,36 +9,68 @@
 //! independent, so each is searched on its own, within a step budget; a key
 //! whose budget runs out is *inconclusive*.
 //!
-//! The model: a lock has a holder (a lease seen in an answer, a lease some
-//! unknown acquire may have been granted, or none) and its last fencing
-//! token. A grant needs the lock free and takes the next token; a release or
-//! a renewal of the holder's lease succeeds, and fails for any other lease;
-//! a get sees the holder and the token. A holder may also lose the lock by
-//! expiry, but only once its client-side deadline has passed: the server
-//! never expires a lease before its holder's deadline (the time model's
-//! promise), so an expiry before it is a violation.
+//! The model: a lock has its holders, in grant order (each a lease seen in
+//! an answer, or one some unknown acquire may have been granted, with the
+//! mode it holds in), and its last fencing token. A grant takes the next
+//! token and joins the holders if its mode fits: an exclusive grant needs
+//! no holder, a shared one no exclusive holder, a semaphore's of `n` fewer
+//! than `n` holders (a key's holders share its kind; the server's FIFO
+//! queue is not modelled). A refusal as `LOCK_HELD` needs a holder. A
+//! release or a renewal of a holder's lease succeeds, and fails for any
+//! other lease; a get sees the first holder and the token; a force-release
+//! frees every holder. A holder may also lose the lock by expiry, but only
+//! once its client-side deadline has passed: the server never expires a
+//! lease before its holder's deadline (the time model's promise), so an
+//! expiry before it is a violation. Before each step, any set of the
+//! holders that may have expired by its return may be gone (with more than
+//! six of them: none, all, or any one alone).
 
 use std::collections::{BTreeMap, HashSet};
 
 use crate::Limits;
-use crate::history::{History, Op, Operation, Outcome};
+use crate::history::{History, Mode, Op, Operation, Outcome};
 use crate::report::{Inconclusive, Report};
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Up to this many holders that may have expired before a step, the search
+/// tries every set of them gone; beyond it, only all of them or any one.
+const MAX_EXPIRY_SUBSETS: usize = 6;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Holder {
-    Free,
     /// A lease seen in an answer; it may expire once its deadline passes.
     Known {
         lease: u32,
         deadline: u64,
+        mode: Mode,
     },
     /// Granted to an acquire whose answer never came: it may expire at any time.
-    Unseen,
+    Unseen { mode: Mode },
+}
+
+impl Holder {
+    fn mode(self) -> Mode {
+        match self {
+            Holder::Known { mode, .. } | Holder::Unseen { mode } => mode,
+        }
+    }
+
+    fn is(self, lease: Option<u32>) -> bool {
+        matches!(self, Holder::Known { lease: l, .. } if Some(l) == lease)
+    }
+
+    /// Whether it may have expired by `by`.
+    fn may_expire(self, by: u64) -> bool {
+        match self {
+            Holder::Known { deadline, .. } => deadline <= by,
+            Holder::Unseen { .. } => true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Model {
-    holder: Holder,
+    /// In grant order.
+    holders: Vec<Holder>,
     token: u64,
 }
 
@@ -52,52 +84,105 @@ struct Step<'a> {
 }
 
 impl Model {
-    /// The holder's lease, unless it may have expired by `by`.
-    fn may_expire(&self, by: u64) -> bool {
-        match self.holder {
-            Holder::Free => false,
-            Holder::Known { deadline, .. } => deadline <= by,
-            Holder::Unseen => true,
+    /// The models with one or more of the holders that may have expired by
+    /// `by` gone, without repeats.
+    fn expiries(&self, by: u64) -> Vec<Model> {
+        let may: Vec<usize> = (0..self.holders.len())
+            .filter(|&i| self.holders[i].may_expire(by))
+            .collect();
+        if may.is_empty() {
+            return Vec::new();
         }
+        let gone_sets: Vec<Vec<usize>> = if may.len() <= MAX_EXPIRY_SUBSETS {
+            (1..1usize << may.len())
+                .map(|bits| {
+                    (0..may.len())
+                        .filter(|b| bits & (1 << b) != 0)
+                        .map(|b| may[b])
+                        .collect()
+                })
+                .collect()
+        } else {
+            let mut sets = vec![may.clone()];
+            sets.extend(may.iter().map(|&i| vec![i]));
+            sets
+        };
+        let mut out: Vec<Model> = Vec::with_capacity(gone_sets.len());
+        for gone in gone_sets {
+            let m = Model {
+                holders: (0..self.holders.len())
+                    .filter(|i| !gone.contains(i))
+                    .map(|i| self.holders[i])
+                    .collect(),
+                token: self.token,
+            };
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        out
     }
 
     /// The states `step` can leave the model in (none: it cannot happen now).
     fn apply(&self, step: &Step<'_>) -> Vec<Model> {
         let mut out = Vec::new();
         self.apply_to(step, &mut out);
-        // Or the holder expired first.
-        if self.may_expire(step.op.returned) {
-            let freed = Model {
-                holder: Holder::Free,
-                token: self.token,
-            };
-            freed.apply_to(step, &mut out);
+        // Or some holders expired first.
+        for before in self.expiries(step.op.returned) {
+            before.apply_to(step, &mut out);
         }
         out
     }
 
+    /// Whether a grant in `mode` fits the holders.
+    fn fits(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Exclusive => self.holders.is_empty(),
+            Mode::Shared => self.holders.iter().all(|h| h.mode() != Mode::Exclusive),
+            Mode::Semaphore(n) => self.holders.len() < n as usize,
+        }
+    }
+
+    /// The model with `holder` granted the next token.
+    fn grant(&self, holder: Holder) -> Model {
+        let mut holders = self.holders.clone();
+        holders.push(holder);
+        Model {
+            holders,
+            token: self.token + 1,
+        }
+    }
+
+    /// The model with the holders `gone` picks removed.
+    fn without(&self, gone: impl Fn(Holder) -> bool) -> Model {
+        Model {
+            holders: self.holders.iter().copied().filter(|&h| !gone(h)).collect(),
+            token: self.token,
+        }
+    }
+
     fn apply_to(&self, step: &Step<'_>, out: &mut Vec<Model>) {
         let op = step.op;
-        let free = self.holder == Holder::Free;
-        let holds = |lease: Option<u32>| matches!(self.holder, Holder::Known { lease: l, .. } if Some(l) == lease);
+        let mode = op.mode;
+        let free = self.holders.is_empty();
+        let holds = |lease: Option<u32>| self.holders.iter().any(|h| h.is(lease));
         match (op.op, op.outcome) {
             (Op::Acquire, Outcome::Ok) => {
-                if free && op.token.is_none_or(|t| t == self.token + 1) {
-                    out.push(Model {
-                        holder: step.lease.map_or(Holder::Unseen, |lease| Holder::Known {
-                            lease,
-                            deadline: op.deadline.unwrap_or(u64::MAX),
-                        }),
-                        token: self.token + 1,
-                    });
+                if self.fits(mode) && op.token.is_none_or(|t| t == self.token + 1) {
+                    out.push(
+                        self.grant(step.lease.map_or(Holder::Unseen { mode }, |lease| {
+                            Holder::Known {
+                                lease,
+                                deadline: op.deadline.unwrap_or(u64::MAX),
+                                mode,
+                            }
+                        })),
+                    );
                 }
             }
             (Op::Acquire, Outcome::Unknown) => {
-                if free {
-                    out.push(Model {
-                        holder: Holder::Unseen,
-                        token: self.token + 1,
-                    });
+                if self.fits(mode) {
+                    out.push(self.grant(Holder::Unseen { mode }));
                 }
             }
             (Op::Acquire, Outcome::Fail) => {
@@ -106,33 +191,24 @@ impl Model {
                     out.push(self.clone());
                 }
             }
-            (Op::Release, Outcome::Ok) => {
+            (Op::Release, Outcome::Ok | Outcome::Unknown) => {
                 if holds(step.lease) {
-                    out.push(Model {
-                        holder: Holder::Free,
-                        token: self.token,
-                    });
-                }
-            }
-            (Op::Release, Outcome::Unknown) => {
-                if holds(step.lease) {
-                    out.push(Model {
-                        holder: Holder::Free,
-                        token: self.token,
-                    });
+                    out.push(self.without(|h| h.is(step.lease)));
                 }
             }
             (Op::Renew, Outcome::Ok) => {
-                if let Holder::Known { lease, deadline } = self.holder
-                    && Some(lease) == step.lease
-                {
-                    out.push(Model {
-                        holder: Holder::Known {
-                            lease,
-                            deadline: deadline.max(op.deadline.unwrap_or(deadline)),
-                        },
-                        token: self.token,
-                    });
+                if holds(step.lease) {
+                    let mut next = self.clone();
+                    for h in &mut next.holders {
+                        if let Holder::Known {
+                            lease, deadline, ..
+                        } = h
+                            && Some(*lease) == step.lease
+                        {
+                            *deadline = (*deadline).max(op.deadline.unwrap_or(*deadline));
+                        }
+                    }
+                    out.push(next);
                 }
             }
             (Op::Release | Op::Renew, Outcome::Fail) => {
@@ -141,20 +217,17 @@ impl Model {
                 }
             }
             (Op::Get, Outcome::Ok) => {
-                let sees = match (&self.holder, step.saw) {
-                    (Holder::Free, None) => true,
-                    (Holder::Known { lease, .. }, Some(s)) => *lease == s,
-                    (Holder::Unseen, Some(_)) => true,
+                let sees = match (self.holders.first(), step.saw) {
+                    (None, None) => true,
+                    (Some(Holder::Known { lease, .. }), Some(s)) => *lease == s,
+                    (Some(Holder::Unseen { .. }), Some(_)) => true,
                     _ => false,
                 };
                 if sees && op.token.is_none_or(|t| t == self.token) {
                     out.push(self.clone());
                 }
             }
-            (Op::ForceRelease, Outcome::Ok | Outcome::Unknown) => out.push(Model {
-                holder: Holder::Free,
-                token: self.token,
-            }),
+            (Op::ForceRelease, Outcome::Ok | Outcome::Unknown) => out.push(self.without(|_| true)),
             // Reads without an answer, renewals whose answer was lost (the
             // deadline the client keeps is the older one), failed reads and
             // force-releases change nothing.
@@ -204,7 +277,7 @@ fn search(steps_of: &[Step<'_>], budget: u64) -> (Found, u64) {
         .filter(|s| s.op.outcome != Outcome::Unknown)
         .count();
     let start = Model {
-        holder: Holder::Free,
+        holders: Vec::new(),
         token: 0,
     };
     let mut stack = vec![(start, Placed::new(n), 0usize)];
@@ -301,5 +374,46 @@ pub(crate) fn check(history: &History, limits: Limits, report: &mut Report) {
                 steps,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(holders: usize, unseen: bool) -> Model {
+        Model {
+            holders: (0..holders as u32)
+                .map(|lease| {
+                    if unseen {
+                        Holder::Unseen { mode: Mode::Shared }
+                    } else {
+                        Holder::Known {
+                            lease,
+                            deadline: 100 + u64::from(lease),
+                            mode: Mode::Shared,
+                        }
+                    }
+                })
+                .collect(),
+            token: 9,
+        }
+    }
+
+    #[test]
+    fn tn_mode_005_expiry_tries_every_subset_of_few_holders_and_some_of_many() {
+        // Only holders whose deadline passed may go: 2 of 4 by 101.
+        assert_eq!(model(4, false).expiries(101).len(), 3);
+        assert!(model(4, false).expiries(99).is_empty());
+        // Six may all go: every subset.
+        assert_eq!(model(6, false).expiries(u64::MAX).len(), 63);
+        // Seven: all, or each alone.
+        let seven = model(7, false).expiries(u64::MAX);
+        assert_eq!(seven.len(), 8);
+        assert!(seven.iter().any(|m| m.holders.is_empty()));
+        assert!(seven.iter().all(|m| m.token == 9));
+        // Unseen holders of one mode are alike: removing any k of them is
+        // one model.
+        assert_eq!(model(3, true).expiries(0).len(), 3);
     }
 }

@@ -366,11 +366,7 @@ pub fn lock_mode(mode: Mode) -> v1::LockMode {
 
 /// The API's `mode` and `limit` as a core mode: SEMAPHORE needs a limit of
 /// at least 1, the other modes a limit of 0.
-pub fn mode_from(
-    field: &'static str,
-    mode: i32,
-    limit: u32,
-) -> Result<Mode, ConvertError> {
+pub fn mode_from(field: &'static str, mode: i32, limit: u32) -> Result<Mode, ConvertError> {
     match (v1::LockMode::try_from(mode), limit) {
         (Ok(v1::LockMode::Exclusive), 0) => Ok(Mode::Exclusive),
         (Ok(v1::LockMode::Shared), 0) => Ok(Mode::Shared),

@@ -553,7 +553,12 @@ fn tn_mode_002_modes_and_limits_travel_and_bad_pairs_are_refused() {
             "mode {mode} limit {limit}"
         );
     }
-    for mode in [Mode::Exclusive, Mode::Shared, Mode::Semaphore(1), Mode::Semaphore(9)] {
+    for mode in [
+        Mode::Exclusive,
+        Mode::Shared,
+        Mode::Semaphore(1),
+        Mode::Semaphore(9),
+    ] {
         let c = convert::acquire(&req, "svc").expect("valid");
         let wire = convert::acquire_request_in(&c, mode);
         assert_eq!(convert::acquire_mode(&wire), Ok(mode));

@@ -128,6 +128,8 @@ impl Process {
             holder: None,
             reason: None,
             applied: None,
+            mode: None,
+            limit: None,
         }
     }
 

@@ -24,7 +24,7 @@ use crate::cluster::{ClockSetting, PORT, SimCluster};
 use crate::history::{self, Process, Recorder};
 use crate::nemesis::{self, Fault, Nemesis};
 use crate::store::Store;
-use crate::workload::{Auditor, Worker, Workload, dialer};
+use crate::workload::{Auditor, Modes, Worker, Workload, dialer};
 
 /// The clock drift the clients allow for (`ClientConfig::max_drift`).
 pub const MAX_DRIFT: f64 = 0.1;
@@ -79,6 +79,7 @@ fn workload(clients: u64, keys: usize) -> Workload {
         waiters: true,
         client_pause: None,
         key_epoch: None,
+        modes: Modes::Exclusive,
     }
 }
 
@@ -215,6 +216,42 @@ pub fn scenarios() -> Vec<Scenario> {
             )
         },
         Scenario {
+            drift: Drift::Within,
+            workload: Workload {
+                modes: Modes::ReadWrite { writers: 0.25 },
+                ..workload(6, 2)
+            },
+            ..base(
+                "readers-writers",
+                "six clients share two read-write locks, a quarter of the grants exclusive, through partitions, crashes, pauses and drift",
+                &[
+                    Fault::Partition,
+                    Fault::SplitBrain,
+                    Fault::Crash,
+                    Fault::Pause,
+                    Fault::ClockStep,
+                ],
+            )
+        },
+        Scenario {
+            drift: Drift::Within,
+            workload: Workload {
+                modes: Modes::Semaphore { limit: 3 },
+                ..workload(7, 2)
+            },
+            ..base(
+                "semaphore",
+                "seven clients contend for two semaphores of three slots through partitions, crashes, pauses and drift",
+                &[
+                    Fault::Partition,
+                    Fault::SplitBrain,
+                    Fault::Crash,
+                    Fault::Pause,
+                    Fault::ClockStep,
+                ],
+            )
+        },
+        Scenario {
             drift: Drift::Beyond,
             workload: Workload {
                 client_pause: Some((Duration::from_millis(2_500), 0.1)),
@@ -259,17 +296,20 @@ pub enum Control {
     NoDriftMargin,
     /// The downstream store takes writes without checking their token.
     NoFencingCheck,
+    /// Every semaphore grants one slot more than its callers asked for.
+    SemaphoreExtraSlot,
 }
 
 impl Control {
     /// Every control.
-    pub const ALL: [Control; 6] = [
+    pub const ALL: [Control; 7] = [
         Control::RenewWithoutReadIndex,
         Control::NoExtensionOnPromotion,
         Control::SharedWallClock,
         Control::GrantBeforeCommit,
         Control::NoDriftMargin,
         Control::NoFencingCheck,
+        Control::SemaphoreExtraSlot,
     ];
 
     /// Its name on the command line.
@@ -281,6 +321,7 @@ impl Control {
             Control::GrantBeforeCommit => "grant-before-commit",
             Control::NoDriftMargin => "no-drift-margin",
             Control::NoFencingCheck => "no-fencing-check",
+            Control::SemaphoreExtraSlot => "semaphore-extra-slot",
         }
     }
 
@@ -293,7 +334,8 @@ impl Control {
             Control::RenewWithoutReadIndex
             | Control::NoExtensionOnPromotion
             | Control::SharedWallClock
-            | Control::NoDriftMargin => INV_MUTUAL_EXCLUSION,
+            | Control::NoDriftMargin
+            | Control::SemaphoreExtraSlot => INV_MUTUAL_EXCLUSION,
             // A grant lost with its entry is granted again under the same
             // token; a store that skips the check takes stale tokens.
             Control::GrantBeforeCommit | Control::NoFencingCheck => INV_FENCING,
@@ -309,6 +351,7 @@ impl Control {
             Control::GrantBeforeCommit => "split-brain",
             Control::NoDriftMargin => "clock-drift",
             Control::NoFencingCheck => "client-pause",
+            Control::SemaphoreExtraSlot => "semaphore",
         }
     }
 }
@@ -499,6 +542,7 @@ pub fn run_with(
         Some(Control::RenewWithoutReadIndex) => sabotage.renew_without_read_index = true,
         Some(Control::NoExtensionOnPromotion) => sabotage.no_extension_on_promotion = true,
         Some(Control::GrantBeforeCommit) => sabotage.grant_before_commit = true,
+        Some(Control::SemaphoreExtraSlot) => sabotage.semaphore_extra_slot = true,
         Some(Control::SharedWallClock) => cluster.wall_deadlines = true,
         _ => {}
     }

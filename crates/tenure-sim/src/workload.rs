@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tenure_check::history::{Kind, Op};
-use tenure_client::{Client, ClientConfig, Dialer, Error, LockGuard, Reason};
+use tenure_client::{AcquireOptions, Client, ClientConfig, Dialer, Error, LockGuard, Mode, Reason};
 use tokio::time::Instant;
 
 use crate::history::Process;
@@ -39,6 +39,64 @@ pub struct Workload {
     /// along). A long run on real processes uses it so that each key's
     /// history stays short enough for the linearizability search.
     pub key_epoch: Option<Duration>,
+    /// How the clients hold their locks.
+    pub modes: Modes,
+}
+
+/// How the clients of a workload hold their locks.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Modes {
+    /// Every acquire is EXCLUSIVE, and every holder writes under its token.
+    #[default]
+    Exclusive,
+    /// Readers and writers: an acquire is EXCLUSIVE (a writer, who writes
+    /// under its token) with this probability, otherwise SHARED (a reader,
+    /// who only holds).
+    ReadWrite {
+        /// The share of writers among acquires.
+        writers: f64,
+    },
+    /// Every acquire takes one of `limit` slots of a semaphore; holders
+    /// only hold.
+    Semaphore {
+        /// The semaphore's slots.
+        limit: u32,
+    },
+}
+
+impl Modes {
+    /// The mode of the next acquire.
+    fn draw(self, rng: &mut StdRng) -> Mode {
+        match self {
+            Modes::Exclusive => Mode::Exclusive,
+            Modes::ReadWrite { writers } if rng.gen_bool(writers) => Mode::Exclusive,
+            Modes::ReadWrite { .. } => Mode::Shared,
+            Modes::Semaphore { limit } => Mode::Semaphore(limit),
+        }
+    }
+
+    /// The mode the auditor takes each key in after the run: exclusive,
+    /// so it waits for every holder of a read-write lock; a slot of the
+    /// same semaphore otherwise (any other mode would be refused).
+    fn audit(self) -> Mode {
+        match self {
+            Modes::Semaphore { limit } => Mode::Semaphore(limit),
+            Modes::Exclusive | Modes::ReadWrite { .. } => Mode::Exclusive,
+        }
+    }
+}
+
+/// Marks an acquire event with its mode (nothing for EXCLUSIVE, so
+/// histories without modes stay as they were).
+fn mark(ev: &mut tenure_check::history::Event, mode: Mode) {
+    match mode {
+        Mode::Exclusive => {}
+        Mode::Shared => ev.mode = Some("shared".into()),
+        Mode::Semaphore(n) => {
+            ev.mode = Some("semaphore".into());
+            ev.limit = Some(n);
+        }
+    }
 }
 
 impl Workload {
@@ -120,8 +178,9 @@ fn completion(p: &Process, op: Op, key: &str, e: &Error) -> tenure_check::histor
 }
 
 /// Records a granted acquire: its lease, token and client-side deadline.
-fn record_grant(p: &Process, guard: &LockGuard) {
+fn record_grant(p: &Process, guard: &LockGuard, mode: Mode) {
     let mut ev = p.event(Op::Acquire, Kind::Ok, guard.key());
+    mark(&mut ev, mode);
     ev.lease_id = Some(guard.lease_id().to_owned());
     ev.token = Some(guard.fencing_token());
     ev.deadline_ns = Some(p.clock_ns(guard.deadline()));
@@ -158,7 +217,8 @@ impl Worker {
             } else {
                 Duration::ZERO
             };
-            let Some(guard) = self.acquire(&client, &key, wait).await else {
+            let mode = w.modes.draw(&mut rng);
+            let Some(guard) = self.acquire(&client, &key, wait, mode).await else {
                 let pause = rng.gen_range(10..150);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 continue;
@@ -166,7 +226,10 @@ impl Worker {
             let hold = Duration::from_millis(rng.gen_range(10..=w.hold_max.as_millis() as u64));
             let end = Instant::now() + hold;
             while Instant::now() < end && now_true() < self.stop_at {
-                if guard.is_valid() {
+                // Only an exclusive holder writes: readers and semaphore
+                // holders share the key, and one store value cannot be
+                // fenced among several writers.
+                if guard.is_valid() && mode == Mode::Exclusive {
                     if let Some((pause, p)) = w.client_pause
                         && rng.gen_bool(p)
                     {
@@ -216,17 +279,28 @@ impl Worker {
         }
     }
 
-    async fn acquire(&self, client: &Client, key: &str, wait: Duration) -> Option<LockGuard> {
+    async fn acquire(
+        &self,
+        client: &Client,
+        key: &str,
+        wait: Duration,
+        mode: Mode,
+    ) -> Option<LockGuard> {
         let p = &self.process;
-        p.record(p.event(Op::Acquire, Kind::Invoke, key));
-        match client.acquire_waiting(key, self.workload.ttl, wait).await {
+        let mut invoke = p.event(Op::Acquire, Kind::Invoke, key);
+        mark(&mut invoke, mode);
+        p.record(invoke);
+        let options = AcquireOptions::waiting(wait).in_mode(mode);
+        match client.acquire_with(key, self.workload.ttl, options).await {
             Ok(guard) => {
-                record_grant(p, &guard);
+                record_grant(p, &guard, mode);
                 self.watch_renewals(&guard);
                 Some(guard)
             }
             Err(e) => {
-                p.record(completion(p, Op::Acquire, key, &e));
+                let mut done = completion(p, Op::Acquire, key, &e);
+                mark(&mut done, mode);
+                p.record(done);
                 None
             }
         }
@@ -320,18 +394,21 @@ impl Auditor {
         let p = &self.process;
         for i in 0..self.workload.keys {
             let key = self.workload.key_at(i, self.keys_of);
-            p.record(p.event(Op::Acquire, Kind::Invoke, &key));
+            let mode = self.workload.modes.audit();
+            let mut invoke = p.event(Op::Acquire, Kind::Invoke, &key);
+            mark(&mut invoke, mode);
+            p.record(invoke);
             let started = Instant::now();
-            match client
-                .acquire_waiting(&key, self.workload.ttl, self.bound)
-                .await
-            {
+            let options = AcquireOptions::waiting(self.bound).in_mode(mode);
+            match client.acquire_with(&key, self.workload.ttl, options).await {
                 Ok(guard) => {
-                    record_grant(p, &guard);
+                    record_grant(p, &guard, mode);
                     release(p, guard).await;
                 }
                 Err(e) => {
-                    p.record(completion(p, Op::Acquire, &key, &e));
+                    let mut done = completion(p, Op::Acquire, &key, &e);
+                    mark(&mut done, mode);
+                    p.record(done);
                     self.liveness
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

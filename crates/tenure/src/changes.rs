@@ -79,7 +79,7 @@ pub fn event_line(e: &AuditEvent) -> serde_json::Value {
         .as_str_name()
         .trim_start_matches("AUDIT_KIND_")
         .to_owned();
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "seq": e.seq,
         "at": tenure_server::clock::rfc3339(e.at_ms),
         "at_ms": e.at_ms,
@@ -92,7 +92,14 @@ pub fn event_line(e: &AuditEvent) -> serde_json::Value {
         "token": e.token,
         "actor": &*e.actor,
         "reason": e.detail.as_deref(),
-    })
+    });
+    // The mode of a lease not EXCLUSIVE (absent otherwise, so exports
+    // of exclusive locks read as they always did).
+    if e.mode != tenure_core::Mode::Exclusive {
+        line["mode"] = e.mode.as_str().into();
+        line["limit"] = e.mode.limit().into();
+    }
+    line
 }
 
 /// Keeps a stream gap-free: each event follows the last by one, or is a

@@ -348,7 +348,11 @@ async fn watch(
                 "sequence": e.seq, "kind": kind, "tenant_id": &*e.tenant, "lock_key": &*e.key,
                 "lease_id": lease, "owner_id": e.owner.as_deref().unwrap_or_default(),
                 "fencing_token": e.token, "actor": &*e.actor, "detail": e.detail.as_deref().unwrap_or_default(),
-                "gap_before": w.gap_before,
+                "gap_before": w.gap_before, "mode": e.mode.as_str(), "limit": e.mode.limit(),
+                "holders": e.holders.iter().map(|h| serde_json::json!({
+                    "lease_id": h.lease_id.to_string(), "owner_id": &*h.owner,
+                    "fencing_token": h.token, "mode": h.mode.as_str(),
+                })).collect::<Vec<_>>(),
             });
             writeln!(out, "{line}")?;
         } else {

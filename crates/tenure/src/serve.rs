@@ -241,10 +241,11 @@ fn chaos_control(name: Option<&str>) -> Result<tenure_server::Sabotage, Error> {
         "renew-without-read-index" => sabotage.renew_without_read_index = true,
         "no-extension-on-promotion" => sabotage.no_extension_on_promotion = true,
         "grant-before-commit" => sabotage.grant_before_commit = true,
+        "semaphore-extra-slot" => sabotage.semaphore_extra_slot = true,
         other => {
             return Err(tenure_server::ServerError::Config(format!(
                 "TENURE_CHAOS_CONTROL={other}: not a control (renew-without-read-index, \
-                 no-extension-on-promotion, grant-before-commit)"
+                 no-extension-on-promotion, grant-before-commit, semaphore-extra-slot)"
             ))
             .into());
         }

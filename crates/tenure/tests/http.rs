@@ -15,6 +15,8 @@ const LIVENESS: Duration = Duration::from_secs(20);
 
 struct Cluster {
     http: BTreeMap<u64, String>,
+    /// Each node's gRPC address.
+    grpc: BTreeMap<u64, String>,
     nodes: Vec<Child>,
     _dir: tempfile::TempDir,
 }
@@ -30,7 +32,7 @@ impl Drop for Cluster {
 
 /// Three nodes with HTTP ports, 1 s as the shortest TTL.
 fn cluster() -> Cluster {
-    let (_, members) = common::free_members(3);
+    let (grpc, members) = common::free_members(3);
     let http = common::free_members(3).0;
     let dir = tempfile::tempdir().expect("temp dir");
     let nodes = (1..=3u64)
@@ -54,6 +56,7 @@ fn cluster() -> Cluster {
         .collect();
     Cluster {
         http,
+        grpc,
         nodes,
         _dir: dir,
     }
@@ -764,4 +767,336 @@ where
         out.push(h.await.expect("a call finishes"));
     }
     out
+}
+
+fn mode_body(owner: &str, rid: &str, key: &str, mode: &str, limit: u32, wait_ms: u64) -> Value {
+    json!({"tenant_id": "t", "request_id": rid, "lock_key": key, "owner_id": owner,
+        "ttl_ms": 30_000, "mode": mode, "limit": limit, "wait_timeout_ms": wait_ms})
+}
+
+/// Every rule of lock modes over real processes, through HTTP, the Rust
+/// client and the CLI (TN-MODE-001..004, TN-MODE-002 for the surfaces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cli() {
+    let c = cluster();
+    ready(&c).await;
+    let port = |i: u64| c.http[&(i % 3 + 1)].clone();
+
+    // SHARED: two readers at once, each with the key's next token.
+    let (code, r1) = call(
+        &port(0),
+        "POST",
+        "/leases/acquire",
+        Some("r1"),
+        &mode_body("r1", "a", "rw", "SHARED", 0, 0),
+    )
+    .await;
+    assert_eq!(code, 201, "{r1}");
+    let (code, r2) = call(
+        &port(1),
+        "POST",
+        "/leases/acquire",
+        Some("r2"),
+        &mode_body("r2", "a", "rw", "shared", 0, 0),
+    )
+    .await;
+    assert_eq!(code, 201, "{r2}");
+    assert_eq!(
+        (r1["mode"].as_str(), r1["fencing_token"].as_u64()),
+        (Some("SHARED"), Some(1))
+    );
+    assert_eq!(r2["fencing_token"], 2);
+    let (code, lock) = call(
+        &port(2),
+        "GET",
+        "/locks/rw?tenant_id=t",
+        Some("r1"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{lock}");
+    let holders: Vec<&str> = lock["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter_map(|h| h["lease_id"].as_str())
+        .collect();
+    assert_eq!(
+        holders,
+        vec![
+            r1["lease_id"].as_str().unwrap(),
+            r2["lease_id"].as_str().unwrap()
+        ]
+    );
+    assert_eq!(lock["active_lease"]["lease_id"], r1["lease_id"]);
+    assert_eq!(lock["has_active_lease"], true);
+
+    // A writer waits; a reader after it is held back (no writer starvation).
+    let writer = {
+        let addr = port(0);
+        tokio::spawn(async move {
+            call(
+                &addr,
+                "POST",
+                "/leases/acquire",
+                Some("w"),
+                &mode_body("w", "a", "rw", "EXCLUSIVE", 0, 20_000),
+            )
+            .await
+        })
+    };
+    let start = Instant::now();
+    loop {
+        let (_, lock) = call(
+            &port(1),
+            "GET",
+            "/locks/rw?tenant_id=t",
+            Some("r1"),
+            &Value::Null,
+        )
+        .await;
+        if lock["waiters"] == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "the writer never queued: {lock}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body) = call(
+        &port(2),
+        "POST",
+        "/leases/acquire",
+        Some("r3"),
+        &mode_body("r3", "a", "rw", "SHARED", 0, 0),
+    )
+    .await;
+    assert_error(code, &body, 409, "LOCK_HELD");
+    for (who, lease) in [("r1", &r1), ("r2", &r2)] {
+        let id = lease["lease_id"].as_str().unwrap();
+        let (code, body) = call(
+            &port(1),
+            "POST",
+            &format!("/leases/{id}/release"),
+            Some(who),
+            &json!({"request_id": "rel", "owner_id": who, "tenant_id": "t"}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, w) = writer.await.expect("the writer's call");
+    assert_eq!(code, 201, "{w}");
+    assert_eq!(
+        (w["mode"].as_str(), w["fencing_token"].as_u64()),
+        (Some("EXCLUSIVE"), Some(3))
+    );
+
+    // A semaphore of 2: two holders, the third refused, then queued and
+    // granted the slot an expiry frees.
+    let sem = |owner: &str, rid: &str, ttl_ms: u64, wait: u64| {
+        json!({"tenant_id": "t", "request_id": rid, "lock_key": "pool",
+        "owner_id": owner, "ttl_ms": ttl_ms, "mode": "SEMAPHORE", "limit": 2, "wait_timeout_ms": wait})
+    };
+    let (code, s1) = call(
+        &port(0),
+        "POST",
+        "/leases/acquire",
+        Some("s1"),
+        &sem("s1", "a", 1_000, 0),
+    )
+    .await;
+    assert_eq!(code, 201, "{s1}");
+    let (code, s2) = call(
+        &port(1),
+        "POST",
+        "/leases/acquire",
+        Some("s2"),
+        &sem("s2", "a", 30_000, 0),
+    )
+    .await;
+    assert_eq!(code, 201, "{s2}");
+    assert_eq!(
+        (s2["mode"].as_str(), s2["limit"].as_u64()),
+        (Some("SEMAPHORE"), Some(2))
+    );
+    let (code, body) = call(
+        &port(2),
+        "POST",
+        "/leases/acquire",
+        Some("s3"),
+        &sem("s3", "a", 30_000, 0),
+    )
+    .await;
+    assert_error(code, &body, 409, "LOCK_HELD");
+    // The key's kind is fixed while it is busy, and bad pairs are refused.
+    let (code, body) = call(
+        &port(2),
+        "POST",
+        "/leases/acquire",
+        Some("s3"),
+        &mode_body("s3", "b", "pool", "SHARED", 0, 0),
+    )
+    .await;
+    assert_error(code, &body, 409, "LOCK_MODE_CONFLICT");
+    let (code, body) = call(
+        &port(2),
+        "POST",
+        "/leases/acquire",
+        Some("s3"),
+        &mode_body("s3", "c", "pool", "SEMAPHORE", 3, 0),
+    )
+    .await;
+    assert_error(code, &body, 409, "LOCK_MODE_CONFLICT");
+    for (mode, limit) in [("SEMAPHORE", 0), ("SHARED", 2), ("bogus", 0)] {
+        let (code, body) = call(
+            &port(2),
+            "POST",
+            "/leases/acquire",
+            Some("s3"),
+            &mode_body("s3", "d", "other", mode, limit, 0),
+        )
+        .await;
+        assert_error(code, &body, 400, "INVALID_REQUEST");
+    }
+    // s1's 1 s lease is never renewed: its expiry hands its slot on.
+    let (code, s3) = call(
+        &port(2),
+        "POST",
+        "/leases/acquire",
+        Some("s3"),
+        &sem("s3", "e", 30_000, 20_000),
+    )
+    .await;
+    assert_eq!(code, 201, "{s3}");
+    assert_eq!(s3["fencing_token"], 3);
+    let (_, lock) = call(
+        &port(0),
+        "GET",
+        "/locks/pool?tenant_id=t",
+        Some("s3"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(lock["limit"], 2);
+    assert_eq!(lock["holders"].as_array().map(Vec::len), Some(2), "{lock}");
+
+    // The Rust client: a guard per mode, kept alive past its TTL, and a
+    // watch that lists the holders after each event.
+    let endpoints: Vec<String> = c.grpc.values().cloned().collect();
+    let client = |owner: &str| {
+        let config = tenure_client::ClientConfig::new(endpoints.clone(), "t", owner);
+        async move {
+            tenure_client::Client::connect(config)
+                .await
+                .expect("connects")
+        }
+    };
+    let (a, b) = (client("ga").await, client("gb").await);
+    let mut watch = a
+        .watch(tenure_client::WatchOptions {
+            prefix: "g/".into(),
+            from_sequence: 0,
+            all_tenants: false,
+        })
+        .await
+        .expect("a watch");
+    let ttl = Duration::from_millis(1_500);
+    let ga = a
+        .acquire_shared("g/rw", ttl, Duration::ZERO)
+        .await
+        .expect("shared");
+    let gb = b
+        .acquire_shared("g/rw", ttl, Duration::ZERO)
+        .await
+        .expect("shared beside it");
+    let sa = a
+        .acquire_semaphore("g/sem", 2, ttl, Duration::ZERO)
+        .await
+        .expect("a slot");
+    tokio::time::sleep(ttl * 2).await;
+    assert!(
+        ga.is_valid() && gb.is_valid() && sa.is_valid(),
+        "kept alive past the TTL"
+    );
+    let state = a.get("g/rw").await.expect("get");
+    assert_eq!(state.view.holders.len(), 2);
+    assert!(
+        state
+            .holders
+            .iter()
+            .all(|h| h.view.mode == tenure_client::Mode::Shared && h.expires_in_ms > 0)
+    );
+    let refused = b
+        .acquire_semaphore("g/rw", 2, ttl, Duration::ZERO)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.reason(), tenure_client::Reason::LockModeConflict);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = tokio::time::timeout(LIVENESS, watch.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("ok");
+        seen.push(e.event);
+    }
+    assert_eq!(
+        seen[1].holders.len(),
+        2,
+        "the second grant lists both readers: {seen:?}"
+    );
+    assert_eq!(seen[2].mode, tenure_client::Mode::Semaphore(2));
+    for g in [ga, gb, sa] {
+        g.release().await.expect("release");
+    }
+
+    // The CLI: --shared and --limit, and a command under a semaphore slot.
+    let cli = |args: &[&str]| {
+        let eps = endpoints.join(",");
+        let mut all = vec![args[0], args[1], "--endpoints", &eps, "--tenant", "t"];
+        all.extend(&args[2..]);
+        common::run(&all)
+    };
+    let (code, out, err) = cli(&[
+        "lock", "acquire", "cli/rw", "--shared", "--owner", "c1", "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let l: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        (l["mode"].as_str(), l["fencing_token"].as_u64()),
+        (Some("SHARED"), Some(1))
+    );
+    let (code, out, err) = cli(&["lock", "acquire", "cli/rw", "--shared", "--owner", "c2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("SHARED token 2"), "{out}");
+    let (code, out, _) = cli(&["lock", "get", "cli/rw"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("held shared by c1") && out.contains("c2"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["lock", "acquire", "cli/rw", "--owner", "c3"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("LOCK_HELD"), "{err}");
+    let (code, out, err) = cli(&[
+        "lock",
+        "run",
+        "cli/sem",
+        "--limit",
+        "2",
+        "--owner",
+        "c4",
+        "--",
+        "sh",
+        "-c",
+        "echo token=$TENURE_FENCING_TOKEN",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("token=1"), "{out}");
+    let (code, _, err) = cli(&["lock", "acquire", "cli/x", "--shared", "--limit", "2"]);
+    assert_eq!(code, 2, "--shared with --limit is a usage error: {err}");
+    let (code, _, err) = cli(&["lock", "acquire", "cli/x", "--limit", "0"]);
+    assert_eq!(code, 2, "a limit of 0 is a usage error: {err}");
 }

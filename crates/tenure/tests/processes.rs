@@ -641,7 +641,7 @@ async fn ls_acc_01_over_three_processes_ten_concurrent_clients_one_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tn_bench_001_tenure_bench_runs_every_workload_against_real_processes() {
+async fn tn_bench_001_tn_mode_008_tenure_bench_runs_every_workload_against_real_processes() {
     let c = Cluster::new(3);
     leader(&c, &[1, 2, 3]).await.expect("a leader");
     write(&c.addrs[&1], 0).await.expect("the cluster commits");
@@ -651,7 +651,15 @@ async fn tn_bench_001_tenure_bench_runs_every_workload_against_real_processes() 
         .map(|n| n.id().to_string())
         .collect::<Vec<_>>()
         .join(",");
-    for workload in ["lock-cycle", "fenced", "keep-alive", "contended", "get"] {
+    for workload in [
+        "lock-cycle",
+        "fenced",
+        "keep-alive",
+        "contended",
+        "get",
+        "shared-readers",
+        "semaphore",
+    ] {
         let (code, out, err) = tenure(
             &c,
             &[
@@ -666,6 +674,10 @@ async fn tn_bench_001_tenure_bench_runs_every_workload_against_real_processes() 
                 "20",
                 "--renew-ms",
                 "100",
+                "--limit",
+                "2",
+                "--writers",
+                "0.2",
                 "--duration",
                 "1.5",
                 "--warmup",

@@ -3,7 +3,7 @@
 
 use tenure_core::{
     Acquire, Applied, ApplyCtx, CancelCause, CancelWait, ClearLockDelay, Command, Error, Expire,
-    ForceRelease, LeaseId, LeaseView, LockView, Release, Renew, Reply, Table, TableConfig,
+    ForceRelease, LeaseId, LeaseView, LockView, Mode, Release, Renew, Reply, Table, TableConfig,
 };
 
 pub const TTL: u64 = 10_000;
@@ -65,6 +65,26 @@ impl Driver {
             ttl_ms,
             wait_timeout_ms,
         })))
+    }
+
+    /// An acquire in `mode`, waiting up to `wait_timeout_ms`.
+    pub fn acquire_in(
+        &mut self,
+        key: &str,
+        owner: &str,
+        rid: &str,
+        mode: Mode,
+        wait_timeout_ms: u64,
+    ) -> Result<LeaseView, Error> {
+        let acquire = Acquire {
+            tenant: "t".into(),
+            key: key.into(),
+            owner: owner.into(),
+            request_id: rid.into(),
+            ttl_ms: TTL,
+            wait_timeout_ms,
+        };
+        Self::lease(self.apply(Command::acquire(acquire, mode)))
     }
 
     pub fn acquire(

@@ -290,6 +290,7 @@ pub fn run(args: ChaosArgs, out: &mut impl Write) -> Result<u8, Error> {
         waiters: true,
         client_pause: None,
         key_epoch: Some(Duration::from_secs(args.key_epoch_secs)).filter(|d| !d.is_zero()),
+        modes: tenure_sim::workload::Modes::Exclusive,
     };
     let origin = true_elapsed();
     let clock = move || true_elapsed().saturating_sub(origin);
