@@ -232,6 +232,29 @@ fn tn_sim_003_a_store_that_skips_the_fencing_check_is_caught_breaking_fencing() 
     control_is_caught(Control::NoFencingCheck);
 }
 
+#[test]
+fn tn_mode_006_readers_and_writers_on_two_keys_keep_every_invariant() {
+    keeps_every_invariant(
+        "readers-writers",
+        "tn_mode_006_readers_and_writers_on_two_keys_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_mode_006_semaphores_under_faults_keep_every_invariant() {
+    keeps_every_invariant(
+        "semaphore",
+        "tn_mode_006_semaphores_under_faults_keep_every_invariant",
+        1,
+    );
+}
+
+#[test]
+fn tn_mode_006_a_semaphore_with_one_slot_too_many_is_caught_breaking_mutual_exclusion() {
+    control_is_caught(Control::SemaphoreExtraSlot);
+}
+
 /// Seeds that caught a renewal answered for a lease whose expiry applied
 /// while the renewal waited for its quorum check (the table was read before
 /// the wait): the expired holder kept a valid guard while the next waiter

@@ -878,10 +878,9 @@ fn tn_snap_001_snapshots_restore_exactly_and_refuse_garbage() {
 
 /// The table behind tests/fixtures/snapshot-format-2.bin: the build before
 /// lock modes wrote that file from these commands.
-
 fn fixture_table() -> Table {
     use tenure_core::{Acquire, ApplyCtx, Release, Renew};
-    let mut t = Table::new(TableConfig::default()).unwrap();
+    let mut t = Table::new(TableConfig::default()).expect("the default configuration");
     let acq = |key: &str, owner: &str, rid: &str, wait: u64| {
         Command::Acquire(Acquire {
             tenant: "t".into(),

@@ -89,14 +89,11 @@ impl Modes {
 /// Marks an acquire event with its mode (nothing for EXCLUSIVE, so
 /// histories without modes stay as they were).
 fn mark(ev: &mut tenure_check::history::Event, mode: Mode) {
-    match mode {
-        Mode::Exclusive => {}
-        Mode::Shared => ev.mode = Some("shared".into()),
-        Mode::Semaphore(n) => {
-            ev.mode = Some("semaphore".into());
-            ev.limit = Some(n);
-        }
-    }
+    ev.set_mode(match mode {
+        Mode::Exclusive => tenure_check::Mode::Exclusive,
+        Mode::Shared => tenure_check::Mode::Shared,
+        Mode::Semaphore(n) => tenure_check::Mode::Semaphore(n),
+    });
 }
 
 impl Workload {
