@@ -892,6 +892,72 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
         (Some("EXCLUSIVE"), Some(3))
     );
 
+    // Two readers queue behind the writer; a force-release of the writer
+    // grants both in the same apply (its answer already lists them).
+    let readers: Vec<_> = ["q1", "q2"]
+        .into_iter()
+        .map(|who| {
+            let addr = port(1);
+            tokio::spawn(async move {
+                call(
+                    &addr,
+                    "POST",
+                    "/leases/acquire",
+                    Some(who),
+                    &mode_body(who, "a", "rw", "SHARED", 0, 20_000),
+                )
+                .await
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    loop {
+        let (_, lock) = call(
+            &port(2),
+            "GET",
+            "/locks/rw?tenant_id=t",
+            Some("q1"),
+            &Value::Null,
+        )
+        .await;
+        if lock["waiters"] == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "the readers never queued: {lock}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let force = json!({"tenant_id": "t", "actor": "ops", "reason": "writer stuck"});
+    let (code, body) = common::http_call(
+        &port(0),
+        "POST",
+        "/locks/rw/force-release",
+        &[("x-owner-id", "ops"), ("x-role", "ADMIN")],
+        &force.to_string(),
+    )
+    .await
+    .expect("answers");
+    assert_eq!(code, 200, "{body}");
+    let state: Value = serde_json::from_str(&body).expect("json");
+    let granted: Vec<u64> = state["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter_map(|h| h["fencing_token"].as_u64())
+        .collect();
+    assert_eq!(
+        granted,
+        vec![4, 5],
+        "both readers granted in the force-release's apply: {state}"
+    );
+    for r in readers {
+        let (code, body) = r.await.expect("a reader's call");
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["mode"], "SHARED");
+    }
+
     // A semaphore of 2: two holders, the third refused, then queued and
     // granted the slot an expiry frees.
     let sem = |owner: &str, rid: &str, ttl_ms: u64, wait: u64| {
@@ -929,6 +995,25 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
     )
     .await;
     assert_error(code, &body, 409, "LOCK_HELD");
+    // The request memory is per grant: a retry answers the same lease, the
+    // same request_id with another limit is another request.
+    let (code, again) = call(
+        &port(2),
+        "POST",
+        "/leases/acquire",
+        Some("s2"),
+        &sem("s2", "a", 30_000, 0),
+    )
+    .await;
+    assert_eq!(
+        (code, &again["lease_id"]),
+        (201, &s2["lease_id"]),
+        "{again}"
+    );
+    let other = json!({"tenant_id": "t", "request_id": "a", "lock_key": "pool", "owner_id": "s2",
+        "ttl_ms": 30_000, "mode": "SEMAPHORE", "limit": 3});
+    let (code, body) = call(&port(2), "POST", "/leases/acquire", Some("s2"), &other).await;
+    assert_error(code, &body, 409, "REQUEST_ID_REUSED");
     // The key's kind is fixed while it is busy, and bad pairs are refused.
     let (code, body) = call(
         &port(2),
@@ -1099,4 +1184,115 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
     assert_eq!(code, 2, "--shared with --limit is a usage error: {err}");
     let (code, _, err) = cli(&["lock", "acquire", "cli/x", "--limit", "0"]);
     assert_eq!(code, 2, "a limit of 0 is a usage error: {err}");
+
+    // Lock-delay and quotas per grant, configured at run time.
+    let eps = endpoints.join(",");
+    let (code, _, err) = common::run(&[
+        "cluster",
+        "configure",
+        "--endpoints",
+        &eps,
+        "--lock-delay-ms",
+        "60000",
+        "--max-waiters-per-lock",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let shared = |owner: &str, key: &str, ttl_ms: u64| {
+        json!({"tenant_id": "t", "request_id": "x", "lock_key": key,
+        "owner_id": owner, "ttl_ms": ttl_ms, "mode": "SHARED"})
+    };
+    let (code, d1) = call(
+        &port(0),
+        "POST",
+        "/leases/acquire",
+        Some("d1"),
+        &shared("d1", "d", 1_000),
+    )
+    .await;
+    assert_eq!(code, 201, "{d1}");
+    let (code, d2) = call(
+        &port(0),
+        "POST",
+        "/leases/acquire",
+        Some("d2"),
+        &shared("d2", "d", 30_000),
+    )
+    .await;
+    assert_eq!(code, 201, "{d2}");
+    // d1 is never renewed: its expiry starts the key's lock-delay, and d2
+    // keeps its grant meanwhile.
+    let start = Instant::now();
+    let lock = loop {
+        let (_, lock) = call(
+            &port(1),
+            "GET",
+            "/locks/d?tenant_id=t",
+            Some("d2"),
+            &Value::Null,
+        )
+        .await;
+        if lock["lock_delayed"] == true {
+            break lock;
+        }
+        assert!(start.elapsed() < LIVENESS, "d1 never expired: {lock}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let holders: Vec<&Value> = lock["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .map(|h| &h["lease_id"])
+        .collect();
+    assert_eq!(holders, vec![&d2["lease_id"]], "{lock}");
+    let id = d2["lease_id"].as_str().expect("an id");
+    let (code, body) = call(
+        &port(1),
+        "POST",
+        &format!("/leases/{id}/release"),
+        Some("d2"),
+        &json!({"request_id": "r", "owner_id": "d2", "tenant_id": "t"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(
+        &port(2),
+        "POST",
+        "/leases/acquire",
+        Some("d3"),
+        &shared("d3", "d", 30_000),
+    )
+    .await;
+    assert_error(code, &body, 409, "LOCK_DELAYED");
+    // Two shared holders fill a key whose holders are bounded by 2; a
+    // semaphore above the bound is refused.
+    for who in ["e1", "e2"] {
+        let (code, b) = call(
+            &port(0),
+            "POST",
+            "/leases/acquire",
+            Some(who),
+            &shared(who, "e", 30_000),
+        )
+        .await;
+        assert_eq!(code, 201, "{b}");
+    }
+    let (code, b) = call(
+        &port(0),
+        "POST",
+        "/leases/acquire",
+        Some("e3"),
+        &shared("e3", "e", 30_000),
+    )
+    .await;
+    assert_error(code, &b, 429, "TOO_MANY_WAITERS");
+    let (code, b) = call(
+        &port(0),
+        "POST",
+        "/leases/acquire",
+        Some("e3"),
+        &mode_body("e3", "y", "f", "SEMAPHORE", 3, 0),
+    )
+    .await;
+    assert_error(code, &b, 400, "INVALID_REQUEST");
 }
