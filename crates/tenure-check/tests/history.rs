@@ -5,23 +5,11 @@
 use serde_json::json;
 use tenure_check::{Limits, check_history};
 
-/// Builds a history; clocks read true time unless a test says otherwise.
-#[derive(Default)]
-struct H {
-    lines: Vec<String>,
-}
+mod common;
+
+use common::H;
 
 impl H {
-    fn ev(&mut self, p: u64, op: &str, kind: &str, t: u64, extra: serde_json::Value) -> &mut Self {
-        let mut e = json!({"process": p, "op": op, "type": kind, "time_ns": t, "clock_ns": t, "tenant": "t", "key": "k"});
-        if let (Some(e), Some(x)) = (e.as_object_mut(), extra.as_object()) {
-            for (k, v) in x {
-                e.insert(k.clone(), v.clone());
-            }
-        }
-        self.lines.push(e.to_string());
-        self
-    }
     fn acquire(
         &mut self,
         p: u64,
@@ -32,28 +20,7 @@ impl H {
         deadline: u64,
     ) -> &mut Self {
         self.ev(p, "acquire", "invoke", from, json!({}));
-        self.ev(
-            p,
-            "acquire",
-            "ok",
-            to,
-            json!({"lease_id": lease, "token": token, "deadline_ns": deadline}),
-        )
-    }
-    fn release(&mut self, p: u64, from: u64, to: u64, lease: &str) -> &mut Self {
-        self.ev(p, "release", "invoke", from, json!({"lease_id": lease}));
-        self.ev(p, "release", "ok", to, json!({"lease_id": lease}))
-    }
-    fn get(&mut self, p: u64, from: u64, to: u64, holder: Option<&str>, token: u64) -> &mut Self {
-        self.ev(p, "get", "invoke", from, json!({}));
-        let mut done = json!({"token": token});
-        if let Some(h) = holder {
-            done["holder"] = json!(h);
-        }
-        self.ev(p, "get", "ok", to, done)
-    }
-    fn text(&self) -> String {
-        self.lines.join("\n")
+        self.granted(p, to, lease, token, deadline)
     }
 }
 

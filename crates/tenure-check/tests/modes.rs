@@ -6,34 +6,13 @@ use serde_json::json;
 use tenure_check::history::{Event, History};
 use tenure_check::{Error, Limits, Mode, Report, check_audit, check_history};
 
-/// Builds a history on one key; clocks read true time.
-#[derive(Default)]
-struct H {
-    lines: Vec<String>,
-}
+mod common;
+
+use common::H;
 
 impl H {
-    fn ev(&mut self, p: u64, op: &str, kind: &str, t: u64, extra: serde_json::Value) -> &mut Self {
-        let mut e = json!({"process": p, "op": op, "type": kind, "time_ns": t, "clock_ns": t, "tenant": "t", "key": "k"});
-        if let (Some(e), Some(x)) = (e.as_object_mut(), extra.as_object()) {
-            for (k, v) in x {
-                e.insert(k.clone(), v.clone());
-            }
-        }
-        self.lines.push(e.to_string());
-        self
-    }
     fn invoke(&mut self, p: u64, t: u64, mode: &serde_json::Value) -> &mut Self {
         self.ev(p, "acquire", "invoke", t, mode.clone())
-    }
-    fn granted(&mut self, p: u64, t: u64, lease: &str, token: u64, deadline: u64) -> &mut Self {
-        self.ev(
-            p,
-            "acquire",
-            "ok",
-            t,
-            json!({"lease_id": lease, "token": token, "deadline_ns": deadline}),
-        )
     }
     fn acquire(
         &mut self,
@@ -47,20 +26,8 @@ impl H {
         self.invoke(p, from, mode)
             .granted(p, to, lease, token, deadline)
     }
-    fn release(&mut self, p: u64, from: u64, to: u64, lease: &str) -> &mut Self {
-        self.ev(p, "release", "invoke", from, json!({"lease_id": lease}));
-        self.ev(p, "release", "ok", to, json!({"lease_id": lease}))
-    }
-    fn get(&mut self, p: u64, from: u64, to: u64, holder: Option<&str>, token: u64) -> &mut Self {
-        self.ev(p, "get", "invoke", from, json!({}));
-        let mut done = json!({"token": token});
-        if let Some(h) = holder {
-            done["holder"] = json!(h);
-        }
-        self.ev(p, "get", "ok", to, done)
-    }
     fn report(&self) -> Report {
-        check_history(&self.lines.join("\n"), Limits::default()).expect("parses")
+        check_history(&self.text(), Limits::default()).expect("parses")
     }
 }
 

@@ -111,6 +111,27 @@ fn base(name: &'static str, about: &'static str, faults: &'static [Fault]) -> Sc
     }
 }
 
+/// A 3-node scenario whose `clients` hold two keys in `modes`, under
+/// partitions, split brain, crashes, pauses and clock steps, with clocks
+/// drifting within the allowance.
+fn in_modes(name: &'static str, about: &'static str, modes: Modes, clients: u64) -> Scenario {
+    const FAULTS: &[Fault] = &[
+        Fault::Partition,
+        Fault::SplitBrain,
+        Fault::Crash,
+        Fault::Pause,
+        Fault::ClockStep,
+    ];
+    Scenario {
+        drift: Drift::Within,
+        workload: Workload {
+            modes,
+            ..workload(clients, 2)
+        },
+        ..base(name, about, FAULTS)
+    }
+}
+
 /// Every scenario, in the order `tenure sim list` shows them.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -215,42 +236,18 @@ pub fn scenarios() -> Vec<Scenario> {
                 ALL,
             )
         },
-        Scenario {
-            drift: Drift::Within,
-            workload: Workload {
-                modes: Modes::ReadWrite { writers: 0.25 },
-                ..workload(6, 2)
-            },
-            ..base(
-                "readers-writers",
-                "six clients share two read-write locks, a quarter of the grants exclusive, through partitions, crashes, pauses and drift",
-                &[
-                    Fault::Partition,
-                    Fault::SplitBrain,
-                    Fault::Crash,
-                    Fault::Pause,
-                    Fault::ClockStep,
-                ],
-            )
-        },
-        Scenario {
-            drift: Drift::Within,
-            workload: Workload {
-                modes: Modes::Semaphore { limit: 3 },
-                ..workload(7, 2)
-            },
-            ..base(
-                "semaphore",
-                "seven clients contend for two semaphores of three slots through partitions, crashes, pauses and drift",
-                &[
-                    Fault::Partition,
-                    Fault::SplitBrain,
-                    Fault::Crash,
-                    Fault::Pause,
-                    Fault::ClockStep,
-                ],
-            )
-        },
+        in_modes(
+            "readers-writers",
+            "six clients share two read-write locks, a quarter of the grants exclusive, through partitions, crashes, pauses and drift",
+            Modes::ReadWrite { writers: 0.25 },
+            6,
+        ),
+        in_modes(
+            "semaphore",
+            "seven clients contend for two semaphores of three slots through partitions, crashes, pauses and drift",
+            Modes::Semaphore { limit: 3 },
+            7,
+        ),
         Scenario {
             drift: Drift::Beyond,
             workload: Workload {

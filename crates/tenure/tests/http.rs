@@ -769,6 +769,39 @@ where
     out
 }
 
+/// `POST /leases/acquire` with `body` as `owner`.
+async fn acquire_as(addr: &str, owner: &str, body: &Value) -> (u16, Value) {
+    call(addr, "POST", "/leases/acquire", Some(owner), body).await
+}
+
+/// The lock `key` of tenant `t`, as `GET /locks/{key}` answers it.
+async fn lock_at(addr: &str, key: &str) -> Value {
+    let (code, lock) = call(
+        addr,
+        "GET",
+        &format!("/locks/{key}?tenant_id=t"),
+        Some("reader"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{lock}");
+    lock
+}
+
+/// Polls the lock `key` until `ready` holds, and answers it; fails saying
+/// `what` never happened within [`LIVENESS`].
+async fn wait_for_lock(addr: &str, key: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let lock = lock_at(addr, key).await;
+        if ready(&lock) {
+            return lock;
+        }
+        assert!(start.elapsed() < LIVENESS, "{what}: {lock}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn mode_body(owner: &str, rid: &str, key: &str, mode: &str, limit: u32, wait_ms: u64) -> Value {
     json!({"tenant_id": "t", "request_id": rid, "lock_key": key, "owner_id": owner,
         "ttl_ms": 30_000, "mode": mode, "limit": limit, "wait_timeout_ms": wait_ms})
@@ -783,38 +816,16 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
     let port = |i: u64| c.http[&(i % 3 + 1)].clone();
 
     // SHARED: two readers at once, each with the key's next token.
-    let (code, r1) = call(
-        &port(0),
-        "POST",
-        "/leases/acquire",
-        Some("r1"),
-        &mode_body("r1", "a", "rw", "SHARED", 0, 0),
-    )
-    .await;
+    let (code, r1) = acquire_as(&port(0), "r1", &mode_body("r1", "a", "rw", "SHARED", 0, 0)).await;
     assert_eq!(code, 201, "{r1}");
-    let (code, r2) = call(
-        &port(1),
-        "POST",
-        "/leases/acquire",
-        Some("r2"),
-        &mode_body("r2", "a", "rw", "shared", 0, 0),
-    )
-    .await;
+    let (code, r2) = acquire_as(&port(1), "r2", &mode_body("r2", "a", "rw", "shared", 0, 0)).await;
     assert_eq!(code, 201, "{r2}");
     assert_eq!(
         (r1["mode"].as_str(), r1["fencing_token"].as_u64()),
         (Some("SHARED"), Some(1))
     );
     assert_eq!(r2["fencing_token"], 2);
-    let (code, lock) = call(
-        &port(2),
-        "GET",
-        "/locks/rw?tenant_id=t",
-        Some("r1"),
-        &Value::Null,
-    )
-    .await;
-    assert_eq!(code, 200, "{lock}");
+    let lock = lock_at(&port(2), "rw").await;
     let holders: Vec<&str> = lock["holders"]
         .as_array()
         .expect("holders")
@@ -835,43 +846,20 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
     let writer = {
         let addr = port(0);
         tokio::spawn(async move {
-            call(
+            acquire_as(
                 &addr,
-                "POST",
-                "/leases/acquire",
-                Some("w"),
+                "w",
                 &mode_body("w", "a", "rw", "EXCLUSIVE", 0, 20_000),
             )
             .await
         })
     };
-    let start = Instant::now();
-    loop {
-        let (_, lock) = call(
-            &port(1),
-            "GET",
-            "/locks/rw?tenant_id=t",
-            Some("r1"),
-            &Value::Null,
-        )
-        .await;
-        if lock["waiters"] == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < LIVENESS,
-            "the writer never queued: {lock}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (code, body) = call(
-        &port(2),
-        "POST",
-        "/leases/acquire",
-        Some("r3"),
-        &mode_body("r3", "a", "rw", "SHARED", 0, 0),
-    )
+    wait_for_lock(&port(1), "rw", "the writer never queued", |lock| {
+        lock["waiters"] == 1
+    })
     .await;
+    let (code, body) =
+        acquire_as(&port(2), "r3", &mode_body("r3", "a", "rw", "SHARED", 0, 0)).await;
     assert_error(code, &body, 409, "LOCK_HELD");
     for (who, lease) in [("r1", &r1), ("r2", &r2)] {
         let id = lease["lease_id"].as_str().unwrap();
@@ -899,36 +887,14 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
         .map(|who| {
             let addr = port(1);
             tokio::spawn(async move {
-                call(
-                    &addr,
-                    "POST",
-                    "/leases/acquire",
-                    Some(who),
-                    &mode_body(who, "a", "rw", "SHARED", 0, 20_000),
-                )
-                .await
+                acquire_as(&addr, who, &mode_body(who, "a", "rw", "SHARED", 0, 20_000)).await
             })
         })
         .collect();
-    let start = Instant::now();
-    loop {
-        let (_, lock) = call(
-            &port(2),
-            "GET",
-            "/locks/rw?tenant_id=t",
-            Some("q1"),
-            &Value::Null,
-        )
-        .await;
-        if lock["waiters"] == 2 {
-            break;
-        }
-        assert!(
-            start.elapsed() < LIVENESS,
-            "the readers never queued: {lock}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_lock(&port(2), "rw", "the readers never queued", |lock| {
+        lock["waiters"] == 2
+    })
+    .await;
     let force = json!({"tenant_id": "t", "actor": "ops", "reason": "writer stuck"});
     let (code, body) = common::http_call(
         &port(0),
@@ -964,47 +930,19 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
         json!({"tenant_id": "t", "request_id": rid, "lock_key": "pool",
         "owner_id": owner, "ttl_ms": ttl_ms, "mode": "SEMAPHORE", "limit": 2, "wait_timeout_ms": wait})
     };
-    let (code, s1) = call(
-        &port(0),
-        "POST",
-        "/leases/acquire",
-        Some("s1"),
-        &sem("s1", "a", 1_000, 0),
-    )
-    .await;
+    let (code, s1) = acquire_as(&port(0), "s1", &sem("s1", "a", 1_000, 0)).await;
     assert_eq!(code, 201, "{s1}");
-    let (code, s2) = call(
-        &port(1),
-        "POST",
-        "/leases/acquire",
-        Some("s2"),
-        &sem("s2", "a", 30_000, 0),
-    )
-    .await;
+    let (code, s2) = acquire_as(&port(1), "s2", &sem("s2", "a", 30_000, 0)).await;
     assert_eq!(code, 201, "{s2}");
     assert_eq!(
         (s2["mode"].as_str(), s2["limit"].as_u64()),
         (Some("SEMAPHORE"), Some(2))
     );
-    let (code, body) = call(
-        &port(2),
-        "POST",
-        "/leases/acquire",
-        Some("s3"),
-        &sem("s3", "a", 30_000, 0),
-    )
-    .await;
+    let (code, body) = acquire_as(&port(2), "s3", &sem("s3", "a", 30_000, 0)).await;
     assert_error(code, &body, 409, "LOCK_HELD");
     // The request memory is per grant: a retry answers the same lease, the
     // same request_id with another limit is another request.
-    let (code, again) = call(
-        &port(2),
-        "POST",
-        "/leases/acquire",
-        Some("s2"),
-        &sem("s2", "a", 30_000, 0),
-    )
-    .await;
+    let (code, again) = acquire_as(&port(2), "s2", &sem("s2", "a", 30_000, 0)).await;
     assert_eq!(
         (code, &again["lease_id"]),
         (201, &s2["lease_id"]),
@@ -1012,57 +950,37 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
     );
     let other = json!({"tenant_id": "t", "request_id": "a", "lock_key": "pool", "owner_id": "s2",
         "ttl_ms": 30_000, "mode": "SEMAPHORE", "limit": 3});
-    let (code, body) = call(&port(2), "POST", "/leases/acquire", Some("s2"), &other).await;
+    let (code, body) = acquire_as(&port(2), "s2", &other).await;
     assert_error(code, &body, 409, "REQUEST_ID_REUSED");
     // The key's kind is fixed while it is busy, and bad pairs are refused.
-    let (code, body) = call(
+    let (code, body) = acquire_as(
         &port(2),
-        "POST",
-        "/leases/acquire",
-        Some("s3"),
+        "s3",
         &mode_body("s3", "b", "pool", "SHARED", 0, 0),
     )
     .await;
     assert_error(code, &body, 409, "LOCK_MODE_CONFLICT");
-    let (code, body) = call(
+    let (code, body) = acquire_as(
         &port(2),
-        "POST",
-        "/leases/acquire",
-        Some("s3"),
+        "s3",
         &mode_body("s3", "c", "pool", "SEMAPHORE", 3, 0),
     )
     .await;
     assert_error(code, &body, 409, "LOCK_MODE_CONFLICT");
     for (mode, limit) in [("SEMAPHORE", 0), ("SHARED", 2), ("bogus", 0)] {
-        let (code, body) = call(
+        let (code, body) = acquire_as(
             &port(2),
-            "POST",
-            "/leases/acquire",
-            Some("s3"),
+            "s3",
             &mode_body("s3", "d", "other", mode, limit, 0),
         )
         .await;
         assert_error(code, &body, 400, "INVALID_REQUEST");
     }
     // s1's 1 s lease is never renewed: its expiry hands its slot on.
-    let (code, s3) = call(
-        &port(2),
-        "POST",
-        "/leases/acquire",
-        Some("s3"),
-        &sem("s3", "e", 30_000, 20_000),
-    )
-    .await;
+    let (code, s3) = acquire_as(&port(2), "s3", &sem("s3", "e", 30_000, 20_000)).await;
     assert_eq!(code, 201, "{s3}");
     assert_eq!(s3["fencing_token"], 3);
-    let (_, lock) = call(
-        &port(0),
-        "GET",
-        "/locks/pool?tenant_id=t",
-        Some("s3"),
-        &Value::Null,
-    )
-    .await;
+    let lock = lock_at(&port(0), "pool").await;
     assert_eq!(lock["limit"], 2);
     assert_eq!(lock["holders"].as_array().map(Vec::len), Some(2), "{lock}");
 
@@ -1202,42 +1120,16 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
         json!({"tenant_id": "t", "request_id": "x", "lock_key": key,
         "owner_id": owner, "ttl_ms": ttl_ms, "mode": "SHARED"})
     };
-    let (code, d1) = call(
-        &port(0),
-        "POST",
-        "/leases/acquire",
-        Some("d1"),
-        &shared("d1", "d", 1_000),
-    )
-    .await;
+    let (code, d1) = acquire_as(&port(0), "d1", &shared("d1", "d", 1_000)).await;
     assert_eq!(code, 201, "{d1}");
-    let (code, d2) = call(
-        &port(0),
-        "POST",
-        "/leases/acquire",
-        Some("d2"),
-        &shared("d2", "d", 30_000),
-    )
-    .await;
+    let (code, d2) = acquire_as(&port(0), "d2", &shared("d2", "d", 30_000)).await;
     assert_eq!(code, 201, "{d2}");
     // d1 is never renewed: its expiry starts the key's lock-delay, and d2
     // keeps its grant meanwhile.
-    let start = Instant::now();
-    let lock = loop {
-        let (_, lock) = call(
-            &port(1),
-            "GET",
-            "/locks/d?tenant_id=t",
-            Some("d2"),
-            &Value::Null,
-        )
-        .await;
-        if lock["lock_delayed"] == true {
-            break lock;
-        }
-        assert!(start.elapsed() < LIVENESS, "d1 never expired: {lock}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let lock = wait_for_lock(&port(1), "d", "d1 never expired", |lock| {
+        lock["lock_delayed"] == true
+    })
+    .await;
     let holders: Vec<&Value> = lock["holders"]
         .as_array()
         .expect("holders")
@@ -1255,42 +1147,19 @@ async fn tn_mode_002_shared_locks_and_semaphores_over_http_the_client_and_the_cl
     )
     .await;
     assert_eq!(code, 200, "{body}");
-    let (code, body) = call(
-        &port(2),
-        "POST",
-        "/leases/acquire",
-        Some("d3"),
-        &shared("d3", "d", 30_000),
-    )
-    .await;
+    let (code, body) = acquire_as(&port(2), "d3", &shared("d3", "d", 30_000)).await;
     assert_error(code, &body, 409, "LOCK_DELAYED");
     // Two shared holders fill a key whose holders are bounded by 2; a
     // semaphore above the bound is refused.
     for who in ["e1", "e2"] {
-        let (code, b) = call(
-            &port(0),
-            "POST",
-            "/leases/acquire",
-            Some(who),
-            &shared(who, "e", 30_000),
-        )
-        .await;
+        let (code, b) = acquire_as(&port(0), who, &shared(who, "e", 30_000)).await;
         assert_eq!(code, 201, "{b}");
     }
-    let (code, b) = call(
-        &port(0),
-        "POST",
-        "/leases/acquire",
-        Some("e3"),
-        &shared("e3", "e", 30_000),
-    )
-    .await;
+    let (code, b) = acquire_as(&port(0), "e3", &shared("e3", "e", 30_000)).await;
     assert_error(code, &b, 429, "TOO_MANY_WAITERS");
-    let (code, b) = call(
+    let (code, b) = acquire_as(
         &port(0),
-        "POST",
-        "/leases/acquire",
-        Some("e3"),
+        "e3",
         &mode_body("e3", "y", "f", "SEMAPHORE", 3, 0),
     )
     .await;
