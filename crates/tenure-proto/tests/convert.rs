@@ -36,9 +36,11 @@ fn expected_code(reason: Reason) -> Code {
         "FORBIDDEN" => Code::PermissionDenied,
         "LEASE_NOT_FOUND" => Code::NotFound,
         "LOCK_HELD" | "LOCK_DELAYED" => Code::Aborted,
-        "LEASE_NOT_ACTIVE" | "LEASE_EXPIRED" | "OWNER_MISMATCH" | "STALE_FENCING_TOKEN" => {
-            Code::FailedPrecondition
-        }
+        "LEASE_NOT_ACTIVE"
+        | "LEASE_EXPIRED"
+        | "OWNER_MISMATCH"
+        | "STALE_FENCING_TOKEN"
+        | "LOCK_MODE_CONFLICT" => Code::FailedPrecondition,
         "REQUEST_ID_REUSED" => Code::AlreadyExists,
         "WAIT_TIMEOUT" => Code::DeadlineExceeded,
         "TOO_MANY_WAITERS" | "TOO_MANY_LOCKS" | "RATE_LIMITED" => Code::ResourceExhausted,
