@@ -180,27 +180,38 @@ impl AcquireWith {
     /// of at least 1.
     pub fn check(&self) -> Result<(), Error> {
         self.acquire.check()?;
-        if self.mode == Mode::Semaphore(0) {
-            return Err(Error::InvalidRequest(
-                "a semaphore's limit must be at least 1".into(),
-            ));
-        }
-        Ok(())
+        check_mode(self.mode)
     }
 
     /// See [`Command::check_bounds`]: a semaphore has at most
     /// `max_waiters_per_lock` slots (the bound on a lock's holders).
     pub fn check_bounds(&self, config: &TableConfig) -> Result<(), Error> {
         self.acquire.check_bounds(config)?;
-        let limit = self.mode.limit();
-        if limit > config.max_waiters_per_lock {
-            return Err(Error::InvalidRequest(format!(
-                "semaphore limit {limit} exceeds the allowed {}",
-                config.max_waiters_per_lock
-            )));
-        }
-        Ok(())
+        check_limit(self.mode, config)
     }
+}
+
+/// A mode on its own: a semaphore has at least one slot.
+pub(crate) fn check_mode(mode: Mode) -> Result<(), Error> {
+    if mode == Mode::Semaphore(0) {
+        return Err(Error::InvalidRequest(
+            "a semaphore's limit must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A mode against the configuration: a semaphore has at most
+/// `max_waiters_per_lock` slots.
+pub(crate) fn check_limit(mode: Mode, config: &TableConfig) -> Result<(), Error> {
+    let limit = mode.limit();
+    if limit > config.max_waiters_per_lock {
+        return Err(Error::InvalidRequest(format!(
+            "semaphore limit {limit} exceeds the allowed {}",
+            config.max_waiters_per_lock
+        )));
+    }
+    Ok(())
 }
 
 impl Renew {

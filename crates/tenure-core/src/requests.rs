@@ -46,13 +46,6 @@ pub struct Fingerprint {
     pub mode: Mode,
 }
 
-impl Fingerprint {
-    /// Whether a request with these fields is the request remembered.
-    pub fn matches(&self, op: Op, key: Option<&str>, lease: Option<LeaseId>, ttl_ms: u64) -> bool {
-        self.op == op && self.key.as_deref() == key && self.lease == lease && self.ttl_ms == ttl_ms
-    }
-}
-
 /// One remembered request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remembered {

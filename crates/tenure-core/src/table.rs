@@ -217,10 +217,7 @@ impl Table {
         };
         let result = match command {
             Command::Acquire(c) => self.acquire(ctx, c, Mode::Exclusive, &mut audit),
-            Command::AcquireWith(c) => match c.check() {
-                Ok(()) => self.acquire(ctx, c.acquire, c.mode, &mut audit),
-                Err(e) => Err(e),
-            },
+            Command::AcquireWith(c) => self.acquire(ctx, c.acquire, c.mode, &mut audit),
             Command::Renew(c) => self.renew(ctx, c, &mut audit),
             Command::Release(c) => self.release(ctx, c, &mut audit),
             Command::Expire(c) => Ok(self.expire(ctx, c, &mut audit)),
@@ -294,6 +291,7 @@ impl Table {
         audit: &mut Audit,
     ) -> Result<Reply, Error> {
         c.check()?;
+        crate::command::check_mode(mode)?;
         // A retry is answered before the bounds are checked: a Configure in
         // between must not turn the original answer into INVALID_TTL.
         request_key(&mut self.key_buf, &c.tenant, &c.owner, &c.request_id);
@@ -309,13 +307,7 @@ impl Table {
         }
         let config = &self.state.config;
         c.check_bounds(config)?;
-        if mode.limit() > config.max_waiters_per_lock {
-            return Err(Error::InvalidRequest(format!(
-                "semaphore limit {} exceeds the allowed {}",
-                mode.limit(),
-                config.max_waiters_per_lock
-            )));
-        }
+        crate::command::check_limit(mode, config)?;
         let max_waiters = config.max_waiters_per_lock;
         let (max_tenants, max_locks) = (config.max_tenants, config.max_locks_per_tenant);
 
