@@ -456,6 +456,10 @@ impl Table {
         }
         self.check_target(b)?;
         let merge = !self.state.locks.is_empty();
+        // The backup's position: a merge keeps this table's state, but the
+        // backup's lease ids count up to its own last index, and no later
+        // id of this table may meet one of them.
+        let theirs_last = backup.table.state.last_index;
         let (mut state, mut report) = if merge {
             self.merged(backup)
         } else {
@@ -471,7 +475,10 @@ impl Table {
             .chain([own.extra.token_floor, state.extra.token_floor])
             .max()
             .unwrap_or(0);
-        let base = index.max(state.last_index).max(own.last_index);
+        let base = index
+            .max(state.last_index)
+            .max(own.last_index)
+            .max(theirs_last);
         let top = base
             .checked_add(b.token_gap)
             .ok_or_else(|| invalid("the token gap overflows the table's position"))?;

@@ -1322,3 +1322,72 @@ fn tn_bak_005_one_restore_stages_at_a_time_and_a_later_term_takes_over() {
         .unwrap();
     assert!(e.table.restore_pending().is_none());
 }
+
+/// A merge of a backup taken further along than the table: the backup's
+/// holders keep their lease ids, which the table's own position has not
+/// reached yet. The merge must move the position past them, or it is
+/// refused as inconsistent (and, were it not, a later grant here would
+/// reuse an imported id). Found by tn_bak_004's property test on CI.
+#[test]
+fn tn_bak_004_a_merge_of_a_backup_further_along_moves_past_its_lease_ids() {
+    use tenure_core::{Name, RestoreBegin, RestoreChunk, RestoreCommit};
+    let name = || {
+        Command::Name(Name {
+            cluster_id: "c1".into(),
+        })
+    };
+    let mut source = Driver::default();
+    source.apply(name()).result.unwrap();
+    for i in 0..20 {
+        let l = source.acquire("t", "busy", "A", &format!("r{i}")).unwrap();
+        source.release("t", l.id, "A", &format!("x{i}")).unwrap();
+    }
+    let held = source.acquire("t", "k", "A", "held").unwrap();
+    let src = tenure_core::backup::Source {
+        source_node: 1,
+        leader_term: 1,
+        applied_index: source.index,
+        exported_at: "1970-01-01T00:00:00.000Z".into(),
+        exported_at_ms: 0,
+    };
+    let text: String = source.table.backup_lines(src, |_| None).collect();
+    let sha = text
+        .lines()
+        .last()
+        .and_then(|l| tenure_core::backup::trailer(l.as_bytes()))
+        .unwrap()
+        .1;
+    // The table: same cluster, a lock of its own, far behind the source.
+    let mut d = Driver::default();
+    d.apply(name()).result.unwrap();
+    d.acquire("t", "own", "B", "own").unwrap();
+    assert!(d.index < held.id.index());
+    d.apply(Command::RestoreBegin(RestoreBegin {
+        sha256: sha,
+        cluster_id: "c1".into(),
+        attempt: 1,
+        term: 1,
+        merge: true,
+        token_gap: 1,
+        actor: "admin".into(),
+        total_bytes: text.len() as u64,
+    }))
+    .result
+    .unwrap();
+    d.apply(Command::RestoreChunk(RestoreChunk {
+        attempt: 1,
+        seq: 0,
+        data: text.into_bytes(),
+    }))
+    .result
+    .unwrap();
+    let done = d.apply(Command::RestoreCommit(RestoreCommit { attempt: 1 }));
+    let Ok(Reply::Restore(report)) = done.result else {
+        panic!("the merge was refused: {:?}", done.result)
+    };
+    assert!(report.merged);
+    assert_eq!(d.table.lock("t", "k").active.map(|l| l.id), Some(held.id));
+    // Every later lease id is above every id the backup knew.
+    let next = d.acquire("t", "new", "C", "new").unwrap();
+    assert!(next.id.index() > held.id.index(), "{:?}", next.id);
+}
