@@ -9,6 +9,11 @@
                                                kill -9 the leader's process (pid files in DIR)
   bench_helper.py report RESULTS.jsonl OUT.md OUT.json
                                                the Tenure-vs-etcd tables from the runs
+  bench_helper.py scrape HOST:PORT,...         every node's histogram sums and counts (JSON)
+  bench_helper.py breakdown BEFORE AFTER REPORT CLIENTS
+                                               one run's stage means (a JSON line)
+  bench_helper.py breakdown-report RESULTS.jsonl SECS ROUNDS OUT.md OUT.json
+                                               the latency breakdown table
 """
 
 import json
@@ -270,6 +275,155 @@ def report(results_path, md_path, json_path):
         f.write("\n")
 
 
+def scrape(addresses):
+    """Every node's `_sum`/`_count` series and its raft role, by address."""
+    nodes = {}
+    for address in addresses.split(","):
+        text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+        series, role = {}, None
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name, value = line.rsplit(" ", 1)
+            if name == 'tenure_raft_role{role="leader"}' and float(value) == 1:
+                role = "leader"
+            if name.split("{")[0].endswith(("_sum", "_count")):
+                series[name] = float(value)
+        nodes[address] = {"role": role or "follower", "series": series}
+    return nodes
+
+
+# The stages a write passes through, each a histogram: (key, metric, labels
+# that must appear, where it is read).
+STAGES = [
+    ("server", "tenure_rpc_duration_seconds", ['method="Lock/Acquire"', 'result="OK"'], "leader"),
+    ("server_release", "tenure_rpc_duration_seconds", ['method="Lock/Release"', 'result="OK"'], "leader"),
+    ("queue", "tenure_raft_queue_seconds", [], "leader"),
+    ("write", "tenure_raft_write_seconds", [], "leader"),
+    ("leader_flush", "tenure_log_flush_duration_seconds", [], "leader"),
+    ("replicate", "tenure_raft_replicate_seconds", [], "leader"),
+    ("follower_append", "tenure_raft_follower_append_seconds", [], "followers"),
+    ("follower_flush", "tenure_log_flush_duration_seconds", [], "followers"),
+    ("apply", "tenure_raft_apply_seconds", [], "leader"),
+]
+
+
+def stage_delta(before, after, metric, labels, where):
+    total, count = 0.0, 0.0
+    for address, node in after.items():
+        is_leader = node["role"] == "leader"
+        if (where == "leader") != is_leader:
+            continue
+        old = before.get(address, {}).get("series", {})
+        for name, value in node["series"].items():
+            base = name.split("{")[0]
+            if base not in (metric + "_sum", metric + "_count"):
+                continue
+            if not all(l in name for l in labels):
+                continue
+            delta = value - old.get(name, 0.0)
+            if base.endswith("_sum"):
+                total += delta
+            else:
+                count += delta
+    return total, count
+
+
+def breakdown(before_path, after_path, report_json, clients):
+    before = json.load(open(before_path))
+    after = json.load(open(after_path))
+    r = json.loads(report_json)
+    clients = int(clients)
+    sums = {k: stage_delta(before, after, m, l, w) for k, m, l, w in STAGES}
+    ms = {k: (1000 * t / n if n else 0.0) for k, (t, n) in sums.items()}
+    # Both calls of a cycle are writes: the server's mean over both.
+    (ta, na), (tr, nr) = sums["server"], sums["server_release"]
+    ms["server"] = 1000 * (ta + tr) / (na + nr) if na + nr else 0.0
+    del ms["server_release"]
+    # A closed loop: each client has one call open at any time.
+    calls = 2 * r["throughput"]
+    ms["client"] = 1000 * clients / calls if calls else 0.0
+    counts = {k: n for k, (t, n) in sums.items()}
+    return json.dumps({"clients": clients, "throughput": r["throughput"], "p50_ms": r["p50_ms"],
+                       "p99_ms": r["p99_ms"], "stages": ms, "counts": counts})
+
+
+def breakdown_report(results_path, secs, rounds, md_path, json_path):
+    import datetime
+    rows = [json.loads(l) for l in open(results_path)]
+    by_clients = {}
+    for row in rows:
+        by_clients.setdefault(row["clients"], []).append(row)
+    summary = {}
+    for c, runs in sorted(by_clients.items()):
+        stages = {k: median([r["stages"][k] for r in runs]) for k in runs[0]["stages"]}
+        summary[c] = {"runs": len(runs), "throughput": median([r["throughput"] for r in runs]),
+                      "p50_ms": median([r["p50_ms"] for r in runs]), "stages": stages,
+                      "entries": median([r["counts"]["write"] for r in runs]),
+                      "calls": median([r["counts"]["server"] + r["counts"]["server_release"] for r in runs])}
+    lines = [f"# Where a write's time goes ({datetime.date.today()})", "",
+             f"`scripts/bench-breakdown`: a 3-node Tenure cluster of the release build on loopback on this "
+             f"2-core machine, fdatasync on; the lock-cycle workload (acquire with a 10 s TTL, release: two "
+             f"writes) from `tenure bench`, {rounds} runs of {secs} s per row, each on a fresh cluster. Every "
+             "node's stage histograms (/metrics) are read before and after each run; a stage is the mean of "
+             "its histogram over the run (sum ÷ count), in ms, and each row the median over the runs.", "",
+             "Stages, in the order a write passes them:", "",
+             "- **client round trip**: what one call costs the client (clients ÷ calls per second: a closed loop).",
+             "- **server**: the leader's gRPC handler (`tenure_rpc_duration_seconds`, Acquire and Release).",
+             "- **queue**: the command's wait in the proposer for an entry (`tenure_raft_queue_seconds`).",
+             "- **write**: one entry from `client_write` to its answer (`tenure_raft_write_seconds`): the "
+             "leader's append and flush, then replication, commit and apply.",
+             "- **leader flush**: sled's flush and the fdatasync on the leader (`tenure_log_flush_duration_seconds`).",
+             "- **replicate**: the leader's AppendEntries round trip to a follower (`tenure_raft_replicate_seconds`), "
+             "of which **follower append** is the follower's handling (`tenure_raft_follower_append_seconds`) "
+             "and **follower flush** its flush.",
+             "- **apply**: the lease table's apply and the audit events' store (`tenure_raft_apply_seconds`).",
+             "- The rest is derived: *client and network* = client round trip − server; *handler* = server − "
+             "queue − write; *replication transport* = replicate − follower append; *openraft* = write − "
+             "leader flush − replicate − apply (the core's task hops, commit, the answer's way back).", ""]
+    head = "| stage |" + "".join(f" {c} client{'s' if c != 1 else ''} ms | share |" for c in summary) 
+    lines.append(head)
+    lines.append("| --- |" + " ---: | ---: |" * len(summary))
+    def derived(s):
+        return {
+            "client and network": s["client"] - s["server"],
+            "handler": s["server"] - s["queue"] - s["write"],
+            "queue": s["queue"],
+            "leader flush": s["leader_flush"],
+            "replication transport": s["replicate"] - s["follower_append"],
+            "follower append (without its flush)": s["follower_append"] - s["follower_flush"],
+            "follower flush": s["follower_flush"],
+            "apply": s["apply"],
+            "openraft": s["write"] - s["leader_flush"] - s["replicate"] - s["apply"],
+        }
+    parts = {c: derived(v["stages"]) for c, v in summary.items()}
+    for name in next(iter(parts.values())):
+        cells = ""
+        for c, v in summary.items():
+            total = v["stages"]["client"]
+            x = parts[c][name]
+            cells += f" {x:.3f} | {100 * x / total:.0f} % |" if total else " - | - |"
+        lines.append(f"| {name} |{cells}")
+    cells = "".join(f" **{v['stages']['client']:.3f}** | 100 % |" for v in summary.values())
+    lines.append(f"| **client round trip** |{cells}")
+    lines += ["", "| clients | cycles/s | cycle p50 ms | calls per entry | server ms | write ms | replicate ms |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c, v in summary.items():
+        s = v["stages"]
+        per_entry = v["calls"] / v["entries"] if v["entries"] else 0
+        lines.append(f"| {c} | {v['throughput']:.0f} | {v['p50_ms']:.2f} | {per_entry:.1f} | "
+                     f"{s['server']:.3f} | {s['write']:.3f} | {s['replicate']:.3f} |")
+    lines += ["", "Shares are of the client round trip. Under concurrency the stages overlap (many calls "
+              "share one entry and one flush), so only the 1-client column adds up to a single call's time.",
+              "docs/performance.md reads this table."]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(json_path, "w") as f:
+        json.dump({"secs": secs, "rounds": rounds, "summary": summary, "parts": parts, "runs": rows},
+                  f, indent=1)
+        f.write("\n")
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -282,6 +436,12 @@ def main(argv):
         kill_leader(args[0], args[1], args[2], args[3])
     elif cmd == "report":
         report(args[0], args[1], args[2])
+    elif cmd == "scrape":
+        print(json.dumps(scrape(args[0])))
+    elif cmd == "breakdown":
+        print(breakdown(args[0], args[1], args[2], args[3]))
+    elif cmd == "breakdown-report":
+        breakdown_report(args[0], args[1], args[2], args[3], args[4])
     else:
         raise SystemExit(__doc__)
 

@@ -30,6 +30,8 @@ pub struct Committed {
 }
 
 struct Pending {
+    /// When the caller queued it.
+    queued: tokio::time::Instant,
     at_ms: u64,
     command: Command,
     reply: oneshot::Sender<Result<Committed, WriteError>>,
@@ -67,6 +69,7 @@ impl Proposer {
         let stopped = || RaftError::Fatal(Fatal::Stopped);
         self.queue
             .send(Pending {
+                queued: tokio::time::Instant::now(),
                 at_ms,
                 command,
                 reply,
@@ -114,12 +117,20 @@ async fn batch(
 /// Writes `group` as one entry and answers each caller.
 async fn write(raft: Raft, group: Vec<Pending>) {
     let at_ms = group.iter().map(|p| p.at_ms).max().unwrap_or(0);
+    let start = tokio::time::Instant::now();
+    for p in &group {
+        metrics::histogram!("tenure_raft_queue_seconds")
+            .record(start.saturating_duration_since(p.queued).as_secs_f64());
+    }
     let (commands, replies): (Vec<Command>, Vec<_>) =
         group.into_iter().map(|p| (p.command, p.reply)).unzip();
     tracing::trace!(commands = commands.len(), "proposing a batch");
     metrics::counter!("tenure_raft_proposals_total").increment(1);
     metrics::histogram!("tenure_raft_commands_per_entry").record(commands.len() as f64);
-    match raft.client_write(Proposal { at_ms, commands }).await {
+    let written = raft.client_write(Proposal { at_ms, commands }).await;
+    // Append and flush here, replication, commit and apply.
+    metrics::histogram!("tenure_raft_write_seconds").record(start.elapsed().as_secs_f64());
+    match written {
         Ok(written) => {
             for (reply, applied) in replies.into_iter().zip(written.data) {
                 let _ = reply.send(Ok(Committed {

@@ -199,6 +199,7 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let start = tokio::time::Instant::now();
         let mut a = self.shared.write();
         let mut replies = Vec::new();
         let mut kept = Vec::new();
@@ -253,6 +254,7 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
             }
         }
         drop(a);
+        metrics::histogram!("tenure_raft_apply_seconds").record(start.elapsed().as_secs_f64());
         Ok(replies)
     }
 

@@ -29,7 +29,7 @@ const COMMANDS: [f64; 11] = [
 ];
 
 /// Every metric a node exports (described in [`install`]).
-pub const NAMES: [&str; 25] = [
+pub const NAMES: [&str; 30] = [
     "tenure_raft_role",
     "tenure_raft_term",
     "tenure_raft_leader_id",
@@ -39,6 +39,11 @@ pub const NAMES: [&str; 25] = [
     "tenure_raft_leader_changes_total",
     "tenure_raft_proposals_total",
     "tenure_raft_commands_per_entry",
+    "tenure_raft_queue_seconds",
+    "tenure_raft_write_seconds",
+    "tenure_raft_replicate_seconds",
+    "tenure_raft_follower_append_seconds",
+    "tenure_raft_apply_seconds",
     "tenure_log_flush_duration_seconds",
     "tenure_log_flushes_total",
     "tenure_snapshot_size_bytes",
@@ -110,6 +115,31 @@ fn describe() {
     describe_histogram!(
         "tenure_raft_commands_per_entry",
         "Commands batched into one proposed log entry"
+    );
+    describe_histogram!(
+        "tenure_raft_queue_seconds",
+        Unit::Seconds,
+        "A command's wait in the leader's proposer before its entry is written"
+    );
+    describe_histogram!(
+        "tenure_raft_write_seconds",
+        Unit::Seconds,
+        "One proposed entry from its write to its answer: the leader's append and flush, replication, commit and apply"
+    );
+    describe_histogram!(
+        "tenure_raft_replicate_seconds",
+        Unit::Seconds,
+        "A leader's AppendEntries round trip to one follower that carried entries (heartbeats not counted)"
+    );
+    describe_histogram!(
+        "tenure_raft_follower_append_seconds",
+        Unit::Seconds,
+        "A follower's handling of an AppendEntries that carried entries, its flush included"
+    );
+    describe_histogram!(
+        "tenure_raft_apply_seconds",
+        Unit::Seconds,
+        "Applying committed entries to the lease table, audit events stored"
     );
     describe_histogram!(
         "tenure_log_flush_duration_seconds",
