@@ -31,6 +31,7 @@ pub mod audit;
 #[cfg(test)]
 mod decode_tests;
 pub mod disk;
+pub mod elections;
 pub mod log_store;
 pub mod proposer;
 pub mod reads;
@@ -41,6 +42,7 @@ pub mod types;
 
 pub use audit::{AuditHistory, AuditRetention};
 pub use disk::{Disk, DiskError, SimDisk, SledDisk, Space};
+pub use elections::Elections;
 pub use log_store::LogStore;
 pub use proposer::{Committed, Proposer, WriteError};
 pub use reads::{QuorumReads, ReadError};

@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use crate::elections::Elections;
 use crate::types::{NodeId, Raft, TypeConfig};
 
 /// The generated code of `raft.proto`.
@@ -225,8 +226,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         // follower's append and its flush (heartbeats are not counted).
         let start = tokio::time::Instant::now();
         let result = self.call(Kind::Append, &rpc, &option).await;
-        metrics::histogram!("tenure_raft_replicate_seconds")
-            .record(start.elapsed().as_secs_f64());
+        metrics::histogram!("tenure_raft_replicate_seconds").record(start.elapsed().as_secs_f64());
         result
     }
 
@@ -254,14 +254,15 @@ pub enum Control {
     Elections(bool),
     /// Campaign for leadership now.
     Campaign,
-    /// Report the leader and term this node knows.
+    /// Report the leader this node hears (none if it has not heard one
+    /// within a voter's lease) and its term.
     Observe,
 }
 
 /// What a node answers to a [`Control`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
-    /// The leader the node knows, if any.
+    /// The leader the node hears, if any.
     pub leader: Option<NodeId>,
     /// The node's term.
     pub term: u64,
@@ -289,12 +290,15 @@ pub async fn control<C: Connector>(
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft,
+    /// Told whenever this node hears a leader, and paused on request.
+    elections: Elections,
 }
 
 impl RaftService {
-    /// The service of `raft`, ready to add to a tonic server.
-    pub fn new(raft: Raft) -> pb::raft_server::RaftServer<RaftService> {
-        pb::raft_server::RaftServer::new(RaftService { raft })
+    /// The service of `raft`, ready to add to a tonic server; what it
+    /// accepts from a leader restarts `elections`.
+    pub fn new(raft: Raft, elections: Elections) -> pb::raft_server::RaftServer<RaftService> {
+        pb::raft_server::RaftServer::new(RaftService { raft, elections })
             .max_decoding_message_size(64 * 1024 * 1024)
     }
 }
@@ -316,7 +320,24 @@ impl pb::raft_server::Raft for RaftService {
         request: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
         let rpc: VoteRequest<NodeId> = decode(request.get_ref()).map_err(bad_request)?;
-        reply(&self.raft.vote(rpc).await)
+        let (term, theirs) = (rpc.vote.leader_id.term, rpc.last_log_id);
+        let result = self.raft.vote(rpc).await;
+        match &result {
+            // A vote granted restarts the timer, as a leader heard does.
+            Ok(r) if r.vote_granted => {
+                self.elections.asked(term);
+                self.elections.heard();
+            }
+            // Refused: a candidate whose log is behind this node's cannot
+            // win, and this node is the one that should campaign.
+            Ok(r) if r.last_log_id > theirs => {
+                let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+                self.elections.refused(term, lease);
+            }
+            Ok(_) => self.elections.asked(term),
+            Err(_) => {}
+        }
+        reply(&result)
     }
 
     async fn append_entries(
@@ -325,14 +346,21 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(request.get_ref()).map_err(bad_request)?;
-        if rpc.entries.is_empty() {
-            return reply(&self.raft.append_entries(rpc).await);
-        }
+        let entries = !rpc.entries.is_empty();
         // A follower's append of entries, its flush included.
         let start = tokio::time::Instant::now();
         let result = self.raft.append_entries(rpc).await;
-        metrics::histogram!("tenure_raft_follower_append_seconds")
-            .record(start.elapsed().as_secs_f64());
+        if entries {
+            metrics::histogram!("tenure_raft_follower_append_seconds")
+                .record(start.elapsed().as_secs_f64());
+        }
+        // Accepted from a leader of this term or a later one: it is alive.
+        if result
+            .as_ref()
+            .is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_)))
+        {
+            self.elections.heard();
+        }
         reply(&result)
     }
 
@@ -342,7 +370,11 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode(request.get_ref()).map_err(bad_request)?;
-        reply(&self.raft.install_snapshot(rpc).await)
+        let result = self.raft.install_snapshot(rpc).await;
+        if result.is_ok() {
+            self.elections.heard();
+        }
+        reply(&result)
     }
 
     async fn control(
@@ -352,15 +384,19 @@ impl pb::raft_server::Raft for RaftService {
         let control: Control = decode(request.get_ref()).map_err(bad_request)?;
         let done: Result<(), String> = match control {
             Control::Elections(enabled) => {
-                self.raft.runtime_config().elect(enabled);
+                self.elections.enable(enabled);
                 Ok(())
             }
             Control::Campaign => self.raft.trigger().elect().await.map_err(|e| e.to_string()),
             Control::Observe => Ok(()),
         };
         let m = self.raft.metrics().borrow().clone();
+        // A follower names its leader only while it hears it (within a
+        // voter's lease): a campaigner's pre-vote asks exactly that.
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let hears = m.state == openraft::ServerState::Leader || self.elections.heard_within(lease);
         let observed = Observed {
-            leader: m.current_leader,
+            leader: m.current_leader.filter(|_| hears),
             term: m.current_term,
         };
         reply(&done.map(|()| observed))

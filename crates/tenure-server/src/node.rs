@@ -11,8 +11,8 @@ use std::time::Duration;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tenure_raft::{
-    Connector, Disk, LogStore, Network, NodeId, Proposer, Raft, RaftService, StateMachineStore,
-    TableReader,
+    Connector, Disk, Elections, LogStore, Network, NodeId, Proposer, Raft, RaftService,
+    StateMachineStore, TableReader,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
@@ -66,20 +66,23 @@ pub struct Node {
 
 /// The openraft configuration of a node.
 ///
-/// openraft 0.9 lets a follower campaign only after its leader lease (its
-/// `election_timeout_max`) *plus* a random election timeout have passed
-/// since the leader was last heard; given Tenure's bounds as they are, a
-/// dead leader would be replaced after 900–1200 ms for 300–600. openraft
-/// gets half of each bound instead, so a follower campaigns between
-/// (min + max) / 2 and max after the last heartbeat: within the window
-/// `election_min_ms`…`election_max_ms` configures, as etcd's
-/// `--election-timeout` means it.
+/// A follower campaigns a random time in `election_min_ms`…`election_max_ms`
+/// after it last heard a leader, drawn afresh for every attempt
+/// ([`Elections`]), as etcd's `--election-timeout` means it; openraft's own
+/// timer elections, which fire only on a tick every 1.5 heartbeats and
+/// draw one timeout per process, are off. What openraft still takes from
+/// its election bounds is the leader lease of a voter: it refuses to vote
+/// for another node until `election_timeout_max` after it last heard its
+/// leader. That is `election_min_ms` less one heartbeat, so a voter that
+/// heard the dead leader's last heartbeat a little after the candidate did
+/// still grants the first campaign.
 pub fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, ServerError> {
+    let lease = config.election_min_ms.saturating_sub(config.heartbeat_ms);
     let raft = openraft::Config {
         cluster_name: "tenure".into(),
         heartbeat_interval: config.heartbeat_ms,
-        election_timeout_min: config.election_min_ms / 2,
-        election_timeout_max: config.election_max_ms / 2,
+        election_timeout_min: config.heartbeat_ms + 1,
+        election_timeout_max: lease,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: config.keep_after_snapshot,
         install_snapshot_timeout: 2_000,
@@ -163,6 +166,17 @@ impl Node {
         )
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
+        // Elections on Tenure's own timer (see raft_config).
+        raft.runtime_config().elect(false);
+        let elections = Elections::new(
+            Duration::from_millis(config.election_min_ms),
+            Duration::from_millis(config.election_max_ms),
+        );
+        tokio::spawn(elections.clone().run(
+            raft.clone(),
+            connector.clone(),
+            Duration::from_millis(config.heartbeat_ms),
+        ));
 
         let peers = Peers::new(tls.clone(), raft.clone());
         let auth = Auth::for_node(config.auth_file.as_deref(), peers.clone())?;
@@ -280,7 +294,7 @@ impl Node {
             .add_service(reflection_alpha)
             // Only members, proven by their node certificates, may call it.
             .add_service(InterceptedService::new(
-                RaftService::new(raft.clone()),
+                RaftService::new(raft.clone(), elections),
                 peers.gate(),
             ))
             .add_service(

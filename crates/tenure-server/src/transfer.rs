@@ -80,7 +80,6 @@ pub async fn transfer<C: Connector>(
             tracing::warn!(node = v, error = %e, "could not pause an election timer");
         }
     }
-    raft.runtime_config().elect(false);
     raft.runtime_config().heartbeat(false);
 
     // 3. After the lease, the target campaigns and wins.
@@ -111,7 +110,6 @@ pub async fn transfer<C: Connector>(
 
     // 4. Timers and heartbeats back on, whatever happened.
     raft.runtime_config().heartbeat(true);
-    raft.runtime_config().elect(true);
     for v in &quiet {
         if let Err(e) = control(connector, &addrs[v], Control::Elections(true)).await {
             tracing::warn!(node = v, error = %e, "could not resume an election timer");
