@@ -40,6 +40,8 @@ struct Inner {
     hurried: AtomicBool,
     /// Whether this node has heard a leader since it started.
     heard_once: AtomicBool,
+    /// When it last heard one (the timer above also restarts on its own).
+    leader_at: Mutex<Option<Instant>>,
 }
 
 /// A node's election timer; cheap to clone.
@@ -58,6 +60,7 @@ impl Elections {
             hurry: Notify::new(),
             hurried: AtomicBool::new(false),
             heard_once: AtomicBool::new(false),
+            leader_at: Mutex::new(None),
         }))
     }
 
@@ -69,7 +72,7 @@ impl Elections {
     /// timeout would only let the candidate, which cannot win, try again.
     pub fn refused(&self, term: u64, lease: Duration) {
         self.0.seen_term.fetch_max(term, Ordering::Relaxed);
-        if Instant::now().saturating_duration_since(self.last_heard()) >= lease {
+        if !self.heard_within(lease) {
             self.0.hurried.store(true, Ordering::Relaxed);
             self.0.hurry.notify_one();
         }
@@ -77,8 +80,12 @@ impl Elections {
 
     /// Whether this node heard a leader within `within`.
     pub fn heard_within(&self, within: Duration) -> bool {
-        self.0.heard_once.load(Ordering::Relaxed)
-            && Instant::now().saturating_duration_since(self.last_heard()) < within
+        let at = *self
+            .0
+            .leader_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        at.is_some_and(|at| Instant::now().saturating_duration_since(at) < within)
     }
 
     /// A candidate asked for this node's vote in `term`.
@@ -89,6 +96,11 @@ impl Elections {
     /// This node heard a leader (or granted a vote): the timer starts over.
     pub fn heard(&self) {
         self.0.heard_once.store(true, Ordering::Relaxed);
+        *self
+            .0
+            .leader_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.restart();
     }
 

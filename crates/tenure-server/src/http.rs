@@ -4,7 +4,8 @@
 //! - `GET /healthz`: 200 `{"status":"ok","version":…}` while the process
 //!   serves; it says nothing about the cluster.
 //! - `GET /readyz`: 200 while this node can answer for the cluster: it
-//!   knows a leader (and, leading, is in office), and it has applied its
+//!   hears a leader (within the election window; leading, it is in office),
+//!   and it has applied its
 //!   log to within [`READY_LAG`] entries of the commit index it knows;
 //!   otherwise 503 with the reason. A node that is not ready should get no
 //!   traffic; it is not broken (a liveness probe must use /healthz).
@@ -21,7 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tenure_raft::{Raft, TableReader};
+use tenure_raft::{Elections, Raft, TableReader};
 
 use crate::leases::LeaseTimers;
 
@@ -36,15 +37,29 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 struct Probes {
     raft: Raft,
     timers: LeaseTimers,
+    elections: Elections,
+    /// How long a follower may go without hearing its leader: the
+    /// election window's upper bound.
+    silence: Duration,
 }
 
 /// The router of the HTTP port.
-pub fn router(raft: Raft, timers: LeaseTimers) -> axum::Router {
+pub fn router(
+    raft: Raft,
+    timers: LeaseTimers,
+    elections: Elections,
+    silence: Duration,
+) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.yaml", get(openapi))
-        .with_state(Probes { raft, timers })
+        .with_state(Probes {
+            raft,
+            timers,
+            elections,
+            silence,
+        })
 }
 
 /// The HTTP API's OpenAPI document (spec/openapi.yaml).
@@ -87,6 +102,15 @@ async fn readiness(p: &Probes) -> Result<serde_json::Value, String> {
     };
     if leader == id && !p.timers.active() {
         return Err("elected leader, not yet in office".into());
+    }
+    // A follower cut off from its leader keeps its term and its leader's
+    // id (it does not campaign without a majority), so what counts is
+    // whether it still hears that leader.
+    if leader != id && !p.elections.heard_within(p.silence) {
+        return Err(format!(
+            "leader {leader} not heard for {} ms",
+            p.silence.as_millis()
+        ));
     }
     let committed = tokio::time::timeout(
         READY_TIMEOUT,

@@ -236,7 +236,8 @@ impl Node {
         );
         // The HTTP port: probes, and the reference's JSON contract over the
         // same two services.
-        let http = crate::http::router(raft.clone(), timers.clone())
+        let silence = Duration::from_millis(config.election_max_ms);
+        let http = crate::http::router(raft.clone(), timers.clone(), elections.clone(), silence)
             .merge(crate::gateway::router(
                 lock.clone(),
                 admin.clone(),
@@ -247,7 +248,12 @@ impl Node {
             ))
             .layer(axum::middleware::from_fn(crate::metrics::http_call));
         let (health, health_service) = tonic_health::server::health_reporter();
-        tokio::spawn(report_health(raft.clone(), health));
+        tokio::spawn(report_health(
+            raft.clone(),
+            elections.clone(),
+            silence,
+            health,
+        ));
         tokio::spawn(crate::metrics::watch(raft.clone(), table.clone()));
         // Reflection in both protocol versions: grpcurl speaks v1, while
         // Python's grpcio-reflection, Postman, grpcui and older grpcurl
@@ -492,15 +498,25 @@ async fn initialize(raft: &Raft, nodes: BTreeMap<NodeId, BasicNode>) -> Result<b
     }
 }
 
-/// The standard gRPC health service: SERVING while this node knows a
-/// leader (it can answer, or forward), NOT_SERVING otherwise. Reported for
-/// the whole server ("") and for each public service.
-async fn report_health(raft: Raft, health: tonic_health::server::HealthReporter) {
+/// The standard gRPC health service: SERVING while this node hears a
+/// leader (it can answer, or forward: it leads, or heard its leader within
+/// `silence`), NOT_SERVING otherwise. Reported for the whole server ("")
+/// and for each public service.
+async fn report_health(
+    raft: Raft,
+    elections: Elections,
+    silence: Duration,
+    health: tonic_health::server::HealthReporter,
+) {
     use tonic_health::ServingStatus;
     let mut metrics = raft.metrics();
     let mut last = None;
     loop {
-        let serving = metrics.borrow_and_update().current_leader.is_some();
+        let serving = {
+            let m = metrics.borrow_and_update();
+            m.current_leader
+                .is_some_and(|l| l == m.id || elections.heard_within(silence))
+        };
         if last != Some(serving) {
             last = Some(serving);
             let status = if serving {
@@ -512,8 +528,15 @@ async fn report_health(raft: Raft, health: tonic_health::server::HealthReporter)
                 health.set_service_status(service, status).await;
             }
         }
-        if metrics.changed().await.is_err() {
-            return;
+        // A leader that falls silent changes nothing in the metrics:
+        // look again every so often as well.
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(silence / 4) => {}
         }
     }
 }

@@ -148,3 +148,106 @@ fn tn_repl_008_the_same_seed_gives_the_same_leaders_and_terms() {
         );
     }
 }
+
+fn quick_sim(seed: u64, secs: u64) -> turmoil::Sim<'static> {
+    tenure_raft::seed_thread_rng(seed);
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(secs))
+        .tcp_capacity(4096)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .build()
+}
+
+/// How long the followers of a leader cut off from them take to agree on
+/// a new one, in simulated ms.
+fn replacement_ms(seed: u64) -> u128 {
+    let mut sim = quick_sim(seed, 30);
+    let cluster = SimCluster::new(3);
+    cluster.install(&mut sim);
+    let c = cluster.clone();
+    let took = std::sync::Arc::new(std::sync::Mutex::new(0u128));
+    let out = took.clone();
+    sim.client("client", async move {
+        let all = [1, 2, 3];
+        let (old, term) = leader_among(&c, &all, 0).await;
+        // Settled: every follower has heard the leader.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rest: Vec<NodeId> = all.iter().copied().filter(|n| *n != old).collect();
+        let start = tokio::time::Instant::now();
+        for n in &rest {
+            turmoil::partition(c.hosts[&old].as_str(), c.hosts[n].as_str());
+        }
+        let _ = leader_among(&c, &rest, term).await;
+        *out.lock().expect("result") = start.elapsed().as_millis();
+        Ok(())
+    });
+    sim.run().expect("the simulation passes");
+    let ms = *took.lock().expect("result");
+    ms
+}
+
+#[test]
+fn tn_repl_012_a_silent_leader_is_replaced_within_the_election_bounds() {
+    // The simulated nodes: heartbeat 50 ms, elections 300-600 ms.
+    let took: Vec<u128> = (1..=8).map(replacement_ms).collect();
+    for (seed, ms) in (1..).zip(&took) {
+        // The last heartbeat came at most one interval before the cut, and
+        // the campaign (pre-vote, vote, first append) takes a few round
+        // trips of at most 5 ms each.
+        assert!(
+            (240..=680).contains(ms),
+            "seed {seed}: replaced after {ms} ms: {took:?}"
+        );
+    }
+    // Campaigns draw from the whole window, not only its upper half (as
+    // openraft's own timer, on 75 ms ticks with a lease first, did).
+    assert!(
+        took.iter().any(|ms| *ms < 450),
+        "no replacement under 450 ms: {took:?}"
+    );
+}
+
+#[test]
+fn tn_repl_012_a_follower_cut_off_does_not_raise_its_term_or_depose_the_leader() {
+    for seed in [3, 4] {
+        let mut sim = quick_sim(seed, 40);
+        let cluster = SimCluster::new(3);
+        cluster.install(&mut sim);
+        let c = cluster.clone();
+        sim.client("client", async move {
+            let all = [1, 2, 3];
+            let (leader, term) = leader_among(&c, &all, 0).await;
+            let lone = all
+                .iter()
+                .copied()
+                .find(|n| *n != leader)
+                .expect("a follower");
+            for n in all.iter().filter(|n| **n != lone) {
+                turmoil::partition(c.hosts[&lone].as_str(), c.hosts[n].as_str());
+            }
+            // Ten election timeouts alone: a campaign needs a majority
+            // that hears no leader, and nobody answers it.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            for n in all.iter().filter(|n| **n != lone) {
+                turmoil::repair(c.hosts[&lone].as_str(), c.hosts[n].as_str());
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(
+                c.agreed_leader(&all),
+                Some((leader, term)),
+                "seed {seed}: the leader changed"
+            );
+            let raised = c
+                .observations
+                .lock()
+                .expect("observations")
+                .iter()
+                .any(|o| o.term > term);
+            assert!(!raised, "seed {seed}: a term above {term} was seen");
+            Ok(())
+        });
+        sim.run().expect("the simulation passes");
+    }
+}
