@@ -223,8 +223,12 @@ impl Lab {
 
     /// Removes everything the run made. Idempotent.
     pub fn teardown(&mut self) {
-        for ns in self.namespaces.drain(..) {
+        for (i, ns) in (1..).zip(std::mem::take(&mut self.namespaces)) {
             kill_in(&ns);
+            // The host's end of the pair, at once: a deleted namespace
+            // takes its end (and with it this one) only when the kernel
+            // gets round to it.
+            quietly("ip", &["link", "del", &format!("{}v{i}", self.tag)]);
             quietly("ip", &["netns", "del", &ns]);
         }
         quietly("ip", &["link", "del", &self.bridge]);
