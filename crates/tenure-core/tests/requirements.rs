@@ -1239,20 +1239,7 @@ fn tn_bak_005_one_restore_stages_at_a_time_and_a_later_term_takes_over() {
     use tenure_core::{RestoreAbort, RestoreBegin, RestoreChunk, RestoreCommit};
     let mut source = Driver::default();
     source.acquire("t", "k", "A", "a").unwrap();
-    let src = tenure_core::backup::Source {
-        source_node: 1,
-        leader_term: 1,
-        applied_index: source.index,
-        exported_at: "1970-01-01T00:00:00.000Z".into(),
-        exported_at_ms: 0,
-    };
-    let text: String = source.table.backup_lines(src, |_| None).collect();
-    let sha = text
-        .lines()
-        .last()
-        .and_then(|l| tenure_core::backup::trailer(l.as_bytes()))
-        .unwrap()
-        .1;
+    let (text, sha) = backup_of(&source);
     let begin = |attempt, term| {
         Command::RestoreBegin(RestoreBegin {
             sha256: sha.clone(),
@@ -1343,20 +1330,7 @@ fn tn_bak_004_a_merge_of_a_backup_further_along_moves_past_its_lease_ids() {
         source.release("t", l.id, "A", &format!("x{i}")).unwrap();
     }
     let held = source.acquire("t", "k", "A", "held").unwrap();
-    let src = tenure_core::backup::Source {
-        source_node: 1,
-        leader_term: 1,
-        applied_index: source.index,
-        exported_at: "1970-01-01T00:00:00.000Z".into(),
-        exported_at_ms: 0,
-    };
-    let text: String = source.table.backup_lines(src, |_| None).collect();
-    let sha = text
-        .lines()
-        .last()
-        .and_then(|l| tenure_core::backup::trailer(l.as_bytes()))
-        .unwrap()
-        .1;
+    let (text, sha) = backup_of(&source);
     // The table: same cluster, a lock of its own, far behind the source.
     let mut d = Driver::default();
     d.apply(name()).result.unwrap();
@@ -1390,4 +1364,23 @@ fn tn_bak_004_a_merge_of_a_backup_further_along_moves_past_its_lease_ids() {
     // Every later lease id is above every id the backup knew.
     let next = d.acquire("t", "new", "C", "new").unwrap();
     assert!(next.id.index() > held.id.index(), "{:?}", next.id);
+}
+
+/// `d`'s table as a backup file, and the file's SHA-256.
+fn backup_of(d: &Driver) -> (String, String) {
+    let src = tenure_core::backup::Source {
+        source_node: 1,
+        leader_term: 1,
+        applied_index: d.index,
+        exported_at: "1970-01-01T00:00:00.000Z".into(),
+        exported_at_ms: 0,
+    };
+    let text: String = d.table.backup_lines(src, |_| None).collect();
+    let sha = text
+        .lines()
+        .last()
+        .and_then(|l| tenure_core::backup::trailer(l.as_bytes()))
+        .expect("a backup ends with its trailer")
+        .1;
+    (text, sha)
 }

@@ -1,5 +1,6 @@
 //! When a follower campaigns: a fresh random time in `[min, max)` after it
-//! last heard a leader.
+//! last heard a leader (the node passes the upper half of its configured
+//! election window).
 //!
 //! openraft 0.9 checks its election timer only on a tick every 1.5
 //! heartbeats, and draws each node's random timeout once, when the node

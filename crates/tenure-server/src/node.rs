@@ -64,18 +64,22 @@ pub struct Node {
     handover: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
+/// Log entries per AppendEntries at most (see [`raft_config`]).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 16;
+
 /// The openraft configuration of a node.
 ///
-/// A follower campaigns a random time in `election_min_ms`…`election_max_ms`
-/// after it last heard a leader, drawn afresh for every attempt
-/// ([`Elections`]), as etcd's `--election-timeout` means it; openraft's own
-/// timer elections, which fire only on a tick every 1.5 heartbeats and
-/// draw one timeout per process, are off. What openraft still takes from
-/// its election bounds is the leader lease of a voter: it refuses to vote
-/// for another node until `election_timeout_max` after it last heard its
-/// leader. That is `election_min_ms` less one heartbeat, so a voter that
-/// heard the dead leader's last heartbeat a little after the candidate did
-/// still grants the first campaign.
+/// A follower campaigns a random time between (`election_min_ms` +
+/// `election_max_ms`) / 2 and `election_max_ms` after it last heard a
+/// leader, drawn afresh for every attempt, once a majority of the voters
+/// hear no leader either ([`Elections`]); openraft's own timer elections,
+/// which fire only on a tick every 1.5 heartbeats and draw one timeout per
+/// process, are off. What openraft still takes from its election bounds is
+/// the leader lease of a voter: it refuses to vote for another node until
+/// `election_timeout_max` after it last heard its leader. That is
+/// `election_min_ms` less one heartbeat, well inside the campaign window,
+/// so a voter that heard the dead leader's last heartbeat a little after
+/// the candidate did still grants the first campaign.
 pub fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, ServerError> {
     let lease = config.election_min_ms.saturating_sub(config.heartbeat_ms);
     let raft = openraft::Config {
@@ -86,6 +90,13 @@ pub fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, ServerE
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: config.keep_after_snapshot,
         install_snapshot_timeout: 2_000,
+        // openraft 0.9 gives an AppendEntries one heartbeat interval, then
+        // backs off from the follower for 500 ms. Its default of 300
+        // entries per AppendEntries is far too many for entries that carry
+        // up to 512 commands each (a follower catching up after a burst
+        // could not append them in time, and fell silent long enough to
+        // campaign), so fewer travel at once.
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..openraft::Config::default()
     };
     raft.validate()
@@ -168,8 +179,12 @@ impl Node {
         .map_err(|e| ServerError::Raft(e.to_string()))?;
         // Elections on Tenure's own timer (see raft_config).
         raft.runtime_config().elect(false);
+        // Campaigns in the upper half of the window, as before this timer
+        // (a leader stalled by a burst of large entries must not be
+        // replaced after only election_min_ms: openraft gives an append
+        // one heartbeat, then backs off 500 ms).
         let elections = Elections::new(
-            Duration::from_millis(config.election_min_ms),
+            Duration::from_millis((config.election_min_ms + config.election_max_ms) / 2),
             Duration::from_millis(config.election_max_ms),
         );
         tokio::spawn(elections.clone().run(
