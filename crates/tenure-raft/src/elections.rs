@@ -128,7 +128,7 @@ impl Elections {
     }
 
     /// Campaigns whenever the leader has been silent for a drawn timeout
-    /// and a majority of the voters agree that it is ([`pre_vote`]);
+    /// and a majority of the voters agree that it is (a pre-vote);
     /// returns when raft stops. `patience` bounds the wait for the others'
     /// answers.
     pub async fn run<C: Connector>(self, raft: Raft, connector: C, patience: Duration) {
