@@ -39,9 +39,8 @@ struct Inner {
     /// Set when a campaign should not wait for the full timeout.
     hurry: Notify,
     hurried: AtomicBool,
-    /// Whether this node has heard a leader since it started.
-    heard_once: AtomicBool,
-    /// When it last heard one (the timer above also restarts on its own).
+    /// When it last heard a leader, if ever since it started (the timer
+    /// above also restarts on its own).
     leader_at: Mutex<Option<Instant>>,
 }
 
@@ -60,7 +59,6 @@ impl Elections {
             seen_term: AtomicU64::new(0),
             hurry: Notify::new(),
             hurried: AtomicBool::new(false),
-            heard_once: AtomicBool::new(false),
             leader_at: Mutex::new(None),
         }))
     }
@@ -96,7 +94,6 @@ impl Elections {
 
     /// This node heard a leader (or granted a vote): the timer starts over.
     pub fn heard(&self) {
-        self.0.heard_once.store(true, Ordering::Relaxed);
         *self
             .0
             .leader_at
@@ -141,7 +138,13 @@ impl Elections {
             // (replication to a node that was down backs off for a while),
             // and it should not depose a live leader it has not heard yet.
             loop {
-                let late = if self.0.heard_once.load(Ordering::Relaxed) {
+                let heard_once = self
+                    .0
+                    .leader_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some();
+                let late = if heard_once {
                     Duration::ZERO
                 } else {
                     self.0.max
@@ -159,11 +162,11 @@ impl Elections {
             if m.running_state.is_err() {
                 return;
             }
-            let voter = m.membership_config.membership().get_node(&m.id).is_some()
-                && m.membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == m.id);
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == m.id);
             let quiet = !self.0.enabled.load(Ordering::Relaxed);
             if m.state == ServerState::Leader || !voter || quiet {
                 self.restart();
