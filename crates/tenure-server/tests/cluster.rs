@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{WAIT, acquire, applied, config, start_with};
+use common::{WAIT, acquire, applied, config, same_tables, start_with};
 use tenure_core::Reply;
 use tenure_raft::{NodeId, Proposal, Proposer, QuorumReads, SimDisk};
 use tenure_server::{ClusterState, Node};
@@ -71,14 +71,7 @@ async fn same_state(nodes: &BTreeMap<NodeId, Node>, index: u64) {
     for node in nodes.values() {
         applied(node, index).await;
     }
-    let digests: Vec<String> = nodes
-        .values()
-        .map(|n| n.table.read().table.digest_hex())
-        .collect();
-    assert!(
-        digests.windows(2).all(|w| w[0] == w[1]),
-        "replicas differ: {digests:?}"
-    );
+    same_tables(nodes.values()).await;
 }
 
 /// Writes through `leader`, or, while leadership is still settling, through

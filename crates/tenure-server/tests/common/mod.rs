@@ -83,6 +83,37 @@ pub async fn applied(node: &Node, index: u64) {
         .expect("the entry applies");
 }
 
+/// Every node in `nodes` holds the same table (INV-5), compared once they
+/// stand at the same applied position: a leader taking office proposes
+/// commands of its own (the cluster's name, expiries), so right after a
+/// write one replica can be a command further along than another, and a
+/// table's digest covers its position.
+pub async fn same_tables<'a>(nodes: impl IntoIterator<Item = &'a Node>) {
+    let nodes: Vec<&Node> = nodes.into_iter().collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen: Vec<(u64, String)> = nodes
+            .iter()
+            .map(|n| {
+                let t = n.table.read();
+                (t.table.last_index(), t.table.digest_hex())
+            })
+            .collect();
+        if seen.windows(2).all(|w| w[0].0 == w[1].0) {
+            assert!(
+                seen.windows(2).all(|w| w[0].1 == w[1].1),
+                "replicas at the same position differ: {seen:?}"
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas never stood at one position: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn admin(addr: &str) -> AdminClient<ClaimsAdmin> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
