@@ -75,10 +75,16 @@ impl History {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reads grants from `notices` whenever asked, not only when the
+    /// background task gets round to them.
+    fn listen(&self, notices: broadcast::Receiver<Arc<Notice>>) {
+        self.recent().notices = Some(notices);
+    }
+
     /// Follows the table's notices for as long as the node runs.
     pub async fn run(self, table: TableReader) {
         let mut wake = table.subscribe();
-        self.recent().notices = Some(table.subscribe());
+        self.listen(table.subscribe());
         loop {
             match wake.recv().await {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.recent().drain(),
@@ -157,6 +163,29 @@ mod tests {
                 .cloned()
                 .collect())
         }))
+    }
+
+    /// A grant answered right after it applied: the background task has not
+    /// read its notice yet, and the answer still finds when it was granted.
+    /// (CI saw `"acquired_at": null` on a fresh grant over HTTP.)
+    #[test]
+    fn a_grant_just_applied_is_dated_before_the_background_task_reads_it() {
+        let h = kept(1..=1);
+        let (tx, rx) = broadcast::channel(8);
+        h.listen(rx);
+        let mut grant = event(2);
+        grant.lease_id = Some(tenure_core::LeaseId::from_index(42));
+        grant.at_ms = 1_700_000_000_123;
+        tx.send(Arc::new(Notice {
+            log_id: tenure_raft::LogId::default(),
+            events: vec![grant],
+        }))
+        .unwrap();
+        assert_eq!(
+            h.granted_at(tenure_core::LeaseId::from_index(42)),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(h.granted_at(tenure_core::LeaseId::from_index(7)), None);
     }
 
     #[test]
