@@ -116,6 +116,34 @@ fn peer_rate(keys: usize) -> Rate {
     Rate { commands, seconds }
 }
 
+/// What a snapshot of a table full of memory costs: `keys` keys cycled
+/// ROUNDS times under `config`, then the table cloned (what a snapshot
+/// builder holds the table's lock for) and encoded (what it then does
+/// without the lock). Seconds to clone, seconds to encode, bytes.
+fn snapshot_cost(keys: usize, config: TableConfig) -> (f64, f64, usize) {
+    let mut table = Table::new(config).expect("valid config");
+    let mut index = 0u64;
+    for round in 0..ROUNDS {
+        let first = index + 1;
+        for i in 0..keys {
+            index += 1;
+            table.apply(ApplyCtx { index, at_ms: 0 }, acquire(i, round));
+        }
+        for i in 0..keys {
+            index += 1;
+            let id = LeaseId::from_index(first + i as u64);
+            table.apply(ApplyCtx { index, at_ms: 0 }, release(id, i, round));
+        }
+    }
+    let start = Instant::now();
+    let copy = table.clone();
+    let cloned = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let bytes = copy.snapshot();
+    let encoded = start.elapsed().as_secs_f64();
+    (cloned, encoded, bytes.len())
+}
+
 /// Heap bytes held by `table` after `fill`, per key.
 fn bytes_per_key(keys: usize, config: TableConfig, release_all: bool) -> f64 {
     let region = Region::new(GLOBAL);
@@ -157,8 +185,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(KEYS);
-    // The default keeps up to 1M request ids and 1M ended leases; a short
-    // memory (10k each) shows what that retention costs.
+    // The default keeps up to 100k request ids and 100k ended leases; a
+    // short memory (10k each) shows what that retention costs.
     let short = TableConfig {
         request_retention_count: 10_000,
         lease_retention_count: 10_000,
@@ -184,6 +212,16 @@ fn main() {
     let held = bytes_per_key(keys, forgetful, false);
     // An active lease as clients use it: with its request_id remembered.
     let held_remembered = bytes_per_key(keys, TableConfig::default(), false);
+
+    let (clone_s, encode_s, snapshot_bytes) = snapshot_cost(keys, TableConfig::default());
+    let (short_clone_s, short_encode_s, short_snapshot_bytes) = snapshot_cost(keys, short.clone());
+    // The default before 2026-11-30: a million of each.
+    let million = TableConfig {
+        request_retention_count: 1_000_000,
+        lease_retention_count: 1_000_000,
+        ..TableConfig::default()
+    };
+    let (old_clone_s, old_encode_s, old_snapshot_bytes) = snapshot_cost(keys, million);
 
     let date = std::env::var("BENCH_DATE").unwrap_or_else(|_| "unknown date".into());
     let mut md = String::new();
@@ -215,6 +253,28 @@ fn main() {
     );
     let _ = writeln!(
         md,
+        "| snapshot after the run, default retention ({}): bytes / clone ms / encode ms | \
+         {snapshot_bytes} / {:.1} / {:.1} |",
+        tenure_core::DEFAULT_RETENTION_COUNT,
+        clone_s * 1e3,
+        encode_s * 1e3
+    );
+    let _ = writeln!(
+        md,
+        "| snapshot after the run, retention 1M / 1M (the old default): bytes / clone ms / encode ms | \
+         {old_snapshot_bytes} / {:.1} / {:.1} |",
+        old_clone_s * 1e3,
+        old_encode_s * 1e3
+    );
+    let _ = writeln!(
+        md,
+        "| snapshot after the run, retention 10k / 10k: bytes / clone ms / encode ms | \
+         {short_snapshot_bytes} / {:.1} / {:.1} |",
+        short_clone_s * 1e3,
+        short_encode_s * 1e3
+    );
+    let _ = writeln!(
+        md,
         "\nBytes are what the table asked the allocator for (keys like `{}`, 22 bytes); \
          malloc's own per-block overhead comes on top.",
         key(0)
@@ -231,6 +291,15 @@ fn main() {
         "bytes_per_idle_lock": idle,
         "bytes_per_active_lease": held,
         "bytes_per_active_lease_with_request": held_remembered,
+        "snapshot_bytes": snapshot_bytes,
+        "snapshot_clone_seconds": clone_s,
+        "snapshot_encode_seconds": encode_s,
+        "snapshot_million_retention_bytes": old_snapshot_bytes,
+        "snapshot_million_retention_clone_seconds": old_clone_s,
+        "snapshot_million_retention_encode_seconds": old_encode_s,
+        "snapshot_short_retention_bytes": short_snapshot_bytes,
+        "snapshot_short_retention_clone_seconds": short_clone_s,
+        "snapshot_short_retention_encode_seconds": short_encode_s,
     });
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../artifacts/bench");
     if let Err(e) = std::fs::create_dir_all(dir)

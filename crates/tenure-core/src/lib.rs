@@ -85,7 +85,7 @@ pub use command::{
     Expire, ForceRelease, Import, Name, Release, Renew, Reply, RestoreAbort, RestoreBegin,
     RestoreChunk, RestoreCommit, RestoreReport,
 };
-pub use config::TableConfig;
+pub use config::{DEFAULT_RETENTION_COUNT, TableConfig};
 pub use error::{Error, Reason, SnapshotError};
 pub use fence::FencedResource;
 pub use lease::{EndReason, Lease, LeaseId, LeaseState, LeaseView, Lock, LockView, Mode};

@@ -880,7 +880,14 @@ fn tn_snap_001_snapshots_restore_exactly_and_refuse_garbage() {
 /// lock modes wrote that file from these commands.
 fn fixture_table() -> Table {
     use tenure_core::{Acquire, ApplyCtx, Release, Renew};
-    let mut t = Table::new(TableConfig::default()).expect("the default configuration");
+    // The defaults of the build that wrote the fixture: its configuration
+    // is part of the snapshot.
+    let written_with = TableConfig {
+        request_retention_count: 1_000_000,
+        lease_retention_count: 1_000_000,
+        ..TableConfig::default()
+    };
+    let mut t = Table::new(written_with).expect("the fixture's configuration");
     let acq = |key: &str, owner: &str, rid: &str, wait: u64| {
         Command::Acquire(Acquire {
             tenant: "t".into(),

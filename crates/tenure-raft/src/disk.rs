@@ -39,6 +39,15 @@ pub enum DiskError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// Work handed to a blocking thread did not finish (it panicked, or the
+    /// runtime shut down).
+    #[error("{what} on a blocking thread: {detail}")]
+    Worker {
+        /// What the work was.
+        what: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
     /// A record could not be encoded or decoded.
     #[error("record {what}: {detail}")]
     Codec {
@@ -99,6 +108,18 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// How many flushes (fsyncs) this disk has done: with the commit count,
     /// it shows whether appends are batched.
     fn flushes(&self) -> u64;
+    /// Runs `work`, named `what`, where it holds up none of the node's tasks:
+    /// CPU-heavy work such as encoding and writing a snapshot. A real disk
+    /// runs it on a blocking thread; the simulated disk runs it in place,
+    /// because a simulation must stay deterministic.
+    fn off_thread<R, F>(
+        &self,
+        what: &'static str,
+        work: F,
+    ) -> impl Future<Output = Result<R, DiskError>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static;
 }
 
 fn upper(to: Option<&[u8]>) -> Bound<Vec<u8>> {
@@ -314,6 +335,19 @@ impl Disk for SledDisk {
     fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
     }
+
+    async fn off_thread<R, F>(&self, what: &'static str, work: F) -> Result<R, DiskError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| DiskError::Worker {
+                what,
+                detail: e.to_string(),
+            })
+    }
 }
 
 type Records = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -456,6 +490,14 @@ impl Disk for SimDisk {
 
     fn flushes(&self) -> u64 {
         self.with(|s| s.flushes)
+    }
+
+    async fn off_thread<R, F>(&self, _what: &'static str, work: F) -> Result<R, DiskError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        Ok(work())
     }
 }
 

@@ -145,22 +145,35 @@ impl<D: Disk> StateMachineStore<D> {
         self.shared.clone()
     }
 
-    async fn persist(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+    /// Encodes `stored` and writes it as the current snapshot, durably, on
+    /// a blocking thread: a large table takes a while to encode, and the
+    /// node's tasks (heartbeats, appends, answers) go on meanwhile.
+    async fn persist(&self, stored: StoredSnapshot) -> Result<StoredSnapshot, StorageError> {
         let sig = Some(stored.meta.signature());
         let io = |e: DiskError| StorageError::from(StorageIOError::write_snapshot(sig.clone(), &e));
-        let bytes = encode("snapshot", stored).map_err(io)?;
-        self.disk
-            .put(Space::Snapshot, vec![(CURRENT.to_vec(), bytes)])
+        let disk = self.disk.clone();
+        let stored = self
+            .disk
+            .off_thread("writing a snapshot", move || {
+                let bytes = encode("snapshot", &stored)?;
+                disk.put(Space::Snapshot, vec![(CURRENT.to_vec(), bytes)])?;
+                Ok::<_, DiskError>(stored)
+            })
+            .await
+            .and_then(|r| r)
             .map_err(io)?;
-        self.disk.flush().await.map_err(io)
+        self.disk.flush().await.map_err(io)?;
+        Ok(stored)
     }
 }
 
 impl<D: Disk> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<D> {
+    /// Copies the table under the read lock (applies wait only for the
+    /// copy), then encodes and writes the copy without the lock.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let start = tokio::time::Instant::now();
         self.built += 1;
-        let (meta, data) = {
+        let (meta, table) = {
             let a = self.shared.read();
             let last = a.last_applied;
             let snapshot_id = match last {
@@ -172,10 +185,17 @@ impl<D: Disk> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<D> {
                 last_membership: a.membership.clone(),
                 snapshot_id,
             };
-            (meta, a.table.snapshot())
+            (meta, a.table.clone())
         };
-        let stored = StoredSnapshot { meta, data };
-        self.persist(&stored).await?;
+        metrics::histogram!("tenure_snapshot_copy_duration_seconds")
+            .record(start.elapsed().as_secs_f64());
+        let sig = Some(meta.signature());
+        let data = self
+            .disk
+            .off_thread("encoding a snapshot", move || table.snapshot())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        let stored = self.persist(StoredSnapshot { meta, data }).await?;
         metrics::gauge!("tenure_snapshot_size_bytes").set(stored.data.len() as f64);
         metrics::histogram!("tenure_snapshot_build_duration_seconds")
             .record(start.elapsed().as_secs_f64());
@@ -274,11 +294,11 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
         let data = snapshot.into_inner();
         let table = Table::restore(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let stored = StoredSnapshot {
+        self.persist(StoredSnapshot {
             meta: meta.clone(),
             data,
-        };
-        self.persist(&stored).await?;
+        })
+        .await?;
         // The entries the snapshot stands for were never applied here: the
         // history kept so far does not join up with what comes next.
         self.disk

@@ -29,7 +29,7 @@ const COMMANDS: [f64; 11] = [
 ];
 
 /// Every metric a node exports (described in [`install`]).
-pub const NAMES: [&str; 30] = [
+pub const NAMES: [&str; 31] = [
     "tenure_raft_role",
     "tenure_raft_term",
     "tenure_raft_leader_id",
@@ -48,6 +48,7 @@ pub const NAMES: [&str; 30] = [
     "tenure_log_flushes_total",
     "tenure_snapshot_size_bytes",
     "tenure_snapshot_build_duration_seconds",
+    "tenure_snapshot_copy_duration_seconds",
     "tenure_rpc_duration_seconds",
     "tenure_http_duration_seconds",
     "tenure_audit_events_total",
@@ -159,6 +160,11 @@ fn describe() {
         "tenure_snapshot_build_duration_seconds",
         Unit::Seconds,
         "Building one snapshot of the lease table"
+    );
+    describe_histogram!(
+        "tenure_snapshot_copy_duration_seconds",
+        Unit::Seconds,
+        "Copying the lease table for a snapshot: the only part of a build that holds up applies"
     );
     describe_histogram!(
         "tenure_rpc_duration_seconds",

@@ -182,6 +182,12 @@ pub struct ConfigureArgs {
     /// Request ids remembered at most.
     #[arg(long)]
     request_retention_count: Option<u64>,
+    /// Log entries after which an ended lease is forgotten.
+    #[arg(long)]
+    lease_retention_entries: Option<u64>,
+    /// Ended leases remembered at most.
+    #[arg(long)]
+    lease_retention_count: Option<u64>,
     /// JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -199,7 +205,8 @@ impl ConfigureArgs {
             max_tenants: self.max_tenants,
             request_retention_entries: self.request_retention_entries,
             request_retention_count: self.request_retention_count,
-            ..LimitChanges::default()
+            lease_retention_entries: self.lease_retention_entries,
+            lease_retention_count: self.lease_retention_count,
         }
     }
 }

@@ -976,7 +976,19 @@ async fn tn_cfg_002_lock_delay_from_a_flag_end_to_end_and_cluster_configure() {
     assert_eq!(granted.fencing_token, first.view.token + 1);
 
     // At run time: an admin changes it; an unworkable change is refused.
-    let (code, out, err) = tenure(&c, &["cluster", "configure", "--lock-delay-ms", "0"]);
+    let (code, out, err) = tenure(
+        &c,
+        &[
+            "cluster",
+            "configure",
+            "--lock-delay-ms",
+            "0",
+            "--lease-retention-count",
+            "5000",
+            "--lease-retention-entries",
+            "60000",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("lock-delay 0 ms"), "{out}");
     let (code, _, err) = tenure(
@@ -996,6 +1008,13 @@ async fn tn_cfg_002_lock_delay_from_a_flag_end_to_end_and_cluster_configure() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(v["limits"]["lock_delay_ms"], 0, "{out}");
+    assert_eq!(v["limits"]["lease_retention_count"], 5000, "{out}");
+    assert_eq!(v["limits"]["lease_retention_entries"], 60000, "{out}");
+    assert_eq!(
+        v["limits"]["request_retention_count"],
+        tenure_core::DEFAULT_RETENTION_COUNT,
+        "{out}"
+    );
     assert_eq!(
         v["limits"]["ttl_min_ms"], 1000,
         "the refused change changed nothing"
