@@ -139,7 +139,7 @@ pub const LOG_DIR: &str = "raft-log";
 
 /// A memtable of the log's store is written out to a table file once it
 /// holds this much: a bound on the memory the log keeps besides the cache.
-const LOG_MEMTABLE_BYTES: u64 = 8 << 20;
+const LOG_MEMTABLE_BYTES: u64 = 4 << 20;
 
 /// The log's journals are rotated (their memtables written out) once they
 /// hold this much, fjall's smallest bound: a bound on disk use and replay.
@@ -160,7 +160,24 @@ pub struct FileDisk {
     /// sled's files, synced after each of its flushes; `None`: sled's own
     /// flush alone (`--unsafe-no-fsync`, for measuring what syncs cost).
     files: Option<Arc<Files>>,
+    /// The state spaces' writes not yet flushed, and whether a background
+    /// flush of them runs.
+    state: Arc<StateFlush>,
 }
+
+/// sled keeps what it has not flushed in memory, and one large flush
+/// competes for the drive with the log's `fdatasync`: so the state spaces
+/// are also flushed in the background, off the acknowledgement path, at
+/// most every [`STATE_FLUSH_EVERY`] while they are written to.
+#[derive(Debug, Default)]
+struct StateFlush {
+    dirty: std::sync::atomic::AtomicBool,
+    running: std::sync::atomic::AtomicBool,
+    last: Mutex<Option<tokio::time::Instant>>,
+}
+
+/// How often, at most, the state spaces are flushed in the background.
+const STATE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl std::fmt::Debug for FileDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -315,8 +332,8 @@ impl FileDisk {
         FileDisk::open_with(dir, true, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`FileDisk::open`] with caches of `cache_bytes` each (sled's page
-    /// cache, the log's block cache); `sync` false leaves durability to what
+    /// [`FileDisk::open`] with `cache_bytes` of cache: sled's page cache,
+    /// and a quarter of it again for the log's block cache; `sync` false leaves durability to what
     /// the kernel holds (survives a process crash, not a power loss): only
     /// for measuring what the syncs cost.
     pub fn open_with(dir: &Path, sync: bool, cache_bytes: u64) -> Result<FileDisk, DiskError> {
@@ -337,13 +354,16 @@ impl FileDisk {
         } else {
             None
         };
-        let log = LogFiles::open(&dir.join(LOG_DIR), sync, cache_bytes)?;
+        // The log is read back only by followers that fall behind: a
+        // quarter of the cache is plenty.
+        let log = LogFiles::open(&dir.join(LOG_DIR), sync, cache_bytes / 4)?;
         let disk = FileDisk {
             log: Arc::new(log),
             db,
             trees,
             flushes: Arc::default(),
             files,
+            state: Arc::default(),
         };
         disk.move_log_out_of_sled()?;
         Ok(disk)
@@ -395,11 +415,45 @@ impl FileDisk {
     }
 
     async fn flush_state(&self) -> Result<(), DiskError> {
+        self.state.dirty.store(false, Ordering::Relaxed);
         self.db.flush_async().await?;
         if let Some(files) = self.files.clone() {
             blocking("sled's files", move || files.sync()).await?;
         }
         Ok(())
+    }
+
+    /// Starts a background flush of the state spaces when they were
+    /// written to, none runs, and the last began [`STATE_FLUSH_EVERY`] ago.
+    fn kick_state_flush(&self) {
+        let s = &self.state;
+        if !s.dirty.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        {
+            let mut last = s.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|l| now.duration_since(l) < STATE_FLUSH_EVERY) {
+                return;
+            }
+            if s.running.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let disk = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = disk.flush_state().await {
+                // The next snapshot's flush meets the same error and
+                // reports it to openraft; here it is only logged.
+                tracing::error!(error = %e, "background flush of the state store failed");
+            }
+            disk.state.running.store(false, Ordering::Release);
+        });
+    }
+
+    fn state_written(&self) {
+        self.state.dirty.store(true, Ordering::Relaxed);
     }
 }
 
@@ -424,6 +478,7 @@ impl Disk for FileDisk {
         for (k, v) in records {
             batch.insert(k, v);
         }
+        self.state_written();
         Ok(self.tree(space).apply_batch(batch)?)
     }
 
@@ -441,6 +496,7 @@ impl Disk for FileDisk {
         for item in tree.range::<Vec<u8>, _>((Bound::Included(from.to_vec()), upper(to))) {
             batch.remove(item?.0);
         }
+        self.state_written();
         Ok(tree.apply_batch(batch)?)
     }
 
@@ -506,6 +562,7 @@ impl Disk for FileDisk {
         })
         .await?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.kick_state_flush();
         metrics::histogram!("tenure_log_flush_duration_seconds")
             .record(start.elapsed().as_secs_f64());
         metrics::counter!("tenure_log_flushes_total").increment(1);
