@@ -203,6 +203,29 @@ impl TlsCluster {
         panic!("no leader named over TLS");
     }
 
+    /// Waits until every running node knows the cluster's `n` members: a
+    /// node that knows no membership yet admits any node certificate of the
+    /// CA (the leader adding it must reach it first).
+    async fn members_known(&self, token: &str, n: usize) {
+        let config = self.config(self.client_tls(None)).with_token(token);
+        let start = Instant::now();
+        for addr in self.addrs.values() {
+            loop {
+                if let Ok(client) = Client::connect(config.clone()).await
+                    && let Ok(s) = client.status_of(addr).await
+                    && s.members.len() == n
+                {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < LIVENESS,
+                    "{addr} never learned the members"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     fn log(&self, id: u64) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
     }
@@ -310,6 +333,7 @@ async fn tn_tls_002_the_raft_service_answers_member_node_certificates_only() {
     // Certificates for four nodes; three run, so node-4 names no member.
     let mut c = TlsCluster::start(3, 4, &ops_entry);
     c.leader(&ops).await;
+    c.members_known(&ops, 3).await;
     for addr in c.addrs.values() {
         let none = raft_call(&c, addr, None).await.expect_err("no certificate");
         assert!(
