@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tenure_core::AuditEvent;
-use tenure_raft::{AuditHistory, DiskError, TableReader};
+use tenure_raft::{AuditHistory, DiskError, Notice, TableReader};
 use tokio::sync::broadcast;
 
 /// How many recent events a node keeps in memory to date grants.
@@ -21,8 +21,45 @@ pub const RECENT: usize = 65_536;
 /// The kept audit history, and the last [`RECENT`] events in memory.
 #[derive(Clone)]
 pub struct History {
-    recent: Arc<Mutex<VecDeque<AuditEvent>>>,
+    recent: Arc<Mutex<Recent>>,
     kept: AuditHistory,
+}
+
+/// The recent events, and the notices not yet read into them.
+#[derive(Default)]
+struct Recent {
+    events: VecDeque<AuditEvent>,
+    notices: Option<broadcast::Receiver<Arc<Notice>>>,
+}
+
+impl Recent {
+    /// Reads every notice already sent into the recent events.
+    fn drain(&mut self) {
+        let Some(notices) = self.notices.as_mut() else {
+            return;
+        };
+        loop {
+            match notices.try_recv() {
+                Ok(n) => {
+                    for e in &n.events {
+                        if self.events.len() == RECENT {
+                            self.events.pop_front();
+                        }
+                        self.events.push_back(e.clone());
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "the recent grants missed events");
+                    self.events.clear();
+                }
+                Err(
+                    broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed,
+                ) => {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl History {
@@ -34,37 +71,30 @@ impl History {
         }
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Follows the table's notices for as long as the node runs.
     pub async fn run(self, table: TableReader) {
-        let mut notices = table.subscribe();
+        let mut wake = table.subscribe();
+        self.recent().notices = Some(table.subscribe());
         loop {
-            match notices.recv().await {
-                Ok(n) => {
-                    let mut events = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-                    for e in &n.events {
-                        if events.len() == RECENT {
-                            events.pop_front();
-                        }
-                        events.push_back(e.clone());
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the recent grants missed events");
-                    self.recent
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clear();
-                }
+            match wake.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.recent().drain(),
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }
 
     /// When a lease was granted (the proposer's wall clock, Unix ms), while
-    /// its grant is among the recent events.
+    /// its grant is among the recent events. The notices already sent are
+    /// read first: an answer built right after the grant applied finds it.
     pub fn granted_at(&self, id: tenure_core::LeaseId) -> Option<u64> {
-        let events = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        events
+        let mut recent = self.recent();
+        recent.drain();
+        recent
+            .events
             .iter()
             .rev()
             .find(|e| e.kind == tenure_core::AuditKind::LeaseAcquire && e.lease_id == Some(id))
