@@ -1,6 +1,7 @@
 """Reads the strace logs and grant windows that scripts/durability-check
-wrote, and checks that every grant's window holds an fdatasync of sled's
-log file ("/db") on the leader and on at least one follower.
+wrote, and checks that every grant's window holds an fdatasync of the raft
+log's journal (a "*.jnl" file under "raft-log/") on the leader and on at
+least one follower.
 Usage: durability_check.py LABEL DIR LEADER_ID; exit 0 pass, 1 fail."""
 import re
 import sys
@@ -11,20 +12,24 @@ START = re.compile(r"^(\d+)\s+\d+\.\d+ (?:fdatasync|fsync)\(\d+<([^>]*)> <unfini
 RESUMED = re.compile(r"^(\d+)\s+(\d+\.\d+) <\.\.\. (?:fdatasync|fsync) resumed>\)\s*=\s*0")
 
 
+def is_journal(path: str) -> bool:
+    return "/raft-log/" in path and path.endswith(".jnl")
+
+
 def syncs(path: Path) -> list[float]:
-    """Completion times of successful fdatasync/fsync calls on sled's log
-    file (a call another thread interrupted in strace's output completes on
+    """Completion times of successful fdatasync/fsync calls on the raft
+    log's journal (a call another thread interrupted in strace's output completes on
     its "resumed" line)."""
     out = []
     pending = {}
     for line in path.read_text(errors="replace").splitlines():
         if m := DONE.match(line):
-            if m.group(3).endswith("/db"):
+            if is_journal(m.group(3)):
                 out.append(float(m.group(2)))
         elif m := START.match(line):
             pending[m.group(1)] = m.group(2)
         elif m := RESUMED.match(line):
-            if pending.pop(m.group(1), "").endswith("/db"):
+            if is_journal(pending.pop(m.group(1), "")):
                 out.append(float(m.group(2)))
     return out
 

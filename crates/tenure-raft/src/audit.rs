@@ -2,10 +2,11 @@
 //!
 //! The state machine writes the audit events of every entry it applies to
 //! [`Space::Audit`], keyed by sequence number, in the same step as the
-//! apply: the next flush (every log append flushes) makes them durable with
-//! the log. After a restart, openraft re-applies the log after the
-//! snapshot and the same events are written again under the same keys, so
-//! the history on disk has no hole a restart made. A snapshot installed
+//! apply. They are made durable with the next snapshot (a full
+//! `Disk::flush`), not with every log append: after a restart, openraft
+//! re-applies the log after the snapshot and the same events are written
+//! again under the same keys, so the history on disk has no hole a restart
+//! made. A snapshot installed
 //! from the leader skips entries this node never applied: the history is
 //! then cleared, and it starts again after the snapshot.
 //!

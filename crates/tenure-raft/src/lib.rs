@@ -41,7 +41,7 @@ pub mod transport;
 pub mod types;
 
 pub use audit::{AuditHistory, AuditRetention};
-pub use disk::{Disk, DiskError, SimDisk, SledDisk, Space};
+pub use disk::{Disk, DiskError, FileDisk, SimDisk, Space};
 pub use elections::Elections;
 pub use log_store::LogStore;
 pub use proposer::{Committed, Proposer, WriteError};

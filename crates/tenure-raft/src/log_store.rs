@@ -2,7 +2,8 @@
 //!
 //! Entries are keyed by their big-endian index, so key order is log order.
 //! `append` writes the entries and hands openraft's callback to a flusher
-//! task, which tells openraft the entries are durable only after a flush.
+//! task, which tells openraft the entries are durable only after a log flush
+//! (`Disk::flush_log`).
 //! Appends that arrive while a flush runs wait for the next one, which then
 //! covers all of them (group commit): one fsync per batch, not per entry.
 //! The vote is flushed before `save_vote` returns. The committed log id is
@@ -152,7 +153,7 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let io = |e: DiskError| StorageError::from(StorageIOError::write_vote(&e));
         self.put_meta("vote", VOTE, vote).map_err(io)?;
-        self.disk.flush().await.map_err(io)
+        self.disk.flush_log().await.map_err(io)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -189,7 +190,7 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
         self.disk.put(Space::Log, records).map_err(write_err)?;
         if let Err(unsent) = self.flusher.send(callback) {
             // The flusher is gone (the runtime is shutting down): flush here.
-            let flushed = self.disk.flush().await;
+            let flushed = self.disk.flush_log().await;
             let outcome = flushed
                 .as_ref()
                 .map(|_| ())
@@ -204,13 +205,13 @@ impl<D: Disk> RaftLogStorage<TypeConfig> for LogStore<D> {
         self.disk
             .remove_range(Space::Log, &key(log_id.index), None)
             .map_err(write_err)?;
-        self.disk.flush().await.map_err(write_err)
+        self.disk.flush_log().await.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.put_meta("purge point", PURGED, &log_id)
             .map_err(write_err)?;
-        self.disk.flush().await.map_err(write_err)?;
+        self.disk.flush_log().await.map_err(write_err)?;
         let end = log_id.index.checked_add(1).map(key);
         self.disk
             .remove_range(Space::Log, &key(0), end.as_ref().map(|k| &k[..]))
@@ -226,7 +227,7 @@ async fn flush_in_batches<D: Disk>(
 ) {
     let mut batch = Vec::new();
     while pending.recv_many(&mut batch, usize::MAX).await > 0 {
-        let flushed = disk.flush().await;
+        let flushed = disk.flush_log().await;
         if let Err(e) = &flushed {
             tracing::error!(error = %e, appends = batch.len(), "flushing the raft log failed");
         }

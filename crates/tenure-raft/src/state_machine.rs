@@ -304,6 +304,9 @@ impl<D: Disk> RaftStateMachine<TypeConfig> for StateMachineStore<D> {
         self.disk
             .remove_range(Space::Audit, &[], None)
             .map_err(sm_write)?;
+        // Durable now: a restart must not find the old history beside the
+        // new snapshot (the log's flushes do not cover it).
+        self.disk.flush().await.map_err(sm_write)?;
         let mut a = self.shared.write();
         a.table = table;
         a.last_applied = meta.last_log_id;

@@ -1,11 +1,12 @@
-//! openraft's own storage suite, against both media: sled and the simulated
-//! disk run the same log store and state machine code.
+//! openraft's own storage suite, against both media: the file disk (the
+//! log in fjall, the state in sled) and the simulated disk run the same log
+//! store and state machine code.
 #![allow(clippy::result_large_err)] // openraft fixes the error type
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 use tenure_core::TableConfig;
-use tenure_raft::{LogStore, NodeId, SimDisk, SledDisk, StateMachineStore, TypeConfig};
+use tenure_raft::{FileDisk, LogStore, NodeId, SimDisk, StateMachineStore, TypeConfig};
 
 struct Sim;
 
@@ -19,23 +20,23 @@ impl StoreBuilder<TypeConfig, LogStore<SimDisk>, StateMachineStore<SimDisk>, ()>
     }
 }
 
-struct Sled;
+struct Files;
 
-impl StoreBuilder<TypeConfig, LogStore<SledDisk>, StateMachineStore<SledDisk>, tempfile::TempDir>
-    for Sled
+impl StoreBuilder<TypeConfig, LogStore<FileDisk>, StateMachineStore<FileDisk>, tempfile::TempDir>
+    for Files
 {
     async fn build(
         &self,
     ) -> Result<
         (
             tempfile::TempDir,
-            LogStore<SledDisk>,
-            StateMachineStore<SledDisk>,
+            LogStore<FileDisk>,
+            StateMachineStore<FileDisk>,
         ),
         StorageError<NodeId>,
     > {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let disk = SledDisk::open(dir.path()).expect("sled opens");
+        let disk = FileDisk::open(dir.path()).expect("the disk opens");
         let sm = StateMachineStore::open(disk.clone(), TableConfig::default())?;
         Ok((dir, LogStore::new(disk), sm))
     }
@@ -48,6 +49,7 @@ fn tn_repl_002_openraft_storage_suite_passes_on_the_simulated_disk()
 }
 
 #[test]
-fn tn_repl_002_openraft_storage_suite_passes_on_sled() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(Sled)
+fn tn_repl_002_openraft_storage_suite_passes_on_the_file_disk() -> Result<(), StorageError<NodeId>>
+{
+    Suite::test_all(Files)
 }

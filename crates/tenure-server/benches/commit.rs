@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tenure_core::{ClearLockDelay, Command};
-use tenure_raft::{Disk, NodeId, Proposal, SledDisk, TcpConnector};
+use tenure_raft::{Disk, FileDisk, NodeId, Proposal, TcpConnector};
 use tenure_server::{ClusterState, Node, NodeConfig};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -172,7 +172,7 @@ async fn load<D: Disk>(
 /// The disk alone: write a small record and flush, as fast as it goes.
 async fn fsync_rate(secs: f64) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let disk = SledDisk::open(dir.path()).expect("sled");
+    let disk = FileDisk::open(dir.path()).expect("sled");
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs {
@@ -195,7 +195,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let c = cluster(|p| SledDisk::open(p).expect("sled")).await;
+        let c = cluster(|p| FileDisk::open(p).expect("sled")).await;
         let leader = c.nodes[&1].wait_for_leader(Duration::from_secs(10)).await.expect("a leader");
         let disk_rate = fsync_rate(secs).await;
         let mut runs = Vec::new();

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tenure_raft::{Disk as _, SledDisk, TcpConnector};
+use tenure_raft::{Disk as _, FileDisk, TcpConnector};
 use tenure_server::auth::Auth;
 use tenure_server::config::parse_members;
 use tenure_server::tls::Tls;
@@ -312,7 +312,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         };
         std::fs::create_dir_all(&config.data_dir)?;
         let cache_bytes = config.cache_mb.saturating_mul(1 << 20);
-        let disk = SledDisk::open_with(&config.data_dir, !args.unsafe_no_fsync, cache_bytes)
+        let disk = FileDisk::open_with(&config.data_dir, !args.unsafe_no_fsync, cache_bytes)
             .map_err(tenure_server::ServerError::from)?;
         if args.unsafe_no_fsync {
             tracing::warn!("--unsafe-no-fsync: acknowledged writes and votes are NOT safe from a power loss");
