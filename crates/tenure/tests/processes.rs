@@ -814,8 +814,8 @@ async fn tn_repl_011_a_fresh_cluster_elects_once_and_keeps_its_leader() {
 }
 
 /// `scripts/durability-check`: three nodes of this binary under strace;
-/// each of 10 grants must follow an fdatasync of sled's log on the leader
-/// and a follower, and the same run with `--unsafe-no-fsync` must fail that
+/// each of 10 grants must follow an fdatasync of the raft log's journal on
+/// the leader and a follower, and the same run with `--unsafe-no-fsync` must fail that
 /// check (the check bites). The script installs strace when missing.
 #[test]
 fn tn_dur_001_every_grant_is_acknowledged_after_an_fdatasync_on_a_quorum() {
@@ -837,8 +837,8 @@ fn tn_dur_001_every_grant_is_acknowledged_after_an_fdatasync_on_a_quorum() {
         text.contains("synced: every grant was acknowledged after an fdatasync"),
         "{text}"
     );
-    // Without the syncs the check fails (sled may still fsync its log now
-    // and then on its own, so not necessarily for every grant).
+    // Without the syncs the check fails (a store may still sync its files
+    // now and then on its own, so not necessarily for every grant).
     assert!(
         text.contains("grants were acknowledged without a quorum fdatasync"),
         "{text}"
